@@ -209,42 +209,42 @@ mod tests {
         let only_native = policy(|p| p.allowed_backends = vec![Backend::Native]);
         let force_native = policy(|p| p.backend = BackendChoice::Native);
         let dflt = Policy::default();
-        let cases: Vec<(&str, &Workload, &Policy, Option<Backend>, Result<Backend, &str>)> = vec![
-            ("single wasm", &single_wasm, &dflt, None, Ok(Backend::Wasm)),
-            ("single elf", &single_elf, &dflt, None, Ok(Backend::Native)),
-            ("bundle untrusted", &bundle(vec![]), &dflt, None, Ok(Backend::Wasm)),
-            ("bundle trusted", &bundle(vec![]), &trusted, None, Ok(Backend::Native)),
-            ("bundle needs subprocesses", &bundle(vec![Need::Subprocesses]), &dflt, None, Ok(Backend::Native)),
-            ("p1 bundle needs sockets", &bundle(vec![Need::Sockets]), &dflt, None, Ok(Backend::Native)),
-            ("bundle only wasm allowed", &bundle(vec![Need::Threads]), &only_wasm, None, Ok(Backend::Wasm)),
-            ("bundle only native allowed", &bundle(vec![]), &only_native, None, Ok(Backend::Native)),
-            ("override wins over trust", &bundle(vec![]), &dflt, Some(Backend::Native), Ok(Backend::Native)),
-            ("policy forces native", &bundle(vec![]), &force_native, None, Ok(Backend::Native)),
-            ("override beats policy", &bundle(vec![]), &force_native, Some(Backend::Wasm), Ok(Backend::Wasm)),
+        let cases: Vec<(&str, Workload, Policy, Option<Backend>, Result<Backend, &str>)> = vec![
+            ("single wasm", single_wasm.clone(), dflt.clone(), None, Ok(Backend::Wasm)),
+            ("single elf", single_elf.clone(), dflt.clone(), None, Ok(Backend::Native)),
+            ("bundle untrusted", bundle(vec![]), dflt.clone(), None, Ok(Backend::Wasm)),
+            ("bundle trusted", bundle(vec![]), trusted.clone(), None, Ok(Backend::Native)),
+            ("bundle needs subprocesses", bundle(vec![Need::Subprocesses]), dflt.clone(), None, Ok(Backend::Native)),
+            ("p1 bundle needs sockets", bundle(vec![Need::Sockets]), dflt.clone(), None, Ok(Backend::Native)),
+            ("bundle only wasm allowed", bundle(vec![Need::Threads]), only_wasm.clone(), None, Ok(Backend::Wasm)),
+            ("bundle only native allowed", bundle(vec![]), only_native.clone(), None, Ok(Backend::Native)),
+            ("override wins over trust", bundle(vec![]), dflt.clone(), Some(Backend::Native), Ok(Backend::Native)),
+            ("policy forces native", bundle(vec![]), force_native.clone(), None, Ok(Backend::Native)),
+            ("override beats policy", bundle(vec![]), force_native.clone(), Some(Backend::Wasm), Ok(Backend::Wasm)),
             (
                 "override without variant",
-                &single_wasm,
-                &dflt,
+                single_wasm.clone(),
+                dflt.clone(),
                 Some(Backend::Native),
                 Err("--backend native on the command line asks for the native backend, but wasm module has no native variant"),
             ),
             (
                 "override not allowed",
-                &single_elf,
-                &only_wasm,
+                single_elf.clone(),
+                only_wasm.clone(),
                 Some(Backend::Native),
                 Err("--backend native on the command line asks for the native backend, but the policy allows only wasm"),
             ),
             (
                 "nothing allowed",
-                &single_elf,
-                &only_wasm,
+                single_elf.clone(),
+                only_wasm.clone(),
                 None,
                 Err("ELF x86_64 static can run only on native, but the policy allows only wasm"),
             ),
         ];
         for (name, w, p, o, want) in cases {
-            let got = decide(w, p, o);
+            let got = decide(&w, &p, o);
             match (got, want) {
                 (Ok(d), Ok(b)) => {
                     assert_eq!(d.backend, b, "{name}");
