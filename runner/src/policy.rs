@@ -12,7 +12,7 @@
 //! let err = Policy::from_json_str(r#"{"version": 1, "resources": {"cpus": 0}}"#, "p.json").unwrap_err();
 //! assert_eq!(
 //!     err.to_string(),
-//!     "p.json:1:38: resources.cpus: invalid value: integer `0`, expected a number of cores in (0, 1024], e.g. 0.5"
+//!     "p.json:1:39: resources.cpus: invalid value: integer `0`, expected a number of cores in (0, 1024], e.g. 0.5"
 //! );
 //! ```
 
