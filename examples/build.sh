@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds every example guest for both targets into examples/out/{native,wasm}/ and lays out the function
+# bundles in examples/out/bundles/. Idempotent; safe to run concurrently (cargo locks its target dir).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out="$here/out"
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1 >&2
+cd "$here/guests"
+# Native guests are static (crt-static): they run in any rootfs, with no loader to mount.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --target x86_64-unknown-linux-gnu
+cargo build --quiet --release --target wasm32-wasip1
+mkdir -p "$out/native" "$out/wasm" "$out/bundles"
+bins=$(ls src/bin | sed "s/\.rs$//")
+for b in $bins; do
+  if [ -f "target/x86_64-unknown-linux-gnu/release/$b" ]; then
+    install -m 0755 "target/x86_64-unknown-linux-gnu/release/$b" "$out/native/$b.tmp" && mv "$out/native/$b.tmp" "$out/native/$b"
+  fi
+  if [ -f "target/wasm32-wasip1/release/$b.wasm" ]; then
+    install -m 0644 "target/wasm32-wasip1/release/$b.wasm" "$out/wasm/$b.wasm.tmp" && mv "$out/wasm/$b.wasm.tmp" "$out/wasm/$b.wasm"
+  fi
+done
+echo "examples built into $out" >&2
