@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod decide;
+pub mod envelope;
 pub mod exit;
 pub mod policy;
 pub mod report;

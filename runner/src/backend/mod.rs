@@ -3,6 +3,9 @@
 //! [`BackendRun`] (outcome and what it measured). [`crate::sandbox`] builds the envelope around it and
 //! the report from it.
 
+pub mod native;
+pub mod wasm;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,4 +82,20 @@ impl BackendRun {
             degradations: Vec::new(),
         }
     }
+}
+
+/// A backend could not start the run at all (nothing of the workload ran). Failures *inside* a started
+/// sandbox are outcomes (`Outcome::SetupError`), not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The host cannot provide what the policy requires; `hint` says how to fix it.
+    #[error("{what}: {why}{}", hint.as_ref().map(|h| format!(" (hint: {h})")).unwrap_or_default())]
+    Preflight { what: String, why: String, hint: Option<String> },
+    /// A host-side step failed before the workload started.
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -1,0 +1,1 @@
+//! The wasm backend: WASI modules and components in wasmtime (issue 5).
