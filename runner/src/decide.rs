@@ -36,13 +36,27 @@ pub struct Decision {
 pub enum DecideError {
     /// A forced backend (override or policy) for which the workload has no variant.
     #[error("{source_of_choice} asks for the {backend} backend, but {workload} has no {backend} variant")]
-    NoVariant { backend: Backend, source_of_choice: String, workload: String },
+    NoVariant {
+        backend: Backend,
+        source_of_choice: String,
+        workload: String,
+    },
     /// A forced backend the policy does not allow.
-    #[error("{source_of_choice} asks for the {backend} backend, but the policy allows only {allowed}")]
-    NotAllowed { backend: Backend, source_of_choice: String, allowed: String },
+    #[error(
+        "{source_of_choice} asks for the {backend} backend, but the policy allows only {allowed}"
+    )]
+    NotAllowed {
+        backend: Backend,
+        source_of_choice: String,
+        allowed: String,
+    },
     /// The workload's variants are all for backends the policy does not allow.
     #[error("{workload} can run only on {available}, but the policy allows only {allowed}")]
-    NothingAllowed { workload: String, available: String, allowed: String },
+    NothingAllowed {
+        workload: String,
+        available: String,
+        allowed: String,
+    },
     /// A script whose interpreter the sandbox would not contain.
     #[error("the script's interpreter {interpreter} is not visible inside the sandbox ({why})")]
     InterpreterNotVisible { interpreter: String, why: String },
@@ -50,34 +64,63 @@ pub enum DecideError {
 
 /// Host directories the default (`host`) rootfs exposes read-only; shared with the native backend's
 /// mount plan so the decision and the sandbox agree.
-pub const HOST_ROOTFS_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc"];
+pub const HOST_ROOTFS_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc",
+];
 
 fn list(backends: &[Backend]) -> String {
-    backends.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" and ")
+    backends
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Chooses the backend. Deterministic: the same inputs always give the same decision and reasons.
-pub fn decide(workload: &Workload, policy: &Policy, override_backend: Option<Backend>) -> Result<Decision, DecideError> {
+pub fn decide(
+    workload: &Workload,
+    policy: &Policy,
+    override_backend: Option<Backend>,
+) -> Result<Decision, DecideError> {
     let what = workload.describe();
-    let available: Vec<Backend> =
-        [Backend::Wasm, Backend::Native].into_iter().filter(|b| workload.variant(*b).is_some()).collect();
+    let available: Vec<Backend> = [Backend::Wasm, Backend::Native]
+        .into_iter()
+        .filter(|b| workload.variant(*b).is_some())
+        .collect();
     let mut reasons = Vec::new();
 
     let forced = override_backend
         .map(|b| (b, format!("--backend {b} on the command line")))
-        .or_else(|| policy.backend.forced().map(|b| (b, format!("the policy's `backend: {b}`"))));
+        .or_else(|| {
+            policy
+                .backend
+                .forced()
+                .map(|b| (b, format!("the policy's `backend: {b}`")))
+        });
 
     let backend = if let Some((backend, source_of_choice)) = forced {
         if !policy.allowed_backends.contains(&backend) {
-            return Err(DecideError::NotAllowed { backend, source_of_choice, allowed: list(&policy.allowed_backends) });
+            return Err(DecideError::NotAllowed {
+                backend,
+                source_of_choice,
+                allowed: list(&policy.allowed_backends),
+            });
         }
         if !available.contains(&backend) {
-            return Err(DecideError::NoVariant { backend, source_of_choice, workload: what });
+            return Err(DecideError::NoVariant {
+                backend,
+                source_of_choice,
+                workload: what,
+            });
         }
         reasons.push(format!("{source_of_choice} forces the {backend} backend"));
         backend
     } else {
-        let allowed: Vec<Backend> = available.iter().copied().filter(|b| policy.allowed_backends.contains(b)).collect();
+        let allowed: Vec<Backend> = available
+            .iter()
+            .copied()
+            .filter(|b| policy.allowed_backends.contains(b))
+            .collect();
         match allowed.as_slice() {
             [] => {
                 return Err(DecideError::NothingAllowed {
@@ -112,8 +155,12 @@ fn both_variants(workload: &Workload, policy: &Policy, reasons: &mut Vec<String>
         workload.variant(Backend::Wasm).map(|a| &a.format),
         Some(Format::WasmComponent | Format::WasmText { component: true })
     );
-    let unserved: Vec<String> =
-        workload.needs().iter().filter(|n| !n.wasi_can_serve(component)).map(|n| n.to_string()).collect();
+    let unserved: Vec<String> = workload
+        .needs()
+        .iter()
+        .filter(|n| !n.wasi_can_serve(component))
+        .map(|n| n.to_string())
+        .collect();
     if !unserved.is_empty() {
         reasons.push(format!(
             "the bundle declares needs WASI cannot serve ({}), so it runs natively",
@@ -140,24 +187,52 @@ fn both_variants(workload: &Workload, policy: &Policy, reasons: &mut Vec<String>
 }
 
 /// A `#!` script runs its interpreter *inside* the sandbox: it must be in the rootfs or a mount.
-fn check_interpreter(workload: &Workload, policy: &Policy, reasons: &mut Vec<String>) -> Result<(), DecideError> {
-    let Some(Format::Script { interpreter, .. }) = workload.variant(Backend::Native).map(|a| &a.format) else {
+fn check_interpreter(
+    workload: &Workload,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> Result<(), DecideError> {
+    let Some(Format::Script { interpreter, .. }) =
+        workload.variant(Backend::Native).map(|a| &a.format)
+    else {
         return Ok(());
     };
     let shown = interpreter.display().to_string();
-    let in_mount = policy.filesystem.mounts.iter().any(|m| interpreter.starts_with(&m.guest));
+    let in_mount = policy
+        .filesystem
+        .mounts
+        .iter()
+        .any(|m| interpreter.starts_with(&m.guest));
     let visible = match &policy.native.rootfs {
-        Rootfs::Host => in_mount || HOST_ROOTFS_DIRS.iter().any(|d| interpreter.starts_with(Path::new(d))),
-        Rootfs::Dir(dir) => in_mount || dir.join(interpreter.strip_prefix("/").unwrap_or(interpreter)).exists(),
+        Rootfs::Host => {
+            in_mount
+                || HOST_ROOTFS_DIRS
+                    .iter()
+                    .any(|d| interpreter.starts_with(Path::new(d)))
+        }
+        Rootfs::Dir(dir) => {
+            in_mount
+                || dir
+                    .join(interpreter.strip_prefix("/").unwrap_or(interpreter))
+                    .exists()
+        }
     };
     if !visible {
         let why = match &policy.native.rootfs {
-            Rootfs::Host => format!("it is outside the host rootfs ({}) and every mount", HOST_ROOTFS_DIRS.join(", ")),
+            Rootfs::Host => format!(
+                "it is outside the host rootfs ({}) and every mount",
+                HOST_ROOTFS_DIRS.join(", ")
+            ),
             Rootfs::Dir(d) => format!("{} has no such file and no mount covers it", d.display()),
         };
-        return Err(DecideError::InterpreterNotVisible { interpreter: shown, why });
+        return Err(DecideError::InterpreterNotVisible {
+            interpreter: shown,
+            why,
+        });
     }
-    reasons.push(format!("the script's interpreter {shown} is visible inside the sandbox"));
+    reasons.push(format!(
+        "the script's interpreter {shown} is visible inside the sandbox"
+    ));
     Ok(())
 }
 
@@ -168,12 +243,19 @@ mod tests {
     use crate::workload::{Artifact, Bundle, ElfInfo, Manifest, Need};
 
     fn wasm() -> Artifact {
-        Artifact { path: "g.wasm".into(), format: Format::WasmModule }
+        Artifact {
+            path: "g.wasm".into(),
+            format: Format::WasmModule,
+        }
     }
     fn elf() -> Artifact {
         Artifact {
             path: "g".into(),
-            format: Format::Elf(ElfInfo { machine: "x86_64".into(), is_static: true, interpreter: None }),
+            format: Format::Elf(ElfInfo {
+                machine: "x86_64".into(),
+                is_static: true,
+                interpreter: None,
+            }),
         }
     }
     fn bundle(needs: Vec<Need>) -> Workload {
@@ -248,7 +330,10 @@ mod tests {
             match (got, want) {
                 (Ok(d), Ok(b)) => {
                     assert_eq!(d.backend, b, "{name}");
-                    assert!(!d.reasons.is_empty(), "{name}: a decision always has a reason");
+                    assert!(
+                        !d.reasons.is_empty(),
+                        "{name}: a decision always has a reason"
+                    );
                 }
                 (Err(e), Err(msg)) => assert_eq!(e.to_string(), msg, "{name}"),
                 (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
@@ -258,9 +343,19 @@ mod tests {
 
     #[test]
     fn reasons_name_the_rule() {
-        let d = decide(&bundle(vec![Need::Subprocesses, Need::Signals]), &Policy::default(), None).unwrap();
+        let d = decide(
+            &bundle(vec![Need::Subprocesses, Need::Signals]),
+            &Policy::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(d.reasons, vec!["the bundle declares needs WASI cannot serve (subprocesses, signals), so it runs natively"]);
-        let d = decide(&bundle(vec![]), &policy(|p| p.allowed_backends = vec![Backend::Native]), None).unwrap();
+        let d = decide(
+            &bundle(vec![]),
+            &policy(|p| p.allowed_backends = vec![Backend::Native]),
+            None,
+        )
+        .unwrap();
         assert_eq!(d.reasons[0], "the policy does not allow the wasm backend");
     }
 
@@ -276,14 +371,25 @@ mod tests {
         let script = |interp: &str| {
             Workload::Single(Artifact {
                 path: "s".into(),
-                format: Format::Script { interpreter: interp.into(), arg: None },
+                format: Format::Script {
+                    interpreter: interp.into(),
+                    arg: None,
+                },
             })
         };
         assert!(decide(&script("/bin/sh"), &Policy::default(), None).is_ok());
         let err = decide(&script("/opt/py/bin/python"), &Policy::default(), None).unwrap_err();
-        assert!(err.to_string().starts_with("the script's interpreter /opt/py/bin/python is not visible"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("the script's interpreter /opt/py/bin/python is not visible"),
+            "{err}"
+        );
         let p = policy(|p| {
-            p.filesystem.mounts.push(Mount { host: "/opt/py".into(), guest: "/opt/py".into(), mode: Default::default() })
+            p.filesystem.mounts.push(Mount {
+                host: "/opt/py".into(),
+                guest: "/opt/py".into(),
+                mode: Default::default(),
+            })
         });
         assert!(decide(&script("/opt/py/bin/python"), &p, None).is_ok());
     }

@@ -17,9 +17,12 @@
 //! ```
 
 pub mod backend;
+pub mod cli;
 pub mod decide;
+pub mod doctor;
 pub mod envelope;
 pub mod exit;
+pub mod explain;
 pub mod policy;
 pub mod report;
 pub mod sandbox;

@@ -1,1 +1,193 @@
-fn main() {}
+//! The `hybox` command: a thin layer over the library (see `hybox::cli` for the flags).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use hybox::cli::{Cli, Command, ExplainArgs, PolicyCommand, RunArgs};
+use hybox::policy::Policy;
+use hybox::workload::Workload;
+use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap uses 0 for --help/--version and 2 for usage errors, as documented.
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    let status = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Explain(args) => explain(args),
+        Command::Policy(PolicyCommand::Check { files }) => policy_check(&files),
+        Command::Policy(PolicyCommand::Schema) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Policy::json_schema()).expect("schema serialises")
+            );
+            0
+        }
+        Command::Doctor { json } => doctor(json),
+        Command::Gc => {
+            eprintln!("hybox: gc: the envelope is not available in this build");
+            exit::RUNNER_FAILED
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hybox", &mut std::io::stdout());
+            0
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .expect("render man page");
+            let _ = std::io::stdout().write_all(&out);
+            0
+        }
+    };
+    ExitCode::from(status as u8)
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("hybox={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Prints an error with its source chain, one line.
+fn fail(e: &dyn std::error::Error, status: i32) -> i32 {
+    let mut msg = format!("hybox: error: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    eprintln!("{msg}");
+    status
+}
+
+/// The policy for a run: `--policy`, else the bundle's own, else the built-in default.
+fn load_policy(
+    path: Option<&std::path::Path>,
+    workload: &Workload,
+) -> Result<Policy, hybox::policy::PolicyError> {
+    match (path, workload) {
+        (Some(p), _) => Policy::from_file(p),
+        (None, Workload::Bundle(b)) if b.policy.is_some() => {
+            Policy::from_file(b.policy.as_deref().expect("checked"))
+        }
+        (None, _) => Ok(Policy::default()),
+    }
+}
+
+fn prepare(
+    policy_path: Option<&std::path::Path>,
+    artifact: &std::path::Path,
+    overrides: &hybox::cli::OverrideArgs,
+) -> Result<Sandbox, i32> {
+    let workload = Workload::detect(artifact).map_err(|e| fail(&e, e.exit_status()))?;
+    let policy = load_policy(policy_path, &workload).map_err(|e| fail(&e, exit::USAGE))?;
+    let o = overrides.to_overrides();
+    let policy = policy
+        .with_overrides(&o)
+        .map_err(|e| fail(&e, exit::USAGE))?;
+    Sandbox::new(workload, policy, o.backend).map_err(|e| fail(&e, e.exit_status()))
+}
+
+fn run(args: RunArgs) -> i32 {
+    let sandbox = match prepare(args.policy.as_deref(), &args.artifact, &args.overrides) {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let opts = RunOptions {
+        args: args.args,
+        stdio: Stdio::Inherit,
+        host: HostConfig::default(),
+        run_id: None,
+    };
+    let result = match sandbox.run(&opts) {
+        Ok(r) => r,
+        Err(e) => return fail(&e, e.exit_status()),
+    };
+    let report = &result.report;
+    let json = serde_json::to_string_pretty(report).expect("report serialises");
+    if let Some(path) = &args.report {
+        if let Err(e) = std::fs::write(path, format!("{json}\n")) {
+            eprintln!("hybox: error: cannot write report {}: {e}", path.display());
+            return exit::RUNNER_FAILED;
+        }
+    }
+    if args.json {
+        println!("{json}");
+    }
+    eprintln!("{}", report.summary());
+    report.exit_status
+}
+
+fn explain(args: ExplainArgs) -> i32 {
+    let sandbox = match prepare(Some(&args.policy), &args.artifact, &args.overrides) {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let explanation = hybox::explain::explain(&sandbox);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explanation).expect("explanation serialises")
+        );
+    } else {
+        print!("{}", explanation.render());
+    }
+    0
+}
+
+fn policy_check(files: &[std::path::PathBuf]) -> i32 {
+    let mut status = 0;
+    for f in files {
+        match Policy::from_file(f) {
+            Ok(_) => println!("{}: ok", f.display()),
+            Err(e) => {
+                eprintln!("{e}");
+                status = exit::USAGE;
+            }
+        }
+    }
+    status
+}
+
+fn doctor(json: bool) -> i32 {
+    let checks = hybox::doctor::run(&HostConfig::default());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).expect("checks serialise")
+        );
+    } else {
+        print!("{}", hybox::doctor::render(&checks));
+    }
+    if checks
+        .iter()
+        .any(|c| c.status == hybox::doctor::Status::Fail)
+    {
+        exit::RUNNER_FAILED
+    } else {
+        0
+    }
+}

@@ -38,10 +38,20 @@ pub enum PolicyError {
     },
     /// The JSON is malformed, or a field has the wrong type, an unknown name or a value out of range.
     #[error("{file}:{line}:{column}: {path}: {message}")]
-    Parse { file: String, path: String, line: usize, column: usize, message: String },
+    Parse {
+        file: String,
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// The fields are each valid but do not make sense together (or a path is unsafe).
     #[error("{file}: {path}: {message}")]
-    Invalid { file: String, path: String, message: String },
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
 }
 
 impl PolicyError {
@@ -111,7 +121,10 @@ pub struct Policy {
 fn version_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let v = u64::deserialize(d)?;
     if v != u64::from(POLICY_VERSION) {
-        return Err(de::Error::invalid_value(de::Unexpected::Unsigned(v), &"1 (the only policy version this hybox reads)"));
+        return Err(de::Error::invalid_value(
+            de::Unexpected::Unsigned(v),
+            &"1 (the only policy version this hybox reads)",
+        ));
     }
     Ok(POLICY_VERSION)
 }
@@ -121,7 +134,9 @@ fn all_backends() -> Vec<Backend> {
 }
 
 /// An isolation technology.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// A WebAssembly guest in wasmtime.
@@ -210,7 +225,11 @@ pub struct Resources {
     #[serde(default = "default_timeout", deserialize_with = "timeout_range")]
     pub timeout: Duration,
     /// Optional CPU-time budget: fuel for wasm (calibrated), RLIMIT_CPU for native.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "some_cpu_time")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_cpu_time"
+    )]
     pub cpu_time: Option<Duration>,
     /// Bytes of stdout kept when output is captured (library and `hybox serve`). Default 1M.
     #[serde(default = "default_capture")]
@@ -258,15 +277,37 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 fn memory_range<'de, D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
     let s = Size::deserialize(d)?;
     if s < MIN_MEMORY {
-        return Err(de::Error::invalid_value(de::Unexpected::Unsigned(s.bytes()), &"at least 4M (4194304 bytes)"));
+        return Err(de::Error::invalid_value(
+            de::Unexpected::Unsigned(s.bytes()),
+            &"at least 4M (4194304 bytes)",
+        ));
     }
     Ok(s)
 }
 
 fn cpus_range<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
+    struct Number;
+    impl de::Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number of cores in (0, 1024], e.g. 0.5")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+    }
+    let v = d.deserialize_any(Number)?;
     if !(v > 0.0 && v <= 1024.0) || v < 0.001 {
-        return Err(de::Error::invalid_value(float_unexpected(v), &"a number of cores in (0, 1024], e.g. 0.5"));
+        return Err(de::Error::invalid_value(
+            float_unexpected(v),
+            &"a number of cores in (0, 1024], e.g. 0.5",
+        ));
     }
     Ok(v)
 }
@@ -284,7 +325,10 @@ fn float_unexpected(v: f64) -> de::Unexpected<'static> {
 fn pids_range<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = u64::deserialize(d)?;
     if !(1..=4_194_304).contains(&v) {
-        return Err(de::Error::invalid_value(de::Unexpected::Unsigned(v), &"an integer in 1..=4194304"));
+        return Err(de::Error::invalid_value(
+            de::Unexpected::Unsigned(v),
+            &"an integer in 1..=4194304",
+        ));
     }
     Ok(v)
 }
@@ -331,12 +375,18 @@ pub struct Filesystem {
 
 impl Default for Filesystem {
     fn default() -> Self {
-        Filesystem { mounts: Vec::new(), tmp: default_tmp(), workdir: default_workdir() }
+        Filesystem {
+            mounts: Vec::new(),
+            tmp: default_tmp(),
+            workdir: default_workdir(),
+        }
     }
 }
 
 fn default_tmp() -> Option<Tmp> {
-    Some(Tmp { size: Size::mib(64) })
+    Some(Tmp {
+        size: Size::mib(64),
+    })
 }
 fn default_workdir() -> PathBuf {
     PathBuf::from("/")
@@ -419,7 +469,10 @@ fn default_instances() -> u32 {
 fn stack_range<'de, D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
     let s = Size::deserialize(d)?;
     if s < Size::kib(64) || s > Size::mib(64) {
-        return Err(de::Error::invalid_value(de::Unexpected::Unsigned(s.bytes()), &"a stack size between 64K and 64M"));
+        return Err(de::Error::invalid_value(
+            de::Unexpected::Unsigned(s.bytes()),
+            &"a stack size between 64K and 64M",
+        ));
     }
     Ok(s)
 }
@@ -612,14 +665,18 @@ impl Policy {
     /// Reads and validates a policy file.
     pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            file: file.clone(),
+            source,
+        })?;
         Policy::from_json_str(&text, &file)
     }
 
     /// Parses and validates policy JSON; `origin` names the source in error messages.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let policy: Policy = serde_path_to_error::deserialize(&mut de).map_err(|e| parse_error(origin, e))?;
+        let policy: Policy =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| parse_error(origin, e))?;
         // Trailing garbage after the object is an error too.
         de.end().map_err(|e| PolicyError::Parse {
             file: origin.to_string(),
@@ -634,43 +691,71 @@ impl Policy {
 
     /// The cross-field and path checks that serde cannot express. Run again after CLI overrides.
     pub fn validate(&self, origin: &str) -> Result<(), PolicyError> {
-        let invalid = |path: String, message: String| PolicyError::Invalid { file: origin.to_string(), path, message };
+        let invalid = |path: String, message: String| PolicyError::Invalid {
+            file: origin.to_string(),
+            path,
+            message,
+        };
         if self.allowed_backends.is_empty() {
-            return Err(invalid("allowed_backends".into(), "expected at least one backend, found an empty list".into()));
+            return Err(invalid(
+                "allowed_backends".into(),
+                "expected at least one backend, found an empty list".into(),
+            ));
         }
         for (i, b) in self.allowed_backends.iter().enumerate() {
             if self.allowed_backends[..i].contains(b) {
-                return Err(invalid(format!("allowed_backends[{i}]"), format!("\"{b}\" is listed twice")));
+                return Err(invalid(
+                    format!("allowed_backends[{i}]"),
+                    format!("\"{b}\" is listed twice"),
+                ));
             }
         }
         if let Some(forced) = self.backend.forced() {
             if !self.allowed_backends.contains(&forced) {
                 return Err(invalid(
                     "backend".into(),
-                    format!("\"{forced}\" is not in allowed_backends {:?}", self.backend_names()),
+                    format!(
+                        "\"{forced}\" is not in allowed_backends {:?}",
+                        self.backend_names()
+                    ),
                 ));
             }
         }
         for (i, m) in self.filesystem.mounts.iter().enumerate() {
-            check_host_path(&m.host).map_err(|msg| invalid(format!("filesystem.mounts[{i}].host"), msg))?;
-            check_guest_path(&m.guest).map_err(|msg| invalid(format!("filesystem.mounts[{i}].guest"), msg))?;
+            check_host_path(&m.host)
+                .map_err(|msg| invalid(format!("filesystem.mounts[{i}].host"), msg))?;
+            check_guest_path(&m.guest)
+                .map_err(|msg| invalid(format!("filesystem.mounts[{i}].guest"), msg))?;
             if let Some(r) = RESERVED_GUEST_PATHS.iter().find(|r| m.guest.starts_with(r)) {
                 return Err(invalid(
                     format!("filesystem.mounts[{i}].guest"),
-                    format!("expected a path outside {r} (hybox builds {r} itself), found {}", m.guest.display()),
+                    format!(
+                        "expected a path outside {r} (hybox builds {r} itself), found {}",
+                        m.guest.display()
+                    ),
                 ));
             }
-            if let Some(j) = self.filesystem.mounts[..i].iter().position(|o| o.guest == m.guest) {
+            if let Some(j) = self.filesystem.mounts[..i]
+                .iter()
+                .position(|o| o.guest == m.guest)
+            {
                 return Err(invalid(
                     format!("filesystem.mounts[{i}].guest"),
-                    format!("{} is already mounted by filesystem.mounts[{j}]", m.guest.display()),
+                    format!(
+                        "{} is already mounted by filesystem.mounts[{j}]",
+                        m.guest.display()
+                    ),
                 ));
             }
         }
-        check_guest_path(&self.filesystem.workdir).map_err(|msg| invalid("filesystem.workdir".into(), msg))?;
+        check_guest_path(&self.filesystem.workdir)
+            .map_err(|msg| invalid("filesystem.workdir".into(), msg))?;
         if let Some(tmp) = &self.filesystem.tmp {
             if tmp.size < Size::kib(64) {
-                return Err(invalid("filesystem.tmp.size".into(), format!("expected at least 64K, found {}", tmp.size)));
+                return Err(invalid(
+                    "filesystem.tmp.size".into(),
+                    format!("expected at least 64K, found {}", tmp.size),
+                ));
             }
         }
         for k in self.env.keys() {
@@ -678,7 +763,10 @@ impl Policy {
         }
         for (k, v) in &self.env {
             if v.contains('\0') {
-                return Err(invalid(format!("env.{k}"), "expected a value without NUL bytes".into()));
+                return Err(invalid(
+                    format!("env.{k}"),
+                    "expected a value without NUL bytes".into(),
+                ));
             }
         }
         for (i, k) in self.inherit_env.iter().enumerate() {
@@ -686,13 +774,19 @@ impl Policy {
         }
         for (i, a) in self.args.iter().enumerate() {
             if a.contains('\0') {
-                return Err(invalid(format!("args[{i}]"), "expected an argument without NUL bytes".into()));
+                return Err(invalid(
+                    format!("args[{i}]"),
+                    "expected an argument without NUL bytes".into(),
+                ));
             }
         }
         if let Rootfs::Dir(dir) = &self.native.rootfs {
             check_host_path(dir).map_err(|msg| invalid("native.rootfs.dir".into(), msg))?;
         }
-        for (field, id) in [("native.host_uid", self.native.host_uid), ("native.host_gid", self.native.host_gid)] {
+        for (field, id) in [
+            ("native.host_uid", self.native.host_uid),
+            ("native.host_gid", self.native.host_gid),
+        ] {
             if id == Some(0) {
                 return Err(invalid(
                     field.into(),
@@ -707,14 +801,20 @@ impl Policy {
         if self.native.rlimits.nofile < 16 || self.native.rlimits.nofile > 1 << 20 {
             return Err(invalid(
                 "native.rlimits.nofile".into(),
-                format!("expected an integer in 16..=1048576, found {}", self.native.rlimits.nofile),
+                format!(
+                    "expected an integer in 16..=1048576, found {}",
+                    self.native.rlimits.nofile
+                ),
             ));
         }
         Ok(())
     }
 
     fn backend_names(&self) -> Vec<String> {
-        self.allowed_backends.iter().map(|b| b.to_string()).collect()
+        self.allowed_backends
+            .iter()
+            .map(|b| b.to_string())
+            .collect()
     }
 
     /// The JSON Schema of the policy format (what `hybox policy schema` prints).
@@ -747,13 +847,25 @@ fn parse_error(origin: &str, e: serde_path_to_error::Error<serde_json::Error>) -
         Some(i) => full[..i].to_string(),
         None => full,
     };
-    let path = if path == "." || path.is_empty() { "(root)".to_string() } else { path };
-    PolicyError::Parse { file: origin.to_string(), path, line, column, message }
+    let path = if path == "." || path == "?" || path.is_empty() {
+        "(root)".to_string()
+    } else {
+        path
+    };
+    PolicyError::Parse {
+        file: origin.to_string(),
+        path,
+        line,
+        column,
+        message,
+    }
 }
 
 fn check_env_name(k: &str) -> Result<(), String> {
     if k.is_empty() || k.contains('=') || k.contains('\0') {
-        return Err(format!("expected a variable name without '=' or NUL, found {k:?}"));
+        return Err(format!(
+            "expected a variable name without '=' or NUL, found {k:?}"
+        ));
     }
     Ok(())
 }
@@ -762,23 +874,42 @@ fn check_env_name(k: &str) -> Result<(), String> {
 /// such as `/proc/self/fd/N` would hand the sandbox a host fd; CVE-2024-21626).
 fn check_host_path(p: &Path) -> Result<(), String> {
     if !p.is_absolute() {
-        return Err(format!("expected an absolute host path, found {:?}", p.display().to_string()));
+        return Err(format!(
+            "expected an absolute host path, found {:?}",
+            p.display().to_string()
+        ));
     }
-    if p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        return Err(format!("expected a path without '.' or '..', found {:?}", p.display().to_string()));
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "expected a path without '.' or '..', found {:?}",
+            p.display().to_string()
+        ));
     }
     if p.starts_with("/proc") {
-        return Err(format!("expected a path outside /proc (magic links are refused), found {:?}", p.display().to_string()));
+        return Err(format!(
+            "expected a path outside /proc (magic links are refused), found {:?}",
+            p.display().to_string()
+        ));
     }
     Ok(())
 }
 
 fn check_guest_path(p: &Path) -> Result<(), String> {
     if !p.is_absolute() {
-        return Err(format!("expected an absolute path inside the sandbox, found {:?}", p.display().to_string()));
+        return Err(format!(
+            "expected an absolute path inside the sandbox, found {:?}",
+            p.display().to_string()
+        ));
     }
-    if p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        return Err(format!("expected a path without '.' or '..', found {:?}", p.display().to_string()));
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!(
+            "expected a path without '.' or '..', found {:?}",
+            p.display().to_string()
+        ));
     }
     Ok(())
 }
@@ -823,25 +954,37 @@ impl Policy {
         };
         if let Some(m) = o.memory {
             if m < MIN_MEMORY {
-                return Err(range("--memory", format!("expected at least 4M, found {m}")));
+                return Err(range(
+                    "--memory",
+                    format!("expected at least 4M, found {m}"),
+                ));
             }
             p.resources.memory = m;
         }
         if let Some(c) = o.cpus {
             if !(c >= 0.001 && c <= 1024.0) {
-                return Err(range("--cpus", format!("expected a number of cores in (0, 1024], found {c}")));
+                return Err(range(
+                    "--cpus",
+                    format!("expected a number of cores in (0, 1024], found {c}"),
+                ));
             }
             p.resources.cpus = c;
         }
         if let Some(n) = o.pids {
             if !(1..=4_194_304).contains(&n) {
-                return Err(range("--pids", format!("expected an integer in 1..=4194304, found {n}")));
+                return Err(range(
+                    "--pids",
+                    format!("expected an integer in 1..=4194304, found {n}"),
+                ));
             }
             p.resources.pids = n;
         }
         if let Some(t) = o.timeout {
             if t.as_std().is_zero() || t > MAX_TIMEOUT {
-                return Err(range("--timeout", format!("expected a duration greater than 0 and at most 24h, found {t}")));
+                return Err(range(
+                    "--timeout",
+                    format!("expected a duration greater than 0 and at most 24h, found {t}"),
+                ));
             }
             p.resources.timeout = t;
         }

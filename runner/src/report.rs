@@ -122,7 +122,14 @@ pub struct Usage {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EnvelopeReport {
     /// A per-run cgroup; every limit written was read back.
-    Cgroup { version: String, path: String, memory_bytes: u64, cpu_quota_us: Option<u64>, cpu_period_us: u64, pids_max: u64 },
+    Cgroup {
+        version: String,
+        path: String,
+        memory_bytes: u64,
+        cpu_quota_us: Option<u64>,
+        cpu_period_us: u64,
+        pids_max: u64,
+    },
     /// No cgroup (only when the policy allows degrading); see `degradations`.
     None,
 }
@@ -182,12 +189,16 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let mut s = format!(
             "hybox: {} on {}: {}",
-            self.artifact,
-            self.backend,
-            self.outcome
+            self.artifact, self.backend, self.outcome
         );
         if let Some(l) = self.limit_fired {
-            s.push_str(&format!(" [limit: {}]", serde_json::to_value(l).unwrap_or_default().as_str().unwrap_or("?")));
+            s.push_str(&format!(
+                " [limit: {}]",
+                serde_json::to_value(l)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?")
+            ));
         }
         s.push_str(&format!(
             "\nhybox: run {} phases setup {:.1}ms start {:.1}ms run {:.1}ms teardown {:.1}ms; cpu user {:.1}ms sys {:.1}ms; peak memory {} KiB ({})",

@@ -101,9 +101,17 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Decides the backend; fails if no backend can run this workload under this policy.
-    pub fn new(workload: Workload, policy: Policy, override_backend: Option<Backend>) -> Result<Sandbox, Error> {
+    pub fn new(
+        workload: Workload,
+        policy: Policy,
+        override_backend: Option<Backend>,
+    ) -> Result<Sandbox, Error> {
         let decision = decide(&workload, &policy, override_backend)?;
-        Ok(Sandbox { workload, policy, decision })
+        Ok(Sandbox {
+            workload,
+            policy,
+            decision,
+        })
     }
 
     pub fn decision(&self) -> &Decision {
@@ -131,7 +139,9 @@ impl Sandbox {
 pub fn new_run_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     format!(
         "{:x}-{:x}-{:x}",
         now.as_millis(),

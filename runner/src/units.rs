@@ -34,7 +34,8 @@ impl Size {
 }
 
 /// What a size string must look like; shared by the parser's errors and the JSON schema.
-pub const SIZE_EXPECTED: &str = "a byte count: an integer, or a string like \"512K\", \"128M\", \"2G\"";
+pub const SIZE_EXPECTED: &str =
+    "a byte count: an integer, or a string like \"512K\", \"128M\", \"2G\"";
 
 impl FromStr for Size {
     type Err = String;
@@ -45,14 +46,21 @@ impl FromStr for Size {
         if num.is_empty() {
             return Err(format!("expected {SIZE_EXPECTED}, found \"{s}\""));
         }
-        let n: u64 = num.parse().map_err(|_| format!("expected {SIZE_EXPECTED}, found \"{s}\" (too large)"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("expected {SIZE_EXPECTED}, found \"{s}\" (too large)"))?;
         let shift = match unit.trim() {
             "" | "B" => 0,
             "K" | "k" | "KiB" | "KB" => 10,
             "M" | "m" | "MiB" | "MB" => 20,
             "G" | "g" | "GiB" | "GB" => 30,
             "T" | "t" | "TiB" | "TB" => 40,
-            _ => return Err(format!("expected {SIZE_EXPECTED}, found \"{s}\" (unknown unit \"{}\")", unit.trim())),
+            _ => {
+                return Err(format!(
+                    "expected {SIZE_EXPECTED}, found \"{s}\" (unknown unit \"{}\")",
+                    unit.trim()
+                ))
+            }
         };
         n.checked_mul(1u64 << shift)
             .map(Size)
@@ -90,10 +98,13 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v).map(Size).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
-                v.parse().map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                v.parse()
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
             }
         }
         d.deserialize_any(V)
@@ -127,7 +138,8 @@ impl schemars::JsonSchema for Size {
 pub struct Duration(pub std::time::Duration);
 
 /// What a duration must look like.
-pub const DURATION_EXPECTED: &str = "a duration: seconds as a number, or a string like \"500ms\", \"10s\", \"2m\"";
+pub const DURATION_EXPECTED: &str =
+    "a duration: seconds as a number, or a string like \"500ms\", \"10s\", \"2m\"";
 
 impl Duration {
     pub const fn from_secs(s: u64) -> Duration {
@@ -140,7 +152,8 @@ impl Duration {
         self.0
     }
     fn from_secs_f64(v: f64) -> Option<Duration> {
-        (v.is_finite() && v >= 0.0 && v < 1e12).then(|| Duration(std::time::Duration::from_secs_f64(v)))
+        (v.is_finite() && v >= 0.0 && v < 1e12)
+            .then(|| Duration(std::time::Duration::from_secs_f64(v)))
     }
 }
 
@@ -148,7 +161,9 @@ impl FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let bad = || format!("expected {DURATION_EXPECTED}, found \"{s}\"");
         let n: f64 = num.parse().map_err(|_| bad())?;
@@ -200,10 +215,12 @@ impl<'de> Deserialize<'de> for Duration {
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-                Duration::from_secs_f64(v).ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
+                Duration::from_secs_f64(v)
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &self))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                v.parse().map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                v.parse()
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
             }
         }
         d.deserialize_any(V)
@@ -235,10 +252,16 @@ mod tests {
         assert_eq!("64K".parse::<Size>().unwrap(), Size(65536));
         assert_eq!("2GiB".parse::<Size>().unwrap(), Size(2 << 30));
         assert_eq!("1 M".parse::<Size>().unwrap(), Size(1 << 20));
-        assert!("12Q".parse::<Size>().unwrap_err().contains("unknown unit \"Q\""));
+        assert!("12Q"
+            .parse::<Size>()
+            .unwrap_err()
+            .contains("unknown unit \"Q\""));
         assert!("M".parse::<Size>().is_err());
         assert!("-1".parse::<Size>().is_err());
-        assert!("99999999999999T".parse::<Size>().unwrap_err().contains("too large"));
+        assert!("99999999999999T"
+            .parse::<Size>()
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -252,7 +275,10 @@ mod tests {
     fn durations_parse() {
         assert_eq!("10s".parse::<Duration>().unwrap(), Duration::from_secs(10));
         assert_eq!("2m".parse::<Duration>().unwrap(), Duration::from_secs(120));
-        assert_eq!("0.5".parse::<Duration>().unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            "0.5".parse::<Duration>().unwrap(),
+            Duration::from_millis(500)
+        );
         assert!("ten".parse::<Duration>().is_err());
         assert!("5 parsecs".parse::<Duration>().is_err());
         assert_eq!(Duration::from_millis(1500).to_string(), "1500ms");

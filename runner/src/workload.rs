@@ -33,7 +33,12 @@ pub enum WorkloadError {
     Manifest { path: String, message: String },
     /// A file named by a bundle manifest is not what the manifest says it is.
     #[error("{bundle}: variant `{variant}` ({path}): {message}")]
-    Variant { bundle: String, variant: String, path: String, message: String },
+    Variant {
+        bundle: String,
+        variant: String,
+        path: String,
+        message: String,
+    },
 }
 
 impl WorkloadError {
@@ -64,14 +69,20 @@ pub enum Format {
     /// A native ELF executable for this host.
     Elf(ElfInfo),
     /// A `#!` script; its interpreter must be visible inside the sandbox.
-    Script { interpreter: PathBuf, arg: Option<String> },
+    Script {
+        interpreter: PathBuf,
+        arg: Option<String>,
+    },
 }
 
 impl Format {
     /// The backend that can run this format.
     pub fn backend(&self) -> Backend {
         match self {
-            Format::WasmModule | Format::WasmComponent | Format::WasmText { .. } | Format::HyboxArtifact => Backend::Wasm,
+            Format::WasmModule
+            | Format::WasmComponent
+            | Format::WasmText { .. }
+            | Format::HyboxArtifact => Backend::Wasm,
             Format::Elf(_) | Format::Script { .. } => Backend::Native,
         }
     }
@@ -209,8 +220,13 @@ impl Workload {
     pub fn detect(path: &Path) -> Result<Workload, WorkloadError> {
         let shown = path.display().to_string();
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => WorkloadError::NotFound { path: shown.clone() },
-            _ => WorkloadError::Read { path: shown.clone(), source: e },
+            std::io::ErrorKind::NotFound => WorkloadError::NotFound {
+                path: shown.clone(),
+            },
+            _ => WorkloadError::Read {
+                path: shown.clone(),
+                source: e,
+            },
         })?;
         if meta.is_dir() {
             return Bundle::load(path).map(Workload::Bundle);
@@ -268,24 +284,41 @@ impl Artifact {
     pub fn detect(path: &Path) -> Result<Artifact, WorkloadError> {
         let shown = path.display().to_string();
         let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => WorkloadError::NotFound { path: shown.clone() },
-            _ => WorkloadError::Read { path: shown.clone(), source: e },
+            std::io::ErrorKind::NotFound => WorkloadError::NotFound {
+                path: shown.clone(),
+            },
+            _ => WorkloadError::Read {
+                path: shown.clone(),
+                source: e,
+            },
         })?;
         let mut head = Vec::with_capacity(SNIFF_LEN);
         (&mut f)
             .take(SNIFF_LEN as u64)
             .read_to_end(&mut head)
-            .map_err(|e| WorkloadError::Read { path: shown.clone(), source: e })?;
-        let unsupported = |found: String| WorkloadError::Unsupported { path: shown.clone(), found };
+            .map_err(|e| WorkloadError::Read {
+                path: shown.clone(),
+                source: e,
+            })?;
+        let unsupported = |found: String| WorkloadError::Unsupported {
+            path: shown.clone(),
+            found,
+        };
         let format = if head.starts_with(b"\x7fELF") {
             // The program headers can sit anywhere in the file: parse the whole ELF.
             let mut all = head;
-            f.read_to_end(&mut all).map_err(|e| WorkloadError::Read { path: shown.clone(), source: e })?;
+            f.read_to_end(&mut all).map_err(|e| WorkloadError::Read {
+                path: shown.clone(),
+                source: e,
+            })?;
             Format::Elf(elf_info(&all).map_err(unsupported)?)
         } else {
             sniff(&head).map_err(unsupported)?
         };
-        Ok(Artifact { path: path.to_path_buf(), format })
+        Ok(Artifact {
+            path: path.to_path_buf(),
+            format,
+        })
     }
 }
 
@@ -298,7 +331,10 @@ pub fn sniff(head: &[u8]) -> Result<Format, String> {
         return match head.get(4..8) {
             Some([1, 0, 0, 0]) => Ok(Format::WasmModule),
             Some([0x0d, 0, 1, 0]) => Ok(Format::WasmComponent),
-            Some(v) => Err(format!("wasm binary with unsupported version/layer bytes {}", hex::encode(v))),
+            Some(v) => Err(format!(
+                "wasm binary with unsupported version/layer bytes {}",
+                hex::encode(v)
+            )),
             None => Err(format!("truncated wasm header ({} bytes)", head.len())),
         };
     }
@@ -316,7 +352,10 @@ pub fn sniff(head: &[u8]) -> Result<Format, String> {
     }
     if head.len() >= 4 {
         let m = [head[0], head[1], head[2], head[3]];
-        if matches!(m, [0xfe, 0xed, 0xfa, 0xce | 0xcf] | [0xce | 0xcf, 0xfa, 0xed, 0xfe]) {
+        if matches!(
+            m,
+            [0xfe, 0xed, 0xfa, 0xce | 0xcf] | [0xce | 0xcf, 0xfa, 0xed, 0xfe]
+        ) {
             return Err("a Mach-O executable (macOS)".into());
         }
         if m == [0xca, 0xfe, 0xba, 0xbe] {
@@ -332,23 +371,37 @@ pub fn sniff(head: &[u8]) -> Result<Format, String> {
     if let Some(component) = wat_kind(head) {
         return Ok(Format::WasmText { component });
     }
-    let shown: String = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    let shown: String = head
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     Err(format!("unknown format (first bytes: {shown})"))
 }
 
 /// `#!/path/to/interp [arg]`, as the kernel reads it (one optional argument, the rest of the line).
 fn script(head: &[u8]) -> Result<Format, String> {
-    let line_end = head.iter().position(|&b| b == b'\n').ok_or("a #! line with no end within 4 KiB")?;
-    let line = std::str::from_utf8(&head[2..line_end]).map_err(|_| "a #! line that is not UTF-8".to_string())?;
+    let line_end = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("a #! line with no end within 4 KiB")?;
+    let line = std::str::from_utf8(&head[2..line_end])
+        .map_err(|_| "a #! line that is not UTF-8".to_string())?;
     let line = line.trim();
     let (interp, arg) = match line.split_once([' ', '\t']) {
         Some((i, a)) => (i, Some(a.trim().to_string()).filter(|a| !a.is_empty())),
         None => (line, None),
     };
     if interp.is_empty() || !interp.starts_with('/') {
-        return Err(format!("a #! script whose interpreter is not an absolute path ({interp:?})"));
+        return Err(format!(
+            "a #! script whose interpreter is not an absolute path ({interp:?})"
+        ));
     }
-    Ok(Format::Script { interpreter: PathBuf::from(interp), arg })
+    Ok(Format::Script {
+        interpreter: PathBuf::from(interp),
+        arg,
+    })
 }
 
 /// Whether text is a `.wat` module or component: the first token after whitespace and comments.
@@ -356,7 +409,9 @@ fn wat_kind(head: &[u8]) -> Option<bool> {
     let text = std::str::from_utf8(head).ok().or_else(|| {
         // A 4 KiB window can cut a multi-byte character; accept text valid up to that cut.
         let e = std::str::from_utf8(head).unwrap_err();
-        std::str::from_utf8(&head[..e.valid_up_to()]).ok().filter(|_| e.error_len().is_none())
+        std::str::from_utf8(&head[..e.valid_up_to()])
+            .ok()
+            .filter(|_| e.error_len().is_none())
     })?;
     let mut rest = text;
     loop {
@@ -370,7 +425,10 @@ fn wat_kind(head: &[u8]) -> Option<bool> {
         }
     }
     let r = rest.strip_prefix('(')?.trim_start();
-    let word: String = r.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let word: String = r
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
     match word.as_str() {
         "module" => Some(false),
         "component" => Some(true),
@@ -396,20 +454,31 @@ fn elf_info(bytes: &[u8]) -> Result<ElfInfo, String> {
     let (host, host_name) = host_machine();
     if !elf.is_64 || elf.header.e_machine != host {
         let class = if elf.is_64 { "64-bit" } else { "32-bit" };
-        return Err(format!("an ELF for {class} {machine}; this host runs 64-bit {host_name}"));
+        return Err(format!(
+            "an ELF for {class} {machine}; this host runs 64-bit {host_name}"
+        ));
     }
     if !elf.little_endian {
         return Err("a big-endian ELF; this host is little-endian".into());
     }
     match elf.header.e_type {
         header::ET_EXEC | header::ET_DYN => {}
-        t => return Err(format!("an ELF that is not an executable (type {})", header::et_to_str(t))),
+        t => {
+            return Err(format!(
+                "an ELF that is not an executable (type {})",
+                header::et_to_str(t)
+            ))
+        }
     }
     if elf.entry == 0 {
         return Err("an ELF shared library without an entry point, not an executable".into());
     }
     let interpreter = elf.interpreter.map(PathBuf::from);
-    Ok(ElfInfo { machine: host_name.to_string(), is_static: interpreter.is_none(), interpreter })
+    Ok(ElfInfo {
+        machine: host_name.to_string(),
+        is_static: interpreter.is_none(),
+        interpreter,
+    })
 }
 
 impl Bundle {
@@ -425,26 +494,54 @@ impl Bundle {
                     found: format!("a directory without a {MANIFEST} (not a function bundle)"),
                 })
             }
-            Err(e) => return Err(WorkloadError::Read { path: shown, source: e }),
+            Err(e) => {
+                return Err(WorkloadError::Read {
+                    path: shown,
+                    source: e,
+                })
+            }
         };
-        let bad = |message: String| WorkloadError::Manifest { path: shown.clone(), message };
+        let bad = |message: String| WorkloadError::Manifest {
+            path: shown.clone(),
+            message,
+        };
         let mut de = serde_json::Deserializer::from_str(&text);
         let manifest: Manifest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let inner = e.inner();
             let msg = inner.to_string();
-            let msg = msg.rfind(" at line ").map(|i| msg[..i].to_string()).unwrap_or(msg);
-            bad(format!("{}:{}: {}: {}", inner.line(), inner.column(), e.path(), msg))
+            let msg = msg
+                .rfind(" at line ")
+                .map(|i| msg[..i].to_string())
+                .unwrap_or(msg);
+            bad(format!(
+                "{}:{}: {}: {}",
+                inner.line(),
+                inner.column(),
+                e.path(),
+                msg
+            ))
         })?;
         if manifest.version != 1 {
-            return Err(bad(format!("version: expected 1, found {}", manifest.version)));
+            return Err(bad(format!(
+                "version: expected 1, found {}",
+                manifest.version
+            )));
         }
         if manifest.name.is_empty()
-            || !manifest.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !manifest
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(bad(format!("name: expected letters, digits, '-' or '_', found {:?}", manifest.name)));
+            return Err(bad(format!(
+                "name: expected letters, digits, '-' or '_', found {:?}",
+                manifest.name
+            )));
         }
         if manifest.wasm.is_none() && manifest.native.is_none() {
-            return Err(bad("expected at least one of `wasm` and `native`, found neither".into()));
+            return Err(bad(
+                "expected at least one of `wasm` and `native`, found neither".into(),
+            ));
         }
         let resolve = |field: &str, rel: &Path| -> Result<PathBuf, WorkloadError> {
             if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
@@ -455,7 +552,10 @@ impl Bundle {
             }
             Ok(dir.join(rel))
         };
-        let variant = |name: &str, rel: &Option<PathBuf>, want: Backend| -> Result<Option<Artifact>, WorkloadError> {
+        let variant = |name: &str,
+                       rel: &Option<PathBuf>,
+                       want: Backend|
+         -> Result<Option<Artifact>, WorkloadError> {
             let Some(rel) = rel else { return Ok(None) };
             let path = resolve(name, rel)?;
             let a = Artifact::detect(&path).map_err(|e| WorkloadError::Variant {
@@ -476,8 +576,18 @@ impl Bundle {
         };
         let wasm = variant("wasm", &manifest.wasm, Backend::Wasm)?;
         let native = variant("native", &manifest.native, Backend::Native)?;
-        let policy = manifest.policy.as_ref().map(|p| resolve("policy", p)).transpose()?;
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, wasm, native, policy })
+        let policy = manifest
+            .policy
+            .as_ref()
+            .map(|p| resolve("policy", p))
+            .transpose()?;
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+            wasm,
+            native,
+            policy,
+        })
     }
 }
 
@@ -488,16 +598,31 @@ mod tests {
     #[test]
     fn wasm_headers() {
         assert_eq!(sniff(b"\0asm\x01\0\0\0rest").unwrap(), Format::WasmModule);
-        assert_eq!(sniff(b"\0asm\x0d\0\x01\0rest").unwrap(), Format::WasmComponent);
-        assert_eq!(sniff(b"\0asm\x02\0\0\0").unwrap_err(), "wasm binary with unsupported version/layer bytes 02000000");
-        assert_eq!(sniff(b"\0asm\x01").unwrap_err(), "truncated wasm header (5 bytes)");
+        assert_eq!(
+            sniff(b"\0asm\x0d\0\x01\0rest").unwrap(),
+            Format::WasmComponent
+        );
+        assert_eq!(
+            sniff(b"\0asm\x02\0\0\0").unwrap_err(),
+            "wasm binary with unsupported version/layer bytes 02000000"
+        );
+        assert_eq!(
+            sniff(b"\0asm\x01").unwrap_err(),
+            "truncated wasm header (5 bytes)"
+        );
         assert_eq!(sniff(b"\0as").unwrap_err(), "truncated header (3 bytes)");
     }
 
     #[test]
     fn wat_text_with_comments() {
-        assert_eq!(sniff(b";; hi\n(; block ;)  (module (func))").unwrap(), Format::WasmText { component: false });
-        assert_eq!(sniff(b"\n( component )").unwrap(), Format::WasmText { component: true });
+        assert_eq!(
+            sniff(b";; hi\n(; block ;)  (module (func))").unwrap(),
+            Format::WasmText { component: false }
+        );
+        assert_eq!(
+            sniff(b"\n( component )").unwrap(),
+            Format::WasmText { component: true }
+        );
         assert!(sniff(b"(modulex)").is_err());
     }
 
@@ -505,9 +630,14 @@ mod tests {
     fn scripts() {
         assert_eq!(
             sniff(b"#!/bin/sh -e\necho").unwrap(),
-            Format::Script { interpreter: "/bin/sh".into(), arg: Some("-e".into()) }
+            Format::Script {
+                interpreter: "/bin/sh".into(),
+                arg: Some("-e".into())
+            }
         );
-        assert!(sniff(b"#!sh\n").unwrap_err().contains("not an absolute path"));
+        assert!(sniff(b"#!sh\n")
+            .unwrap_err()
+            .contains("not an absolute path"));
         assert!(sniff(b"#!/bin/sh").unwrap_err().contains("no end"));
     }
 }

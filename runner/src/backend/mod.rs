@@ -90,7 +90,11 @@ impl BackendRun {
 pub enum BackendError {
     /// The host cannot provide what the policy requires; `hint` says how to fix it.
     #[error("{what}: {why}{}", hint.as_ref().map(|h| format!(" (hint: {h})")).unwrap_or_default())]
-    Preflight { what: String, why: String, hint: Option<String> },
+    Preflight {
+        what: String,
+        why: String,
+        hint: Option<String>,
+    },
     /// A host-side step failed before the workload started.
     #[error("{step}: {source}")]
     Io {

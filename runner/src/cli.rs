@@ -1,0 +1,207 @@
+//! The command line, as clap definitions. Kept in the library so the man page and shell completions
+//! are generated from the same definition (`hybox man`, `hybox completions SHELL`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::policy::{Access, Backend, Mount, Network, Overrides};
+use crate::units::{Duration, Size};
+
+/// Run untrusted code under one policy and one cgroup envelope, in wasmtime or Linux namespaces.
+#[derive(Debug, Parser)]
+#[command(name = "hybox", version, about, long_about = None, max_term_width = 100)]
+#[command(
+    after_help = "Exit status: the workload's own code passes through, 128+N for a signal; \
+hybox itself uses 2 (usage/policy), 123 (pids limit), 124 (timeout), 125 (hybox failed), \
+126 (cannot execute), 127 (not found), 134 (wasm trap), 137 (oom), 152 (cpu budget), 159 (seccomp). \
+See docs/exit-codes.md."
+)]
+pub struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workload (wasm module/component, ELF, script or function bundle) under a policy.
+    Run(RunArgs),
+    /// Show which backend a workload would use under a policy, why, and the effective limits.
+    Explain(ExplainArgs),
+    /// Check or describe policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// What this host supports (cgroups, user namespaces, seccomp, Landlock) and what it means for hybox.
+    Doctor {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove envelopes left behind by a hybox that was killed (owner process dead).
+    Gc,
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files; prints each error with file, line, column and JSON path.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the policy format.
+    Schema,
+}
+
+/// Flags that override the policy; each is optional and merged at one point
+/// ([`crate::policy::Policy::with_overrides`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct OverrideArgs {
+    /// Memory limit for the run, e.g. 128M.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<Size>,
+    /// CPU bandwidth in cores, e.g. 0.5.
+    #[arg(long, value_name = "CORES")]
+    pub cpus: Option<f64>,
+    /// Maximum processes/threads.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Wall-clock limit, e.g. 10s or 500ms.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// An environment variable for the workload (repeatable).
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Grant a host path: HOST:GUEST, read-only unless :rw is appended (repeatable).
+    #[arg(long = "mount", value_name = "HOST:GUEST[:rw]", value_parser = parse_mount)]
+    pub mounts: Vec<Mount>,
+    /// Network access.
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkArg>,
+    /// Force a backend (refused if the policy does not allow it or the workload has no variant).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NetworkArg {
+    None,
+    Loopback,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Wasm,
+    Native,
+}
+
+impl OverrideArgs {
+    pub fn to_overrides(&self) -> Overrides {
+        Overrides {
+            backend: self.backend.map(|b| match b {
+                BackendArg::Wasm => Backend::Wasm,
+                BackendArg::Native => Backend::Native,
+            }),
+            memory: self.memory,
+            cpus: self.cpus,
+            pids: self.pids,
+            timeout: self.timeout,
+            env: self.env.clone(),
+            mounts: self.mounts.clone(),
+            network: self.network.map(|n| match n {
+                NetworkArg::None => Network::None,
+                NetworkArg::Loopback => Network::Loopback,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Policy file. Default: the bundle's own policy, else the built-in deny-all policy.
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Print the run report as JSON on stdout (the workload's stdout still passes through first).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the run report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The workload: a file or a bundle directory.
+    pub artifact: PathBuf,
+    /// Arguments for the workload (after `--`). Default: the policy's `args`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// The workload: a file or a bundle directory.
+    pub artifact: PathBuf,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected K=V, found {s:?}")),
+    }
+}
+
+fn parse_mount(s: &str) -> Result<Mount, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (host, guest, mode) = match parts.as_slice() {
+        [h, g] => (*h, *g, Access::Ro),
+        [h, g, "ro"] => (*h, *g, Access::Ro),
+        [h, g, "rw"] => (*h, *g, Access::Rw),
+        _ => return Err(format!("expected HOST:GUEST or HOST:GUEST:rw, found {s:?}")),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err(format!("expected HOST:GUEST or HOST:GUEST:rw, found {s:?}"));
+    }
+    Ok(Mount {
+        host: host.into(),
+        guest: guest.into(),
+        mode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mount_flag_parses() {
+        let m = parse_mount("/a:/b:rw").unwrap();
+        assert_eq!(m.mode, Access::Rw);
+        assert_eq!(parse_mount("/a:/b").unwrap().mode, Access::Ro);
+        assert!(parse_mount("/a").is_err());
+        assert!(parse_mount("/a:/b:rx").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! `hybox explain`: the decision, every reason, and the effective limits for the chosen backend.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::policy::{Backend, Policy};
+use crate::Sandbox;
+
+/// What `hybox explain` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub artifact: String,
+    pub workload: String,
+    pub backend: Backend,
+    pub reasons: Vec<String>,
+    /// The limits and grants that apply on the chosen backend.
+    pub effective: Value,
+}
+
+/// Explains a prepared sandbox.
+pub fn explain(sandbox: &Sandbox) -> Explanation {
+    let d = sandbox.decision();
+    Explanation {
+        artifact: sandbox.workload().path().display().to_string(),
+        workload: sandbox.workload().describe(),
+        backend: d.backend,
+        reasons: d.reasons.clone(),
+        effective: effective_limits(sandbox.policy(), d.backend),
+    }
+}
+
+/// The policy as it applies to one backend: the shared envelope plus that backend's own section.
+pub fn effective_limits(p: &Policy, backend: Backend) -> Value {
+    let r = &p.resources;
+    let mut v = json!({
+        "envelope": {
+            "memory": r.memory.to_string(),
+            "memory_bytes": r.memory.bytes(),
+            "swap": "disabled",
+            "cpus": r.cpus,
+            "pids": r.pids,
+        },
+        "timeout": r.timeout.to_string(),
+        "cpu_time": r.cpu_time.map(|t| t.to_string()),
+        "network": p.network,
+        "mounts": p.filesystem.mounts,
+        "tmp": p.filesystem.tmp.as_ref().map(|t| t.size.to_string()),
+        "workdir": p.filesystem.workdir,
+        "env": p.env.keys().chain(p.inherit_env.iter()).collect::<Vec<_>>(),
+        "stdout_max": r.stdout_max.to_string(),
+        "stderr_max": r.stderr_max.to_string(),
+        "on_unenforceable": p.on_unenforceable,
+    });
+    let section = match backend {
+        Backend::Wasm => serde_json::to_value(&p.wasm),
+        Backend::Native => serde_json::to_value(&p.native),
+    }
+    .expect("policy sections serialise");
+    v[backend.to_string()] = section;
+    v
+}
+
+impl Explanation {
+    /// The human-readable form.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{}: {}\nbackend: {}\nwhy:\n",
+            self.artifact, self.workload, self.backend
+        );
+        for r in &self.reasons {
+            s.push_str(&format!("  - {r}\n"));
+        }
+        s.push_str("effective limits:\n");
+        let pretty = serde_json::to_string_pretty(&self.effective).expect("serialises");
+        for line in pretty.lines() {
+            s.push_str(&format!("  {line}\n"));
+        }
+        s
+    }
+}
