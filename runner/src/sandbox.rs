@@ -15,7 +15,7 @@ pub enum Error {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Workload(#[from] WorkloadError),
-    #[error("cannot choose a backend: {0}")]
+    #[error("cannot choose a backend")]
     Decide(#[from] DecideError),
     /// The chosen backend is not built into this hybox yet, or not usable on this host.
     #[error("the {backend} backend is not available: {why}")]

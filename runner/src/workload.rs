@@ -446,7 +446,12 @@ pub fn host_machine() -> (u16, &'static str) {
 
 fn elf_info(bytes: &[u8]) -> Result<ElfInfo, String> {
     use goblin::elf::header;
-    if bytes.len() < goblin::elf::header::header64::SIZEOF_EHDR {
+    let header_len = if bytes.get(header::EI_CLASS) == Some(&header::ELFCLASS32) {
+        header::header32::SIZEOF_EHDR
+    } else {
+        header::header64::SIZEOF_EHDR
+    };
+    if bytes.len() < header_len {
         return Err(format!("truncated ELF header ({} bytes)", bytes.len()));
     }
     let elf = goblin::elf::Elf::parse(bytes).map_err(|e| format!("a malformed ELF file ({e})"))?;
