@@ -582,7 +582,8 @@ impl BenchReport {
                 .y_desc("ms")
                 .draw()
                 .map_err(|e| e.to_string())?;
-            let phases: [(&str, RGBColor, fn(&ModeResult) -> u64); 4] = [
+            type Phase = (&'static str, RGBColor, fn(&ModeResult) -> u64);
+            let phases: [Phase; 4] = [
                 ("setup", RGBColor(120, 144, 156), |r| r.setup_us),
                 ("start", RGBColor(66, 133, 244), |r| r.start_us),
                 ("run", RGBColor(52, 168, 83), |r| r.run_us),
