@@ -22,7 +22,6 @@ mod linux {
         fn __errno_location() -> *mut i32;
         fn ioctl(fd: i32, req: u64, ...) -> i32;
         fn setuid(uid: u32) -> i32;
-        fn raise(sig: i32) -> i32;
     }
 
     fn errno() -> i32 {
@@ -105,7 +104,7 @@ mod linux {
         let _ = write!(o, "\"cwd\":{},", esc(&cwd));
         let _ = write!(o, "\"hostname\":{},", esc(&hostname));
         let _ = write!(o, "\"pid\":{},", std::process::id());
-        let _ = write!(o, "\"pid1_comm\":{},", esc(&pid1));
+        let _ = write!(o, "\"pid1_cmdline\":{},", esc(&pid1));
         // Paths given on the command line: whether each exists, and whether it can be written.
         let mut paths = Vec::new();
         for p in args.iter().skip(1) {
@@ -185,7 +184,8 @@ mod linux {
                     }
                 },
                 "segv" => {
-                    raise(11);
+                    // A real fault (raise() would be swallowed by Rust's stack-overflow SIGSEGV handler).
+                    std::ptr::null_mut::<i32>().write_volatile(1);
                     0
                 }
                 "sleep" => loop {

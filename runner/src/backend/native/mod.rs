@@ -179,10 +179,13 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
 
     let mut outcome = classify(&reader.messages, status, timed_out);
     if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, workload_pid) {
-        if let Some(name) =
-            spawn::seccomp_syscall_from_kmsg(wpid).and_then(hybox_shim::seccomp::syscall_name)
-        {
-            *syscall = name.to_string();
+        // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
+        for _ in 0..20 {
+            if let Some(nr) = spawn::seccomp_syscall_from_kmsg(wpid) {
+                *syscall = hybox_shim::seccomp::syscall_name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
     let mut run = BackendRun::new(outcome);
@@ -274,16 +277,7 @@ fn signaled(signal: i32) -> Outcome {
 
 /// `SIGSEGV` for 11.
 pub fn signal_name(sig: i32) -> String {
-    // SAFETY: sigabbrev_np returns a pointer to a static string or NULL.
-    let p = unsafe { libc::sigabbrev_np(sig) };
-    if p.is_null() {
-        return format!("signal {sig}");
-    }
-    // SAFETY: non-null, NUL-terminated static string.
-    format!(
-        "SIG{}",
-        unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy()
-    )
+    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 #[derive(Default)]
