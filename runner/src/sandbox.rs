@@ -59,6 +59,9 @@ pub struct HostConfig {
     pub cgroup_root: PathBuf,
     /// Private compile cache. Default `$XDG_CACHE_HOME/hybox` or `~/.cache/hybox`.
     pub cache_dir: Option<PathBuf>,
+    /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
+    /// executable if it is named `hybox`, else `hybox` next to it.
+    pub hybox_path: Option<PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -68,6 +71,7 @@ impl Default for HostConfig {
             cgroup_parent: "hybox".into(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cache_dir: None,
+            hybox_path: None,
         }
     }
 }
@@ -101,9 +105,17 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Decides the backend; fails if no backend can run this workload under this policy.
-    pub fn new(workload: Workload, policy: Policy, override_backend: Option<Backend>) -> Result<Sandbox, Error> {
+    pub fn new(
+        workload: Workload,
+        policy: Policy,
+        override_backend: Option<Backend>,
+    ) -> Result<Sandbox, Error> {
         let decision = decide(&workload, &policy, override_backend)?;
-        Ok(Sandbox { workload, policy, decision })
+        Ok(Sandbox {
+            workload,
+            policy,
+            decision,
+        })
     }
 
     pub fn decision(&self) -> &Decision {
@@ -131,7 +143,9 @@ impl Sandbox {
 pub fn new_run_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     format!(
         "{:x}-{:x}-{:x}",
         now.as_millis(),
