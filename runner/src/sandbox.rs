@@ -59,6 +59,9 @@ pub struct HostConfig {
     pub cgroup_root: PathBuf,
     /// Private compile cache. Default `$XDG_CACHE_HOME/hybox` or `~/.cache/hybox`.
     pub cache_dir: Option<PathBuf>,
+    /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
+    /// executable if it is named `hybox`, else `hybox` next to it.
+    pub hybox_path: Option<PathBuf>,
 }
 
 impl Default for HostConfig {
@@ -68,6 +71,7 @@ impl Default for HostConfig {
             cgroup_parent: "hybox".into(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cache_dir: None,
+            hybox_path: None,
         }
     }
 }

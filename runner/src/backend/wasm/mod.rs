@@ -1,1 +1,392 @@
 //! The wasm backend: WASI modules and components in wasmtime (issue 5).
+//!
+//! The supervisor (this module's [`run`]) never compiles or loads guest bytes. It starts a worker
+//! process, the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty environment,
+//! moves it into the run's envelope (cgroup), and only then sends it the job over a pipe. The worker
+//! ([`worker_main`]) compiles the guest (or loads it from the private compile cache, see
+//! [`artifact`]), links it against a WASI context built only from the policy, runs it under store
+//! limits, an epoch deadline and optional fuel, and writes the result back over a second pipe.
+//!
+//! Timeouts are enforced three times over: epoch interruption stops running wasm code at the
+//! deadline; the worker's watchdog reports a timeout 200 ms later if the guest is blocked in a host
+//! call (sleep, poll) that epochs cannot reach; and the supervisor kills the worker
+//! ([`SUPERVISOR_GRACE`] after the deadline) if no result came at all.
+//!
+//! Wire format (both pipes): `u32 LE length | JSON | raw bytes`. The job's raw bytes are the guest's
+//! stdin (capture mode); the result's are the captured stdout then stderr, lengths in the JSON.
+
+pub mod artifact;
+pub mod worker;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{BackendError, BackendRun, Launch};
+use crate::policy::{OnUnenforceable, Policy};
+use crate::report::{Degradation, Outcome};
+use crate::workload::Format;
+use crate::{HostConfig, Stdio};
+
+pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use worker::worker_main;
+
+/// The hidden subcommand that runs the worker.
+pub const WORKER_SUBCOMMAND: &str = "__wasm-worker";
+/// Where the worker finds the job pipe and the result pipe.
+pub const JOB_FD: i32 = 3;
+pub const RESULT_FD: i32 = 4;
+/// How long after the deadline the supervisor waits for the worker's own timeout report before it
+/// kills the worker.
+pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
+
+/// One run, as the worker receives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub artifact: PathBuf,
+    pub format: Format,
+    /// argv[1..]; argv[0] is the artifact's file name.
+    pub args: Vec<String>,
+    /// The guest's complete environment.
+    pub env: Vec<(String, String)>,
+    pub policy: Policy,
+    /// `Some((stdout_max, stderr_max))` when output is captured; `None` when stdio is inherited.
+    pub capture: Option<(u64, u64)>,
+    /// A per-run host directory preopened at `/tmp` (created and removed by the supervisor).
+    pub tmp_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    /// Wall-clock budget from the moment the worker starts.
+    pub timeout_ms: u64,
+}
+
+/// What the worker reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerResult {
+    pub outcome: Outcome,
+    /// Worker start to the guest's first instruction (compile or cache load included).
+    pub startup_us: u64,
+    pub run_us: u64,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResultHeader {
+    result: WorkerResult,
+    stdout_len: usize,
+    stderr_len: usize,
+}
+
+fn frame(json: &[u8], tail: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + json.len() + tail.iter().map(|t| t.len()).sum::<usize>());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(json);
+    for t in tail {
+        out.extend_from_slice(t);
+    }
+    out
+}
+
+fn unframe(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("empty message")?;
+    let end = 4usize
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("truncated message")?;
+    Ok((&bytes[4..end], &bytes[end..]))
+}
+
+pub(crate) fn encode_job(job: &Job, stdin: &[u8]) -> Vec<u8> {
+    frame(
+        &serde_json::to_vec(job).expect("a job always serialises"),
+        &[stdin],
+    )
+}
+
+pub(crate) fn decode_job(bytes: &[u8]) -> Result<(Job, Vec<u8>), String> {
+    let (json, stdin) = unframe(bytes)?;
+    let job = serde_json::from_slice(json).map_err(|e| format!("job: {e}"))?;
+    Ok((job, stdin.to_vec()))
+}
+
+pub(crate) fn encode_result(r: &WorkerResult, stdout: &[u8], stderr: &[u8]) -> Vec<u8> {
+    let h = ResultHeader {
+        result: r.clone(),
+        stdout_len: stdout.len(),
+        stderr_len: stderr.len(),
+    };
+    frame(
+        &serde_json::to_vec(&h).expect("a result always serialises"),
+        &[stdout, stderr],
+    )
+}
+
+fn decode_result(bytes: &[u8]) -> Result<(WorkerResult, Vec<u8>, Vec<u8>), String> {
+    let (json, tail) = unframe(bytes)?;
+    let h: ResultHeader = serde_json::from_slice(json).map_err(|e| format!("result: {e}"))?;
+    if tail.len() != h.stdout_len + h.stderr_len {
+        return Err(format!(
+            "result: expected {} output bytes, found {}",
+            h.stdout_len + h.stderr_len,
+            tail.len()
+        ));
+    }
+    let (o, e) = tail.split_at(h.stdout_len);
+    Ok((h.result, o.to_vec(), e.to_vec()))
+}
+
+/// The `hybox` binary that runs the worker: `HostConfig.hybox_path`, else the current executable if it
+/// is `hybox`, else `hybox` next to it (a test binary or an embedding host).
+pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
+    if let Some(p) = &host.hybox_path {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe().map_err(|source| BackendError::Io {
+        step: "locate the hybox binary".into(),
+        source,
+    })?;
+    if exe.file_name().is_some_and(|n| n == "hybox") {
+        return Ok(exe);
+    }
+    let sibling = exe.with_file_name("hybox");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    Err(BackendError::Preflight {
+        what: "wasm worker".into(),
+        why: format!("no `hybox` binary next to {}", exe.display()),
+        hint: Some("set HostConfig.hybox_path to the hybox binary".into()),
+    })
+}
+
+/// Runs a wasm guest in a worker process inside the envelope.
+pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
+    let policy = launch.policy;
+    let mut degradations = Vec::new();
+    if policy.wasm.os_sandbox {
+        // Namespaces + seccomp around the worker are not built yet: never ignore the request silently.
+        let why = "namespaces and a seccomp filter around the wasm worker are not implemented in this build".to_string();
+        match policy.on_unenforceable {
+            OnUnenforceable::Fail => {
+                return Err(BackendError::Preflight {
+                    what: "wasm.os_sandbox".into(),
+                    why,
+                    hint: Some(
+                        "set wasm.os_sandbox to false, or on_unenforceable to \"degrade\"".into(),
+                    ),
+                })
+            }
+            OnUnenforceable::Degrade => degradations.push(Degradation {
+                what: "wasm.os_sandbox".into(),
+                why,
+            }),
+        }
+    }
+    let exe = worker_binary(launch.host)?;
+    // An unusable cache location is not fatal (the worker compiles without it and says so).
+    let cache_dir = artifact::cache_dir(launch.host).ok();
+    let tmp = match policy.filesystem.tmp {
+        Some(_) => Some(
+            tempfile::Builder::new()
+                .prefix("hybox-wasm-tmp-")
+                .tempdir()
+                .map_err(|source| BackendError::Io {
+                    step: "create the /tmp directory for the guest".into(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let (capture, stdin) = match launch.stdio {
+        Stdio::Inherit => (None, &[][..]),
+        Stdio::Capture { stdin } => (
+            Some((
+                policy.resources.stdout_max.bytes(),
+                policy.resources.stderr_max.bytes(),
+            )),
+            stdin.as_slice(),
+        ),
+    };
+    let t_spawn = Instant::now();
+    let job = Job {
+        artifact: launch.artifact.path.clone(),
+        format: launch.artifact.format.clone(),
+        args: launch.args.to_vec(),
+        env: launch
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        policy: policy.clone(),
+        capture,
+        tmp_dir: tmp.as_ref().map(|t| t.path().to_path_buf()),
+        cache_dir,
+        timeout_ms: launch
+            .deadline
+            .saturating_duration_since(t_spawn)
+            .as_millis() as u64,
+    };
+    let io = |step: &str| {
+        let step = step.to_string();
+        move |source| BackendError::Io { step, source }
+    };
+    let (job_r, job_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
+    let (res_r, res_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
+    let mut child = spawn_worker(&exe, launch.stdio, &job_r, &res_w)
+        .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
+    drop(job_r);
+    drop(res_w);
+    // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
+    if let Some(env) = launch.envelope {
+        if let Err(source) = env.join(child.id() as i32) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BackendError::Io {
+                step: "move the wasm worker into the envelope".into(),
+                source,
+            });
+        }
+    }
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::fs::File::from(res_r).read_to_end(&mut buf);
+        buf
+    });
+    let job_bytes = encode_job(&job, stdin);
+    let write = std::fs::File::from(job_w).write_all(&job_bytes);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(reader.join().unwrap_or_default());
+    });
+    let wait = launch.deadline.saturating_duration_since(Instant::now()) + SUPERVISOR_GRACE;
+    let (bytes, killed) = match rx.recv_timeout(wait) {
+        Ok(b) => (b, false),
+        Err(_) => {
+            // Backstop: the worker did not report in time; kill it (and everything in the envelope).
+            let _ = child.kill();
+            if let Some(env) = launch.envelope {
+                let _ = env.kill_all();
+            }
+            (Vec::new(), true)
+        }
+    };
+    let status = child.wait().map_err(io("wait for the wasm worker"))?;
+    let total_us = t_spawn.elapsed().as_micros() as u64;
+    drop(tmp);
+    let mut run = match (killed, decode_result(&bytes)) {
+        (false, Ok((r, stdout, stderr))) => {
+            let mut run = BackendRun::new(r.outcome);
+            run.start_us = total_us.saturating_sub(r.run_us);
+            run.run_us = r.run_us;
+            run.stdout = stdout;
+            run.stderr = stderr;
+            run.stdout_bytes = r.stdout_bytes;
+            run.stderr_bytes = r.stderr_bytes;
+            run.stdout_truncated = r.stdout_truncated;
+            run.stderr_truncated = r.stderr_truncated;
+            run.details = r.details;
+            run.details
+                .insert("worker_startup_us".into(), r.startup_us.into());
+            run
+        }
+        (true, _) => {
+            let mut run = BackendRun::new(Outcome::Timeout);
+            run.details.insert(
+                "timeout_in".into(),
+                "worker unresponsive (killed by the supervisor)".into(),
+            );
+            run
+        }
+        (false, Err(why)) => {
+            // No result: the worker died. A SIGKILL here is most likely the cgroup OOM killer (the
+            // envelope's counters tell); anything else is a setup failure of hybox itself.
+            let outcome = match status.signal() {
+                Some(sig) => Outcome::Signaled {
+                    signal: sig,
+                    name: nix::sys::signal::Signal::try_from(sig)
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_else(|_| format!("signal {sig}")),
+                },
+                None => Outcome::SetupError {
+                    step: format!(
+                        "wasm worker exited with {status} without a result ({why}){}",
+                        write
+                            .as_ref()
+                            .err()
+                            .map(|e| format!("; sending the job failed: {e}"))
+                            .unwrap_or_default()
+                    ),
+                },
+            };
+            BackendRun::new(outcome)
+        }
+    };
+    run.details
+        .insert("backend_process".into(), "worker".into());
+    run.degradations.extend(degradations);
+    Ok(run)
+}
+
+/// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
+/// empty environment, and stdio as asked.
+fn spawn_worker(
+    exe: &Path,
+    stdio: &Stdio,
+    job_r: &OwnedFd,
+    res_w: &OwnedFd,
+) -> std::io::Result<std::process::Child> {
+    let mut cmd = Command::new(exe);
+    cmd.arg(WORKER_SUBCOMMAND).env_clear();
+    match stdio {
+        Stdio::Inherit => {}
+        Stdio::Capture { .. } => {
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+        }
+    }
+    let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
+    // (fcntl, dup2, close_range); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both ends above the target numbers first so neither dup2 clobbers the other.
+            let j2 = libc::fcntl(j, libc::F_DUPFD_CLOEXEC, 10);
+            let r2 = libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 10);
+            if j2 < 0 || r2 < 0 || libc::dup2(j2, JOB_FD) < 0 || libc::dup2(r2, RESULT_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else leaks into the worker (close_range(2), Linux 5.9).
+            if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Compiles `input` (module, component, or their text) into a hybox artifact at `output`, MAC'ed with
+/// this host's key, for the engine configuration `policy` implies (fuel on or off changes the code).
+/// Only artifacts written here (or by the compile cache) on this host load later. For `hybox compile`.
+pub fn precompile(
+    input: &Path,
+    output: &Path,
+    policy: &Policy,
+    host: &HostConfig,
+) -> Result<(), ArtifactError> {
+    let dir = artifact::cache_dir(host)?;
+    worker::precompile_in_process(input, output, policy, &dir)
+}

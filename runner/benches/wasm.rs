@@ -1,0 +1,207 @@
+//! Wasm backend benchmarks (issue 5).
+//!
+//! 1. `oneshot/*`: one run of `examples/out/wasm/hello.wasm` with a warm compile cache.
+//!    - `oneshot/hybox_backend`: `backend::wasm::run` (spawn the `hybox __wasm-worker` process, send
+//!      the job, load the MAC-verified cache entry, instantiate, run, report). No envelope (the
+//!      envelope lands in another branch).
+//!    - `oneshot/minimal_embedding_process`: the baseline, timed the same way: a fresh process (this
+//!      bench binary re-executed) that builds an engine, `Module::deserialize_file`s a `.cwasm` of the
+//!      same guest, links WASI p1, instantiates and runs it. `wasmtime run` would be the natural
+//!      baseline, but the wasmtime CLI is not installed on this machine.
+//!    - `oneshot/minimal_embedding_in_process`: the same embedding without the process start.
+//! 2. `warm/instantiate_run_drop`: serverless shape: one pooling engine, one linker, one `InstancePre`;
+//!    per call a fresh store and WASI context, instantiate, run `_start`, drop. Goal <= 30 us median.
+//!
+//! Run: `cargo bench -p hybox --bench wasm` (needs `examples/build.sh` to have run).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use hybox::backend::{wasm, Launch};
+use hybox::policy::Policy;
+use hybox::workload::Artifact;
+use hybox::{HostConfig, Stdio};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Store,
+};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::WasiCtxBuilder;
+
+const MINIMAL_ENV: &str = "HYBOX_BENCH_MINIMAL_CWASM";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn hello() -> PathBuf {
+    let p = repo().join("examples/out/wasm/hello.wasm");
+    assert!(
+        p.exists(),
+        "run examples/build.sh first ({} missing)",
+        p.display()
+    );
+    p
+}
+
+fn hybox_bin() -> PathBuf {
+    // target/<profile>/deps/wasm-HASH -> target/<profile>/hybox
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("hybox");
+    assert!(
+        bin.exists(),
+        "build the hybox binary first: {} missing",
+        bin.display()
+    );
+    bin
+}
+
+/// The minimal embedding: engine, deserialize, link WASI p1, instantiate, run `_start`.
+fn minimal_embedding(cwasm: &Path, stdout: MemoryOutputPipe) {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).unwrap();
+    // SAFETY: the bench wrote this file itself a moment ago with `Module::serialize` for this config.
+    let module = unsafe { Module::deserialize_file(&engine, cwasm) }.unwrap();
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
+    let mut store = Store::new(
+        &engine,
+        WasiCtxBuilder::new()
+            .arg("hello.wasm")
+            .stdout(stdout)
+            .build_p1(),
+    );
+    store.set_epoch_deadline(u64::MAX / 2);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .unwrap()
+        .call(&mut store, ())
+        .unwrap();
+}
+
+fn oneshot(c: &mut Criterion) {
+    let cache = tempfile::tempdir().unwrap();
+    let host = HostConfig {
+        cache_dir: Some(cache.path().into()),
+        hybox_path: Some(hybox_bin()),
+        ..Default::default()
+    };
+    let policy = Policy::default();
+    let artifact = Artifact::detect(&hello()).unwrap();
+    let stdio = Stdio::Capture { stdin: Vec::new() };
+    let run_once = || {
+        let launch = Launch {
+            run_id: "bench",
+            policy: &policy,
+            artifact: &artifact,
+            args: &[],
+            env: Default::default(),
+            stdio: &stdio,
+            envelope: None,
+            deadline: Instant::now() + Duration::from_secs(30),
+            host: &host,
+        };
+        let r = wasm::run(&launch).unwrap();
+        assert_eq!(r.stdout, b"hello from hybox\n", "{r:?}");
+        r
+    };
+    // Warm the cache.
+    run_once();
+    assert_eq!(run_once().details["cache_hit"], true);
+
+    // The baseline's .cwasm, compiled for the same engine configuration it loads with.
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).unwrap();
+    let cwasm = cache.path().join("hello.cwasm");
+    std::fs::write(
+        &cwasm,
+        Module::from_file(&engine, hello())
+            .unwrap()
+            .serialize()
+            .unwrap(),
+    )
+    .unwrap();
+
+    let mut g = c.benchmark_group("oneshot");
+    g.sample_size(50);
+    g.bench_function("hybox_backend", |b| b.iter(run_once));
+    g.bench_function("minimal_embedding_process", |b| {
+        b.iter(|| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .env(MINIMAL_ENV, &cwasm)
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout, b"hello from hybox\n");
+        })
+    });
+    g.bench_function("minimal_embedding_in_process", |b| {
+        b.iter(|| {
+            let out = MemoryOutputPipe::new(4096);
+            minimal_embedding(&cwasm, out.clone());
+            assert_eq!(&out.contents()[..], b"hello from hybox\n");
+        })
+    });
+    g.finish();
+}
+
+fn warm(c: &mut Criterion) {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_memories(100)
+        .total_tables(100)
+        .total_core_instances(100)
+        .max_memory_size(64 << 20);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::from_file(&engine, hello()).unwrap();
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
+    let pre = linker.instantiate_pre(&module).unwrap();
+    let mut g = c.benchmark_group("warm");
+    g.bench_function("instantiate_run_drop", |b| {
+        b.iter(|| {
+            let out = MemoryOutputPipe::new(4096);
+            let mut store = Store::new(
+                &engine,
+                WasiCtxBuilder::new()
+                    .arg("hello.wasm")
+                    .stdout(out.clone())
+                    .build_p1(),
+            );
+            store.set_epoch_deadline(1_000);
+            let instance = pre.instantiate(&mut store).unwrap();
+            instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .unwrap()
+                .call(&mut store, ())
+                .unwrap();
+            drop(store);
+            assert_eq!(out.contents().len(), 17);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, oneshot, warm);
+
+fn main() {
+    // Re-executed as the baseline's process: run the minimal embedding once and exit.
+    if let Some(cwasm) = std::env::var_os(MINIMAL_ENV) {
+        let out = MemoryOutputPipe::new(4096);
+        minimal_embedding(Path::new(&cwasm), out.clone());
+        use std::io::Write;
+        std::io::stdout().write_all(&out.contents()).unwrap();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
