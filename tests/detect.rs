@@ -241,10 +241,19 @@ fn example_bundles_detect_with_both_variants_and_valid_policies() {
     for name in ["hello", "echo", "compute", "alloc", "files", "env"] {
         let dir = common::repo().join("examples").join(name);
         let w = Workload::detect(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let Workload::Bundle(b) = &w else { panic!("{name}: not a bundle") };
-        assert!(b.wasm.is_some() && b.native.is_some(), "{name}: both variants");
+        let Workload::Bundle(b) = &w else {
+            panic!("{name}: not a bundle")
+        };
+        assert!(
+            b.wasm.is_some() && b.native.is_some(),
+            "{name}: both variants"
+        );
         let policy = hybox::policy::Policy::from_file(b.policy.as_ref().unwrap()).unwrap();
         let d = hybox::decide::decide(&w, &policy, None).unwrap();
-        assert_eq!(d.backend, hybox::policy::Backend::Wasm, "{name}: untrusted bundles go to wasm");
+        assert_eq!(
+            d.backend,
+            hybox::policy::Backend::Wasm,
+            "{name}: untrusted bundles go to wasm"
+        );
     }
 }

@@ -12,7 +12,10 @@ use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
 fn main() -> ExitCode {
     // The wasm backend re-executes this binary as its worker process (inside the run's envelope);
     // that hidden entry point takes no flags, so it is dispatched before clap.
-    if std::env::args_os().nth(1).is_some_and(|a| a == hybox::backend::wasm::WORKER_SUBCOMMAND) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == hybox::backend::wasm::WORKER_SUBCOMMAND)
+    {
         return ExitCode::from(hybox::backend::wasm::worker_main() as u8);
     }
     let cli = match Cli::try_parse() {

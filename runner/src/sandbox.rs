@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::backend::{BackendError, EnvelopeHandle, Launch};
 use crate::decide::{decide, DecideError, Decision};
-use crate::policy::{Backend, Policy};
-use crate::report::RunReport;
+use crate::envelope::{Envelope, EnvelopeError, Limits};
+use crate::policy::{Backend, OnUnenforceable, Policy};
+use crate::report::{Degradation, EnvelopeReport, Outcome, OutputReport, Phases, RunReport, Usage};
 use crate::workload::{Workload, WorkloadError};
 
 /// Everything that can stop a run before the workload's own outcome exists.
@@ -17,9 +19,12 @@ pub enum Error {
     Workload(#[from] WorkloadError),
     #[error("cannot choose a backend")]
     Decide(#[from] DecideError),
-    /// The chosen backend is not built into this hybox yet, or not usable on this host.
-    #[error("the {backend} backend is not available: {why}")]
-    BackendUnavailable { backend: Backend, why: String },
+    /// The run's cgroup could not be built (and the policy does not allow degrading).
+    #[error("cannot build the run's envelope")]
+    Envelope(#[from] EnvelopeError),
+    /// The backend could not start the run (a preflight or host-side step failed).
+    #[error("the {0} backend cannot start the run")]
+    Backend(Backend, #[source] BackendError),
 }
 
 impl Error {
@@ -28,7 +33,8 @@ impl Error {
         match self {
             Error::Policy(_) => crate::exit::USAGE,
             Error::Workload(e) => e.exit_status(),
-            Error::Decide(_) | Error::BackendUnavailable { .. } => crate::exit::CANNOT_EXECUTE,
+            Error::Decide(_) => crate::exit::CANNOT_EXECUTE,
+            Error::Envelope(_) | Error::Backend(..) => crate::exit::RUNNER_FAILED,
         }
     }
 }
@@ -128,14 +134,162 @@ impl Sandbox {
         &self.workload
     }
 
-    /// Runs the workload once. Returns `Err` only when no run happened (the sandbox could not be
-    /// built before the workload started); every started run ends in a report, whatever its outcome.
-    pub fn run(&self, _opts: &RunOptions) -> Result<RunResult, Error> {
-        let _t0 = Instant::now();
-        Err(Error::BackendUnavailable {
-            backend: self.decision.backend,
-            why: "this build of hybox does not include it yet (it refuses rather than run unisolated)".into(),
+    /// Runs the workload once. Returns `Err` only when no run happened (the envelope or the sandbox
+    /// could not be built before the workload started); every started run ends in a report, whatever
+    /// its outcome. The envelope is removed before this returns, whatever happened.
+    pub fn run(&self, opts: &RunOptions) -> Result<RunResult, Error> {
+        let t0 = Instant::now();
+        let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
+        let backend = self.decision.backend;
+        let artifact = self
+            .workload
+            .variant(backend)
+            .expect("decide() only picks a backend the workload has");
+        let args = if opts.args.is_empty() {
+            self.policy.args.clone()
+        } else {
+            opts.args.clone()
+        };
+        let mut degradations = Vec::new();
+
+        // The envelope: built from the policy, every limit read back, before anything of the workload runs.
+        let limits = Limits::from(&self.policy.resources);
+        let envelope = match Envelope::create(
+            &opts.host.cgroup_root,
+            &opts.host.cgroup_parent,
+            &run_id,
+            &limits,
+        ) {
+            Ok(e) => Some(e),
+            Err(e)
+                if e.is_unavailable()
+                    && self.policy.on_unenforceable == OnUnenforceable::Degrade =>
+            {
+                degradations.push(Degradation {
+                    what: "envelope".into(),
+                    why: e.to_string(),
+                });
+                None
+            }
+            Err(e) => return Err(Error::Envelope(e)),
+        };
+        let launch = Launch {
+            run_id: &run_id,
+            policy: &self.policy,
+            artifact,
+            args: &args,
+            env: self.policy.workload_env(),
+            stdio: &opts.stdio,
+            envelope: envelope.as_ref().map(|e| e as &EnvelopeHandle),
+            deadline: Instant::now() + self.policy.resources.timeout.as_std(),
+            host: &opts.host,
+        };
+        let setup_us = t0.elapsed().as_micros() as u64;
+        let result = match backend {
+            Backend::Wasm => crate::backend::wasm::run(&launch),
+            Backend::Native => crate::backend::native::run(&launch),
+        };
+        let t_teardown = Instant::now();
+        let mut run = match result {
+            Ok(run) => run,
+            Err(e) => {
+                if let Some(env) = envelope {
+                    let _ = env.destroy();
+                }
+                return Err(Error::Backend(backend, e));
+            }
+        };
+        // Usage and limit hits come from the envelope, read before it is removed.
+        let (usage, envelope_report) = match &envelope {
+            Some(e) => (e.usage(), e.report()),
+            None => (
+                Usage {
+                    source: "none (no envelope)".into(),
+                    ..Usage::default()
+                },
+                EnvelopeReport::None,
+            ),
+        };
+        run.outcome = attribute(run.outcome, &usage, &self.policy);
+        if let Some(env) = envelope {
+            if let Err(e) = env.destroy() {
+                // The run happened and its report must survive; a failed teardown is loud in it.
+                tracing::error!("envelope teardown failed: {e}");
+                run.details.insert(
+                    "teardown_error".into(),
+                    serde_json::Value::String(e.to_string()),
+                );
+            }
+        }
+        run.degradations.splice(0..0, degradations);
+        let teardown_us = t_teardown.elapsed().as_micros() as u64;
+        let mut granted_syscalls = self.policy.native.seccomp.allow.clone();
+        if backend != Backend::Native {
+            granted_syscalls.clear();
+        }
+        let report = RunReport {
+            hybox_version: env!("CARGO_PKG_VERSION").to_string(),
+            run_id,
+            artifact: self.workload.path().display().to_string(),
+            workload: self.workload.describe(),
+            backend,
+            reasons: self.decision.reasons.clone(),
+            exit_status: run.outcome.exit_status(),
+            limit_fired: run.outcome.limit(),
+            outcome: run.outcome,
+            phases: Phases {
+                setup_us,
+                start_us: run.start_us,
+                run_us: run.run_us,
+                teardown_us,
+            },
+            usage,
+            envelope: envelope_report,
+            output: OutputReport {
+                mode: match opts.stdio {
+                    Stdio::Inherit => "inherited".into(),
+                    Stdio::Capture { .. } => "captured".into(),
+                },
+                stdout_bytes: run.stdout_bytes,
+                stderr_bytes: run.stderr_bytes,
+                stdout_truncated: run.stdout_truncated,
+                stderr_truncated: run.stderr_truncated,
+            },
+            degradations: run.degradations,
+            granted_syscalls,
+            details: run.details,
+            policy: self.policy.clone(),
+        };
+        Ok(RunResult {
+            report,
+            stdout: run.stdout,
+            stderr: run.stderr,
         })
+    }
+}
+
+/// Which limit fired, from what the envelope saw: a SIGKILL the backend did not send, with an OOM kill
+/// counted in the cgroup, is the memory limit; a failure while `pids.max` refused forks is the pids
+/// limit. The backend's own attribution (timeout, wasm memory limit, fuel, seccomp) is kept as is.
+fn attribute(outcome: Outcome, usage: &Usage, policy: &Policy) -> Outcome {
+    match outcome {
+        Outcome::Signaled { signal, .. } if signal == libc::SIGKILL && usage.oom_kills > 0 => {
+            Outcome::Oom {
+                detail: format!(
+                    "cgroup memory limit {} (OOM kills: {})",
+                    policy.resources.memory, usage.oom_kills
+                ),
+            }
+        }
+        Outcome::Exited { code } if code != 0 && usage.oom_kills > 0 => Outcome::Oom {
+            detail: format!(
+                "cgroup memory limit {} (OOM kills: {})",
+                policy.resources.memory, usage.oom_kills
+            ),
+        },
+        Outcome::Exited { code } if code != 0 && usage.pids_limit_hits > 0 => Outcome::PidsLimit,
+        Outcome::Signaled { .. } if usage.pids_limit_hits > 0 => Outcome::PidsLimit,
+        other => other,
     }
 }
 

@@ -182,7 +182,9 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
         for _ in 0..20 {
             if let Some(nr) = spawn::seccomp_syscall_from_kmsg(wpid) {
-                *syscall = hybox_shim::seccomp::syscall_name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
+                *syscall = hybox_shim::seccomp::syscall_name(nr)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("syscall {nr}"));
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -277,7 +279,9 @@ fn signaled(signal: i32) -> Outcome {
 
 /// `SIGSEGV` for 11.
 pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 #[derive(Default)]
