@@ -273,7 +273,10 @@ fn privilege_escapes_are_refused() {
     let (_, v) = attack("setuid0", None);
     let v = v.expect("output");
     assert_eq!(v["ret"], -1, "{v}");
-    assert!(v["errno"] == libc::EINVAL || v["errno"] == libc::EPERM, "{v}");
+    assert!(
+        v["errno"] == libc::EINVAL || v["errno"] == libc::EPERM,
+        "{v}"
+    );
     // /proc/sysrq-trigger is masked with /dev/null and /proc/sys is read-only; either way no effect.
     let (o, v) = attack("sysrq", None);
     assert_eq!(o, Outcome::Exited { code: 0 });
