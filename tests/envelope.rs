@@ -159,6 +159,8 @@ fn helper_process() {
             }
             let env =
                 Envelope::create(Path::new(ROOT), PARENT, &args[0], &limits(64, 1.0, 16)).unwrap();
+            // Never waited for on purpose: this process is killed with the sleeper still in the envelope.
+            #[allow(clippy::zombie_processes)]
             let sleeper = Command::new("sleep").arg("600").spawn().unwrap();
             env.join(sleeper.id() as i32).unwrap();
             println!("SLEEPER {}", sleeper.id());
@@ -387,6 +389,8 @@ fn drop_tears_down_on_panic() {
     let id2 = id.clone();
     let r = std::thread::spawn(move || {
         let env = Envelope::create(Path::new(ROOT), PARENT, &id2, &limits(32, 1.0, 8)).unwrap();
+        // Reaped by the test with waitpid after the panic.
+        #[allow(clippy::zombie_processes)]
         let sleeper = Command::new("sleep").arg("600").spawn().unwrap();
         env.join(sleeper.id() as i32).unwrap();
         panic!("run failed with sleeper {}", sleeper.id());

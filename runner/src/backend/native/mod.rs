@@ -77,6 +77,8 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         if let Some(env) = launch.envelope {
             env.join(pid).map_err(|e| io_err("join envelope", e))?;
         }
+        nix::sys::socket::setsockopt(&control, nix::sys::socket::sockopt::PassCred, &true)
+            .map_err(|e| io_err("SO_PASSCRED", e.into()))?;
         spawn::write_id_maps(pid, uid, gid, host_uid, host_gid)
             .map_err(|e| io_err("write id maps", e))?;
         let mut msg = Vec::with_capacity(plan_json.len() + 5);
@@ -122,7 +124,6 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let mut reader = MessageReader::default();
     let mut exec_at: Option<Instant> = None;
     let mut timed_out = false;
-    let mut workload_pid: Option<i32> = None;
     let ctl_fd = control.as_raw_fd();
     let status = loop {
         let now = Instant::now();
@@ -146,8 +147,6 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
                     .any(|m| matches!(m, Message::Exec { .. }))
             {
                 exec_at = Some(Instant::now());
-                // The workload's host pid, to find its seccomp audit record should it die of SIGSYS.
-                workload_pid = spawn::first_child(pid);
             }
         }
         if pid_ready {
@@ -178,7 +177,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         .unwrap_or_default();
 
     let mut outcome = classify(&reader.messages, status, timed_out);
-    if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, workload_pid) {
+    if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, reader.exec_pid) {
         // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
         for _ in 0..20 {
             if let Some(nr) = spawn::seccomp_syscall_from_kmsg(wpid) {
@@ -287,23 +286,50 @@ pub fn signal_name(sig: i32) -> String {
 #[derive(Default)]
 struct MessageReader {
     buf: Vec<u8>,
+    exec_pid: Option<i32>,
     messages: Vec<Message>,
     eof: bool,
 }
 
 impl MessageReader {
+    /// Reads what is there. The socket has SO_PASSCRED set, so each read also says which process wrote
+    /// it, as a pid of the runner's namespace: the `Exec` message comes from the workload's process
+    /// itself, which gives its host pid (for the seccomp audit record) without a race.
     fn read_from(&mut self, f: &mut std::fs::File) {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixCredentials};
         let mut chunk = [0u8; 4096];
-        match f.read(&mut chunk) {
-            Ok(0) | Err(_) => self.eof = true,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = self.buf.drain(..=i).collect();
-                    if let Ok(m) = serde_json::from_slice(&line) {
-                        self.messages.push(m);
-                    }
+        let mut cmsg = nix::cmsg_space!(UnixCredentials);
+        let mut iov = [std::io::IoSliceMut::new(&mut chunk)];
+        let (n, pid) = match recvmsg::<()>(
+            f.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let pid = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::ScmCredentials(c) => Some(c.pid()),
+                        _ => None,
+                    })
+                });
+                (msg.bytes, pid)
+            }
+            Err(nix::errno::Errno::EINTR) => return,
+            Err(_) => (0, None),
+        };
+        if n == 0 {
+            self.eof = true;
+            return;
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            if let Ok(m) = serde_json::from_slice::<Message>(&line) {
+                if matches!(m, Message::Exec { .. }) {
+                    self.exec_pid = pid;
                 }
+                self.messages.push(m);
             }
         }
     }

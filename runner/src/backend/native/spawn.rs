@@ -412,12 +412,6 @@ pub fn probe_userns() -> Result<(), String> {
     Ok(())
 }
 
-/// The host pid of the shim's first child (the workload), from `/proc/PID/task/PID/children`.
-pub fn first_child(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    s.split_whitespace().next()?.parse().ok()
-}
-
 /// The syscall that `SECCOMP_RET_KILL_PROCESS` killed `pid` for, from the kernel's audit record
 /// (`type=1326 ... pid=P ... sig=31 ... syscall=N`) in `/dev/kmsg`. A parent's wait status carries only
 /// SIGSYS, and `/proc/PID/syscall` is gone once the process is dead; the audit record is the one place
