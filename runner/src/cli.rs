@@ -47,6 +47,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Remove envelopes left behind by a hybox that was killed (owner process dead).
     Gc,
+    /// The private compile cache of the wasm backend.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -54,6 +57,14 @@ pub enum Command {
     },
     /// Print the man page (roff).
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cached compiled guests (size, source hash, age).
+    List,
+    /// Remove every cached compiled guest.
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]

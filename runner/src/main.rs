@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use hybox::cli::{BenchArgs, Cli, Command, ExplainArgs, PolicyCommand, RunArgs};
+use hybox::cli::{BenchArgs, CacheCommand, Cli, Command, ExplainArgs, PolicyCommand, RunArgs};
 use hybox::policy::Policy;
 use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
@@ -27,6 +27,11 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    // SIGINT/SIGTERM to hybox: kill and remove every live envelope before exiting (128+signo).
+    if let Err(e) = hybox::envelope::install_signal_teardown() {
+        eprintln!("hybox: error: cannot install the signal teardown: {e}");
+        return ExitCode::from(exit::RUNNER_FAILED as u8);
+    }
     let status = match cli.command {
         Command::Run(args) => run(args),
         Command::Explain(args) => explain(args),
@@ -40,10 +45,8 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => doctor(json),
         Command::Bench(args) => bench(args),
-        Command::Gc => {
-            eprintln!("hybox: gc: the envelope is not available in this build");
-            exit::RUNNER_FAILED
-        }
+        Command::Gc => gc(),
+        Command::Cache(c) => cache(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hybox", &mut std::io::stdout());
             0
@@ -265,4 +268,62 @@ fn bench(args: BenchArgs) -> i32 {
         print!("{}", report.table());
     }
     0
+}
+
+fn gc() -> i32 {
+    let host = HostConfig::default();
+    match hybox::envelope::gc(&host.cgroup_root, &host.cgroup_parent) {
+        Ok(r) => {
+            for leaf in &r.removed {
+                println!("removed {leaf}");
+            }
+            println!(
+                "gc: {} envelope(s) examined, {} removed, {} still owned by a live hybox",
+                r.examined,
+                r.removed.len(),
+                r.live
+            );
+            for e in &r.errors {
+                eprintln!("hybox: gc: {e}");
+            }
+            if r.errors.is_empty() {
+                0
+            } else {
+                exit::RUNNER_FAILED
+            }
+        }
+        Err(e) => fail(&e, exit::RUNNER_FAILED),
+    }
+}
+
+fn cache(c: CacheCommand) -> i32 {
+    let host = HostConfig::default();
+    match c {
+        CacheCommand::List => match hybox::backend::wasm::cache_list(&host) {
+            Ok(entries) => {
+                for e in &entries {
+                    let what = e
+                        .header
+                        .as_ref()
+                        .map(|h| serde_json::to_string(h).unwrap_or_default())
+                        .unwrap_or_else(|| "(unreadable header: would be rebuilt)".into());
+                    println!("{}\t{} bytes\t{what}", e.path.display(), e.bytes);
+                }
+                println!(
+                    "{} entr{}",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" }
+                );
+                0
+            }
+            Err(e) => fail(&e, exit::RUNNER_FAILED),
+        },
+        CacheCommand::Clear => match hybox::backend::wasm::cache_clear(&host) {
+            Ok(freed) => {
+                println!("cache cleared ({freed} bytes freed)");
+                0
+            }
+            Err(e) => fail(&e, exit::RUNNER_FAILED),
+        },
+    }
 }
