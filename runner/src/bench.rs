@@ -426,7 +426,15 @@ fn sandboxed(sb: &Sandbox, args: &[String], host: &HostConfig) -> Result<Sample,
         host: host.clone(),
         run_id: None,
     };
-    let r = sb.run(&opts).map_err(|e| e.to_string())?;
+    let r = sb.run(&opts).map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    })?;
     let wall = t0.elapsed();
     let rep = &r.report;
     if rep.outcome != (crate::report::Outcome::Exited { code: 0 }) {
