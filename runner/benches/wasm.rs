@@ -87,6 +87,12 @@ fn minimal_embedding(cwasm: &Path, stdout: MemoryOutputPipe) {
 
 fn oneshot(c: &mut Criterion) {
     let cache = tempfile::tempdir().unwrap();
+    // hybox refuses a cache directory others can enter.
+    std::fs::set_permissions(
+        cache.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let host = HostConfig {
         cache_dir: Some(cache.path().into()),
         hybox_path: Some(hybox_bin()),

@@ -243,7 +243,10 @@ pub fn peek_header(bytes: &[u8]) -> Result<Header, String> {
     split(bytes).map(|(h, ..)| h)
 }
 
-fn split(bytes: &[u8]) -> Result<(Header, &[u8], &[u8], &[u8]), String> {
+/// An artifact taken apart: header, the MAC'ed prefix, the MAC, the payload.
+type Parts<'a> = (Header, &'a [u8], &'a [u8], &'a [u8]);
+
+fn split(bytes: &[u8]) -> Result<Parts<'_>, String> {
     if !bytes.starts_with(HYBOX_ARTIFACT_MAGIC) {
         return Err("not a hybox artifact (bad magic)".into());
     }
