@@ -230,3 +230,93 @@ fn completions_and_man_page_are_generated() {
     assert_eq!(o.status, 0);
     assert!(o.stdout.contains(".TH hybox"));
 }
+
+/// `hybox run` end to end on both backends: the workload's output, the report on stdout with
+/// `--json`, and the exit status each outcome maps to.
+#[test]
+fn run_json_report_and_exit_statuses_on_both_backends() {
+    if !common::privileged("run_json_report_and_exit_statuses_on_both_backends") {
+        return;
+    }
+    common::examples_out();
+    for (backend, artifact) in [
+        ("native", common::native_guest("hello")),
+        ("wasm", common::wasm_guest("hello")),
+    ] {
+        let o = run(&[
+            "run",
+            "--json",
+            "--policy",
+            "policies/benchmark.json",
+            artifact.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status, 0, "{backend}: {}", o.stderr);
+        let (greeting, json) = o.stdout.split_once('\n').unwrap();
+        assert_eq!(greeting, "hello from hybox", "{backend}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["backend"], backend);
+        assert_eq!(
+            v["outcome"],
+            serde_json::json!({"kind": "exited", "code": 0})
+        );
+        assert_eq!(v["exit_status"], 0);
+        assert_eq!(v["envelope"]["kind"], "cgroup");
+        assert_eq!(
+            v["envelope"]["memory_bytes"],
+            512 << 20,
+            "{backend}: the limit as read back"
+        );
+        assert_eq!(v["envelope"]["pids_max"], 64);
+        assert!(
+            v["usage"]["peak_memory_bytes"].as_u64().unwrap() > 0,
+            "{backend}: usage from the envelope"
+        );
+        assert_eq!(
+            v["policy"]["resources"]["memory"], "512M",
+            "{backend}: the effective policy"
+        );
+        assert!(
+            o.stderr.contains(&format!("on {backend}: exited(0)")),
+            "{backend}: summary: {}",
+            o.stderr
+        );
+    }
+
+    // Limits fire with their own exit status, on both backends.
+    let alloc_native = common::native_guest("alloc");
+    let alloc_wasm = common::wasm_guest("alloc");
+    for (artifact, want_kind) in [(&alloc_native, "oom"), (&alloc_wasm, "oom")] {
+        let o = run(&[
+            "run",
+            "--json",
+            "--memory",
+            "32M",
+            artifact.to_str().unwrap(),
+            "--",
+            "200",
+        ]);
+        assert_eq!(o.status, 137, "{}: {}", artifact.display(), o.stderr);
+        // The report is the last thing on stdout, after whatever the workload printed.
+        let start = o.stdout.find("{\n").expect("a JSON report on stdout");
+        let v: serde_json::Value = serde_json::from_str(&o.stdout[start..]).unwrap();
+        assert_eq!(v["outcome"]["kind"], want_kind, "{}", artifact.display());
+        assert_eq!(v["limit_fired"], "memory");
+    }
+}
+
+#[test]
+fn run_timeout_exits_124() {
+    if !common::privileged("run_timeout_exits_124") {
+        return;
+    }
+    let o = run(&[
+        "run",
+        "--timeout",
+        "300ms",
+        "--report",
+        "/dev/stdout",
+        "tests/fixtures/wasm/spin.wat",
+    ]);
+    assert_eq!(o.status, hybox::exit::TIMEOUT, "{}", o.stderr);
+    assert!(o.stderr.contains("timeout"), "{}", o.stderr);
+}
