@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The default scenarios of tests/vm/run, executed INSIDE the test VM (as root, in the overlay of the
+# host's root, with the guest's own cgroup2 at /sys/fs/cgroup). Never run this on a host: `smoke`
+# creates and kills cgroups. Usage: guest.sh kernel | smoke | doctor HYBOX_BINARY
+set -euo pipefail
+
+if [ ! -e /run/hybox-vm ] || [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ]; then
+  echo "guest.sh: refusing to run outside the hybox test VM (no pure cgroup2 at /sys/fs/cgroup)" >&2
+  exit 2
+fi
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+expect() { # expect FILE VALUE: the first line of FILE is VALUE
+  local got
+  got=$(head -n 1 "$1")
+  [ "$got" = "$2" ] || fail "$1 = '$got', expected '$2'"
+  echo "  $1 = $got"
+}
+field() { # field FILE KEY: the value of "KEY value" in a flat-keyed cgroup file
+  awk -v k="$2" '$1 == k { print $2 }' "$1"
+}
+
+kernel() {
+  echo "kernel: $(uname -r)"
+  case "$(uname -r)" in 6.1.*) ;; *) fail "expected a 6.1 kernel" ;; esac
+  local c
+  c=$(cat /sys/fs/cgroup/cgroup.controllers)
+  echo "cgroup2 controllers: $c"
+  for want in memory cpu pids; do
+    [[ " $c " == *" $want "* ]] || fail "controller $want missing"
+  done
+  grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || fail "cgroup2 not mounted at /sys/fs/cgroup"
+  ! grep -q ' cgroup ' <(awk '{ print " " $3 " " }' /proc/mounts) || fail "a cgroup v1 hierarchy is mounted"
+  echo "lsm: $(cat /sys/kernel/security/lsm 2>/dev/null || echo '?')"
+}
+
+smoke() {
+  local top=/sys/fs/cgroup/hybox-vm-smoke leaf hog pid st
+  leaf=$top/leaf
+  rmdir "$leaf" "$top" 2>/dev/null || true
+  echo "+memory +pids +cpu" >/sys/fs/cgroup/cgroup.subtree_control
+  mkdir "$top"
+  echo "+memory +pids +cpu" >"$top/cgroup.subtree_control"
+  mkdir "$leaf"
+  expect "$leaf/cgroup.controllers" "cpu memory pids"
+
+  # The no-internal-process rule: a cgroup with a member process cannot enable controllers for
+  # children (cgroup-v2.rst, "No Internal Process Constraint").
+  sleep 30 &
+  pid=$!
+  echo "$pid" >"$leaf/cgroup.procs"
+  if echo "+memory" >"$leaf/cgroup.subtree_control" 2>/dev/null; then
+    fail "enabling +memory under a populated cgroup succeeded"
+  fi
+  echo "  no-internal-process rule: enabling +memory under a populated leaf refused"
+  # cgroup.kill (5.14+): kills every member; the cgroup becomes unpopulated.
+  echo 1 >"$leaf/cgroup.kill"
+  st=0
+  wait "$pid" || st=$?
+  [ "$st" = 137 ] || fail "cgroup.kill: sleep exited with $st, expected 137 (SIGKILL)"
+  expect "$leaf/cgroup.procs" ""
+  [ "$(field "$leaf/cgroup.events" populated)" = 0 ] || fail "leaf still populated after cgroup.kill"
+  echo "  cgroup.kill: member SIGKILLed, leaf unpopulated"
+
+  # Limits, read back in the kernel's canonical form.
+  echo 32M >"$leaf/memory.max"
+  expect "$leaf/memory.max" 33554432
+  echo 0 >"$leaf/memory.swap.max"
+  expect "$leaf/memory.swap.max" 0
+  echo 1 >"$leaf/memory.oom.group"
+  expect "$leaf/memory.oom.group" 1
+  echo 16 >"$leaf/pids.max"
+  expect "$leaf/pids.max" 16
+  echo "50000 100000" >"$leaf/cpu.max"
+  expect "$leaf/cpu.max" "50000 100000"
+  [ -r "$leaf/memory.peak" ] || fail "memory.peak missing (needs Linux 5.19+)"
+  [ -r "$leaf/cpu.stat" ] || fail "cpu.stat missing"
+
+  # Memory limit: a hog that touches 128 MiB under 32M is OOM-killed; memory.events counts it.
+  hog=$(dirname "$0")/../../examples/out/native/alloc
+  st=0
+  if [ -x "$hog" ]; then
+    bash -c 'echo $$ >"$1"/cgroup.procs && exec "$2" 128' _ "$leaf" "$hog" || st=$?
+  else
+    # Without the example guests: tail buffers a newline-less stream in memory.
+    bash -c 'echo $$ >"$1"/cgroup.procs && head -c 128M /dev/zero | tail -n 1 >/dev/null' _ "$leaf" || st=$?
+  fi
+  [ "$st" != 0 ] || fail "the memory hog survived a 32M limit"
+  local oom_kill peak
+  oom_kill=$(field "$leaf/memory.events" oom_kill)
+  [ "${oom_kill:-0}" -ge 1 ] || fail "memory.events oom_kill = '${oom_kill:-}', expected >= 1"
+  peak=$(cat "$leaf/memory.peak")
+  [ "$peak" -gt $((16 << 20)) ] && [ "$peak" -le $((34 << 20)) ] ||
+    fail "memory.peak = $peak, expected within (16M, 34M]"
+  echo "  memory: hog status $st, memory.events oom_kill=$oom_kill, memory.peak=$peak"
+
+  # pids limit: 40 background sleeps under pids.max=16; forks beyond the limit fail with EAGAIN.
+  # busybox sh, because bash retries a failed fork for ~15 s.
+  busybox sh -c 'echo $$ >"$1"/cgroup.procs; for i in $(seq 40); do sleep 2 & done 2>/dev/null; wait' _ "$leaf" || true
+  local pmax
+  pmax=$(field "$leaf/pids.events" max)
+  [ "${pmax:-0}" -ge 1 ] || fail "pids.events max = '${pmax:-}', expected >= 1"
+  echo "  pids: pids.events max=$pmax"
+
+  # cpu quota: a busy loop for 1 s of wall time at 50% gets about 0.5 s of CPU (band 0.2-0.8 s).
+  local usage
+  timeout -s KILL 1 bash -c 'echo $$ >"$1"/cgroup.procs; while :; do :; done' _ "$leaf" || true
+  usage=$(field "$leaf/cpu.stat" usage_usec)
+  local throttled
+  throttled=$(field "$leaf/cpu.stat" nr_throttled)
+  echo "  cpu: usage_usec=$usage nr_throttled=$throttled (cpu.max 50000 100000)"
+  [ "${throttled:-0}" -ge 1 ] || fail "cpu.stat nr_throttled = '${throttled:-}', expected >= 1"
+
+  # Teardown: an empty cgroup is removed with rmdir.
+  [ "$(field "$leaf/cgroup.events" populated)" = 0 ] || echo 1 >"$leaf/cgroup.kill"
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    [ "$(field "$leaf/cgroup.events" populated)" = 0 ] && break
+    sleep 0.2
+  done
+  rmdir "$leaf" "$top"
+  [ ! -e "$top" ] || fail "$top still exists"
+  echo "  teardown: rmdir ok"
+}
+
+doctor() {
+  local bin=$1 json
+  [ -x "$bin" ] || fail "$bin missing (cargo build)"
+  "$bin" doctor || true
+  json=$("$bin" doctor --json) || true
+  echo "$json" | jq -e 'type == "array" or type == "object"' >/dev/null || fail "doctor --json is not JSON"
+  local cg ll
+  cg=$(echo "$json" | jq -r '[.. | objects | select(.name? == "cgroups")][0] | "\(.status) \(.found)"')
+  ll=$(echo "$json" | jq -r '[.. | objects | select(.name? == "landlock")][0] | "\(.status) \(.found)"')
+  echo "doctor: cgroups: $cg"
+  echo "doctor: landlock: $ll"
+  [[ "$cg" == ok* ]] || fail "doctor does not find a usable cgroup hierarchy"
+  [[ "$cg" == *v2* ]] || fail "doctor does not report cgroup v2"
+}
+
+case "${1:-}" in
+  kernel) kernel ;;
+  smoke) smoke ;;
+  doctor) doctor "${2:?doctor needs the hybox binary}" ;;
+  *) echo "usage: guest.sh kernel | smoke | doctor HYBOX_BINARY" >&2; exit 2 ;;
+esac
