@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The default scenarios of tests/vm/run, executed INSIDE the test VM (as root, in the overlay of the
 # host's root, with the guest's own cgroup2 at /sys/fs/cgroup). Never run this on a host: `smoke`
-# creates and kills cgroups. Usage: guest.sh kernel | smoke | doctor HYBOX_BINARY
+# creates and kills cgroups. Usage: guest.sh prep REPO | kernel | smoke | doctor HYBOX_BINARY
 set -euo pipefail
 
 if [ ! -e /run/hybox-vm ] || [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ]; then
@@ -140,7 +140,27 @@ doctor() {
   [[ "$cg" == *v2* ]] || fail "doctor does not report cgroup v2"
 }
 
+prep() {
+  local repo=$1 f
+  # The example guests were built on the host before boot (tests/vm/run). The test helpers call
+  # examples/build.sh once per test binary; under emulation every cargo/rustc start reads hundreds
+  # of MB over 9p (about a minute per call). Replace the script, in the guest's RAM overlay only,
+  # by a check that its outputs exist.
+  for f in native/hello native/alloc wasm/hello.wasm; do
+    [ -f "$repo/examples/out/$f" ] || { echo "prep: examples/out/$f missing: run examples/build.sh on the host" >&2; return 1; }
+  done
+  cat >"$repo/examples/build.sh" <<'EOF'
+#!/usr/bin/env bash
+# tests/vm (guest overlay only): the example guests were built on the host before boot.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+[ -d "$here/out/native" ] && [ -d "$here/out/wasm" ] || { echo "examples/out missing" >&2; exit 1; }
+EOF
+  echo "prep: examples/build.sh replaced in the guest overlay by a check of examples/out"
+}
+
 case "${1:-}" in
+  prep) prep "${2:?prep needs the repository path}" ;;
   kernel) kernel ;;
   smoke) smoke ;;
   doctor) doctor "${2:?doctor needs the hybox binary}" ;;
