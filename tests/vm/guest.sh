@@ -161,10 +161,58 @@ EOF
   echo "prep: examples/build.sh replaced in the guest overlay by a check of examples/out"
 }
 
+# Delegates a cgroup subtree to uid/gid 65534 the way systemd's user@.service does (Delegate=yes;
+# cgroup-v2.rst "Delegation Containment": chown the directory and its cgroup.procs, cgroup.threads
+# and cgroup.subtree_control), puts this process in a leaf of it, drops to that user and runs "$@".
+# The delegated directory is in $HYBOX_VM_DELEGATED.
+rootless() {
+  local uid=65534 d
+  d=/sys/fs/cgroup/user.slice/user-$uid.slice/user@$uid.service
+  mkdir -p "$d/session.scope"
+  echo "+memory +pids +cpu" >/sys/fs/cgroup/cgroup.subtree_control
+  echo "+memory +pids +cpu" >/sys/fs/cgroup/user.slice/cgroup.subtree_control
+  echo "+memory +pids +cpu" >"/sys/fs/cgroup/user.slice/user-$uid.slice/cgroup.subtree_control"
+  chown "$uid:$uid" "$d" "$d"/cgroup.{procs,threads,subtree_control}
+  chown -R "$uid:$uid" "$d/session.scope"
+  echo $$ >"$d/session.scope/cgroup.procs"
+  mkdir -p /tmp/home-$uid
+  chown "$uid:$uid" /tmp/home-$uid
+  HOME=/tmp/home-$uid HYBOX_VM_DELEGATED=$d exec setpriv --reuid=$uid --regid=$uid --clear-groups \
+    --inh-caps=-all "$@"
+}
+
+# Run as the delegated user (via rootless): what an unprivileged runner may and may not do.
+rootless_smoke() {
+  local d=${HYBOX_VM_DELEGATED:?run through guest.sh rootless}
+  [ "$(id -u)" != 0 ] || fail "still root"
+  echo "  running as uid $(id -u) in $(cut -d: -f3 /proc/self/cgroup)"
+  if echo "+memory" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+    fail "an unprivileged user wrote the root cgroup's subtree_control"
+  fi
+  echo "  outside the delegated subtree: refused"
+  echo "+memory +pids +cpu" >"$d/cgroup.subtree_control"
+  mkdir "$d/run1"
+  echo 32M >"$d/run1/memory.max"
+  expect "$d/run1/memory.max" 33554432
+  echo 8 >"$d/run1/pids.max"
+  expect "$d/run1/pids.max" 8
+  # Migration needs write access to cgroup.procs of the common ancestor: $d is ours.
+  sleep 30 &
+  local pid=$! st=0
+  echo "$pid" >"$d/run1/cgroup.procs"
+  echo 1 >"$d/run1/cgroup.kill"
+  wait "$pid" || st=$?
+  [ "$st" = 137 ] || fail "cgroup.kill in the delegated subtree: status $st"
+  rmdir "$d/run1"
+  echo "  delegated subtree: controllers enabled, limits written, cgroup.kill, rmdir ok"
+}
+
 case "${1:-}" in
+  rootless) shift; rootless "$@" ;;
+  rootless-smoke) rootless_smoke ;;
   prep) prep "${2:?prep needs the repository path}" ;;
   kernel) kernel ;;
   smoke) smoke ;;
   doctor) doctor "${2:?doctor needs the hybox binary}" ;;
-  *) echo "usage: guest.sh kernel | smoke | doctor HYBOX_BINARY" >&2; exit 2 ;;
+  *) echo "usage: guest.sh prep REPO | kernel | smoke | doctor HYBOX_BINARY | rootless CMD... | rootless-smoke" >&2; exit 2 ;;
 esac
