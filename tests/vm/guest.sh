@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The default scenarios of tests/vm/run, executed INSIDE the test VM (as root, in the overlay of the
 # host's root, with the guest's own cgroup2 at /sys/fs/cgroup). Never run this on a host: `smoke`
-# creates and kills cgroups. Usage: guest.sh prep REPO | kernel | smoke | doctor HYBOX_BINARY
+# creates and kills cgroups. Usage: guest.sh prep REPO | kernel | smoke | doctor HYBOX_BINARY |
+# rootless CMD... (run CMD as uid 65534 in a delegated subtree) | rootless-smoke
 set -euo pipefail
 
 if [ ! -e /run/hybox-vm ] || [ "$(stat -f -c %T /sys/fs/cgroup)" != cgroup2fs ]; then
