@@ -38,6 +38,9 @@ kernel() {
     fail "a cgroup v1 hierarchy is mounted"
   fi
   echo "lsm: $(cat /sys/kernel/security/lsm 2>/dev/null || echo '?')"
+  # The native backend needs user, mount and pid namespaces; a chrooted harness would lose them.
+  unshare -Urmpf --mount-proc true || fail "cannot create user+mount+pid namespaces"
+  echo "namespaces: user, mount, pid ok"
 }
 
 smoke() {
@@ -206,6 +209,8 @@ rootless_smoke() {
   [ "$st" = 137 ] || fail "cgroup.kill in the delegated subtree: status $st"
   rmdir "$d/run1"
   echo "  delegated subtree: controllers enabled, limits written, cgroup.kill, rmdir ok"
+  unshare -Urmpf --mount-proc true || fail "an unprivileged user cannot create user namespaces"
+  echo "  unprivileged user+mount+pid namespaces: ok"
 }
 
 case "${1:-}" in
