@@ -132,18 +132,23 @@ smoke() {
 }
 
 doctor() {
-  local bin=$1 json
-  [ -x "$bin" ] || fail "$bin missing (cargo build)"
+  local bin=$1 json cg ll pv
+  [ -x "$bin" ] || fail "$bin missing or not executable by uid $(id -u)"
   "$bin" doctor || true
   json=$("$bin" doctor --json) || true
-  echo "$json" | jq -e 'type == "array" or type == "object"' >/dev/null || fail "doctor --json is not JSON"
-  local cg ll
-  cg=$(echo "$json" | jq -r '[.. | objects | select(.name? == "cgroups")][0] | "\(.status) \(.found)"')
-  ll=$(echo "$json" | jq -r '[.. | objects | select(.name? == "landlock")][0] | "\(.status) \(.found)"')
-  echo "doctor: cgroups: $cg"
-  echo "doctor: landlock: $ll"
-  [[ "$cg" == ok* ]] || fail "doctor does not find a usable cgroup hierarchy"
-  [[ "$cg" == *v2* ]] || fail "doctor does not report cgroup v2"
+  echo "$json" | jq -e 'type == "array" or type == "object"' >/dev/null 2>&1 || fail "doctor --json printed no JSON"
+  show() { echo "$json" | jq -r --arg n "$1" '[.. | objects | select(.name? == $n)][0] // empty | "\(.status) \(.found)"'; }
+  pv=$(show privileges)
+  cg=$(show cgroups)
+  ll=$(show landlock)
+  echo "doctor (uid $(id -u)): privileges: $pv"
+  echo "doctor (uid $(id -u)): cgroups: $cg"
+  echo "doctor (uid $(id -u)): landlock: $ll"
+  [ -n "$pv" ] && [ -n "$cg" ] && [ -n "$ll" ] || fail "doctor --json lacks the privileges, cgroups or landlock check"
+  if [ "$(id -u)" = 0 ]; then
+    [[ "$cg" == ok* ]] || fail "doctor does not find a usable cgroup hierarchy"
+    [[ "$cg" == *v2* ]] || fail "doctor does not report cgroup v2"
+  fi
 }
 
 prep() {
@@ -181,6 +186,9 @@ rootless() {
   echo $$ >"$d/session.scope/cgroup.procs"
   mkdir -p /tmp/home-$uid
   chown "$uid:$uid" /tmp/home-$uid
+  if ! setpriv --reuid=$uid --regid=$uid --clear-groups test -r "${1:?rootless needs a command}"; then
+    fail "uid $uid cannot read $1: the repository must be world-readable (not under /root) for rootless scenarios"
+  fi
   HOME=/tmp/home-$uid HYBOX_VM_DELEGATED=$d exec setpriv --reuid=$uid --regid=$uid --clear-groups \
     --inh-caps=-all "$@"
 }
