@@ -9,7 +9,7 @@ cd "$here/guests"
 # Native guests are static (crt-static): they run in any rootfs, with no loader to mount.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --target x86_64-unknown-linux-gnu
 cargo build --quiet --release --target wasm32-wasip1
-mkdir -p "$out/native" "$out/wasm" "$out/bundles"
+mkdir -p "$out/native" "$out/wasm"
 bins=$(ls src/bin | sed "s/\.rs$//")
 for b in $bins; do
   if [ -f "target/x86_64-unknown-linux-gnu/release/$b" ]; then
@@ -20,3 +20,10 @@ for b in $bins; do
   fi
 done
 echo "examples built into $out" >&2
+# Function bundles: each examples/<name>/bundle.json names <name> and <name>.wasm beside it.
+for b in $bins; do
+  if [ -f "$here/$b/bundle.json" ]; then
+    cp "$out/native/$b" "$here/$b/$b.tmp" && mv "$here/$b/$b.tmp" "$here/$b/$b"
+    cp "$out/wasm/$b.wasm" "$here/$b/$b.wasm.tmp" && mv "$here/$b/$b.wasm.tmp" "$here/$b/$b.wasm"
+  fi
+done

@@ -12,7 +12,11 @@ struct Out {
 }
 
 fn run(args: &[&str]) -> Out {
-    let o = hybox().args(args).current_dir(repo()).output().expect("run hybox");
+    let o = hybox()
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run hybox");
     Out {
         status: o.status.code().expect("hybox exited normally"),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -22,18 +26,33 @@ fn run(args: &[&str]) -> Out {
 
 #[test]
 fn policy_check_reports_each_file() {
-    let o = run(&["policy", "check", "policies/untrusted-plugin.json", "policies/benchmark.json"]);
+    let o = run(&[
+        "policy",
+        "check",
+        "policies/untrusted-plugin.json",
+        "policies/benchmark.json",
+    ]);
     assert_eq!(o.status, 0, "{}", o.stderr);
-    assert_eq!(o.stdout, "policies/untrusted-plugin.json: ok\npolicies/benchmark.json: ok\n");
+    assert_eq!(
+        o.stdout,
+        "policies/untrusted-plugin.json: ok\npolicies/benchmark.json: ok\n"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");
-    std::fs::write(&bad, "{\n  \"version\": 1,\n  \"network\": \"internet\"\n}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "{\n  \"version\": 1,\n  \"network\": \"internet\"\n}\n",
+    )
+    .unwrap();
     let o = run(&["policy", "check", bad.to_str().unwrap()]);
     assert_eq!(o.status, hybox::exit::USAGE);
     assert_eq!(
         o.stderr,
-        format!("{}:3:23: network: unknown variant `internet`, expected `none` or `loopback`\n", bad.display())
+        format!(
+            "{}:3:23: network: unknown variant `internet`, expected `none` or `loopback`\n",
+            bad.display()
+        )
     );
 }
 
@@ -48,7 +67,12 @@ fn policy_schema_is_json() {
 #[test]
 fn explain_json_gives_backend_reasons_and_limits() {
     let wasm = common::wasm_guest("hello");
-    let o = run(&["explain", "--json", "policies/benchmark.json", wasm.to_str().unwrap()]);
+    let o = run(&[
+        "explain",
+        "--json",
+        "policies/benchmark.json",
+        wasm.to_str().unwrap(),
+    ]);
     assert_eq!(o.status, 0, "{}", o.stderr);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["backend"], "wasm");
@@ -56,14 +80,30 @@ fn explain_json_gives_backend_reasons_and_limits() {
     assert_eq!(v["reasons"][0], "wasm module runs only on the wasm backend");
     assert_eq!(v["effective"]["envelope"]["memory"], "512M");
     assert_eq!(v["effective"]["envelope"]["cpus"], 1.0);
-    assert!(v["effective"]["wasm"].is_object(), "the chosen backend's section is shown");
+    assert!(
+        v["effective"]["wasm"].is_object(),
+        "the chosen backend's section is shown"
+    );
     assert!(v["effective"].get("native").is_none());
 
     // Overrides show up in the effective limits, and a forced backend without a variant is refused.
-    let o = run(&["explain", "--json", "--memory", "64M", "policies/benchmark.json", wasm.to_str().unwrap()]);
+    let o = run(&[
+        "explain",
+        "--json",
+        "--memory",
+        "64M",
+        "policies/benchmark.json",
+        wasm.to_str().unwrap(),
+    ]);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["effective"]["envelope"]["memory_bytes"], 64 << 20);
-    let o = run(&["explain", "--backend", "native", "policies/benchmark.json", wasm.to_str().unwrap()]);
+    let o = run(&[
+        "explain",
+        "--backend",
+        "native",
+        "policies/benchmark.json",
+        wasm.to_str().unwrap(),
+    ]);
     assert_eq!(o.status, hybox::exit::CANNOT_EXECUTE);
     assert_eq!(
         o.stderr,
@@ -75,10 +115,24 @@ fn explain_json_gives_backend_reasons_and_limits() {
 #[test]
 fn explain_human_output() {
     let native = common::native_guest("hello");
-    let o = run(&["explain", "policies/trusted-tool.json", native.to_str().unwrap()]);
+    let o = run(&[
+        "explain",
+        "policies/trusted-tool.json",
+        native.to_str().unwrap(),
+    ]);
     assert_eq!(o.status, 0, "{}", o.stderr);
-    assert!(o.stdout.contains("backend: native\nwhy:\n  - ELF x86_64 static runs only on the native backend\n"), "{}", o.stdout);
-    assert!(o.stdout.contains("\"landlock\": \"best_effort\""), "{}", o.stdout);
+    assert!(
+        o.stdout.contains(
+            "backend: native\nwhy:\n  - ELF x86_64 static runs only on the native backend\n"
+        ),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("\"landlock\": \"best_effort\""),
+        "{}",
+        o.stdout
+    );
 }
 
 #[test]
@@ -98,10 +152,18 @@ fn exit_codes_for_hybox_failures() {
     assert_eq!(o.status, hybox::exit::CANNOT_EXECUTE);
     assert_eq!(
         o.stderr,
-        format!("hybox: error: {}: cannot run this artifact: a Windows PE executable (MZ header)\n", garbage.display())
+        format!(
+            "hybox: error: {}: cannot run this artifact: a Windows PE executable (MZ header)\n",
+            garbage.display()
+        )
     );
 
-    let o = run(&["run", "--policy", bad_policy.to_str().unwrap(), hello.to_str().unwrap()]);
+    let o = run(&[
+        "run",
+        "--policy",
+        bad_policy.to_str().unwrap(),
+        hello.to_str().unwrap(),
+    ]);
     assert_eq!(o.status, hybox::exit::USAGE);
     assert_eq!(
         o.stderr,
@@ -113,11 +175,21 @@ fn exit_codes_for_hybox_failures() {
 
     let o = run(&["run", "--cpus", "lots", hello.to_str().unwrap()]);
     assert_eq!(o.status, hybox::exit::USAGE);
-    assert!(o.stderr.contains("invalid value 'lots' for '--cpus <CORES>'"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("invalid value 'lots' for '--cpus <CORES>'"),
+        "{}",
+        o.stderr
+    );
 
     let o = run(&["run", "--mount", "/a", hello.to_str().unwrap()]);
     assert_eq!(o.status, hybox::exit::USAGE);
-    assert!(o.stderr.contains("expected HOST:GUEST or HOST:GUEST:rw, found \"/a\""), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("expected HOST:GUEST or HOST:GUEST:rw, found \"/a\""),
+        "{}",
+        o.stderr
+    );
 
     let o = run(&["frobnicate"]);
     assert_eq!(o.status, hybox::exit::USAGE);
@@ -127,8 +199,22 @@ fn exit_codes_for_hybox_failures() {
 fn doctor_json_lists_every_check() {
     let o = run(&["doctor", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    let names: Vec<&str> = v.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["privileges", "cgroups", "user namespaces", "seccomp", "landlock"]);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "privileges",
+            "cgroups",
+            "user namespaces",
+            "seccomp",
+            "landlock"
+        ]
+    );
     for c in v.as_array().unwrap() {
         assert!(["ok", "warn", "fail"].contains(&c["status"].as_str().unwrap()));
         assert!(!c["meaning"].as_str().unwrap().is_empty());

@@ -15,7 +15,10 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 }
 
 fn detect_err(path: &Path) -> String {
-    Workload::detect(path).map(|w| w.describe()).unwrap_err().to_string()
+    Workload::detect(path)
+        .map(|w| w.describe())
+        .unwrap_err()
+        .to_string()
 }
 
 /// A minimal ELF64 header (no program headers) for a given class/machine/type.
@@ -52,13 +55,29 @@ fn accepted_formats() {
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
         (common::wasm_guest("hello"), "wasm module"),
         (write(d, "c.bin", b"\0asm\x0d\0\x01\0"), "wasm component"),
-        (write(d, "m.txt", b";; a module\n(module (func (export \"_start\")))"), "wasm text (module)"),
+        (
+            write(
+                d,
+                "m.txt",
+                b";; a module\n(module (func (export \"_start\")))",
+            ),
+            "wasm text (module)",
+        ),
         (write(d, "c.wat", b"(component)"), "wasm text (component)"),
-        (write(d, "a.cwasm", b"\0hyboxc1rest-of-artifact"), "hybox precompiled artifact"),
+        (
+            write(d, "a.cwasm", b"\0hyboxc1rest-of-artifact"),
+            "hybox precompiled artifact",
+        ),
         (common::native_guest("hello"), "ELF x86_64 static"),
-        (write(d, "s", b"#!/bin/sh -eu\necho hi\n"), "script for /bin/sh -eu"),
+        (
+            write(d, "s", b"#!/bin/sh -eu\necho hi\n"),
+            "script for /bin/sh -eu",
+        ),
         // The extension lies: detection reads bytes.
-        (write(d, "really-wasm.exe", b"\0asm\x01\0\0\0"), "wasm module"),
+        (
+            write(d, "really-wasm.exe", b"\0asm\x01\0\0\0"),
+            "wasm module",
+        ),
     ];
     for (path, want) in cases {
         let w = Workload::detect(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -74,7 +93,11 @@ fn dynamic_elf_names_its_interpreter() {
             Format::Elf(e) => {
                 assert!(!e.is_static);
                 let interp = e.interpreter.unwrap();
-                assert!(interp.to_string_lossy().contains("ld-linux"), "{}", interp.display());
+                assert!(
+                    interp.to_string_lossy().contains("ld-linux"),
+                    "{}",
+                    interp.display()
+                );
             }
             f => panic!("detected {f}"),
         },
@@ -90,23 +113,62 @@ fn garbage_corpus_is_refused_with_what_was_found() {
     pe.resize(128, 0);
     let cases: Vec<(std::path::PathBuf, String)> = vec![
         (write(d, "empty.wasm", b""), "empty file".into()),
-        (write(d, "pe.exe", &pe), "a Windows PE executable (MZ header)".into()),
-        (write(d, "macho", b"\xcf\xfa\xed\xfe\x07\0\0\x01"), "a Mach-O executable (macOS)".into()),
-        (write(d, "fat", b"\xca\xfe\xba\xbe\0\0\0\x02"), "a Mach-O universal binary or a Java class file (CAFEBABE)".into()),
-        (write(d, "z.wasm", b"PK\x03\x04\x14\0\0\0"), "a zip archive".into()),
-        (write(d, "g.gz", b"\x1f\x8b\x08\0"), "gzip-compressed data".into()),
-        (write(d, "trunc.wasm", b"\0asm\x01\0"), "truncated wasm header (6 bytes)".into()),
-        (write(d, "trunc2", b"\x7fEL"), "truncated header (3 bytes)".into()),
-        (write(d, "trunc.elf", b"\x7fELF\x02\x01\x01"), "truncated ELF header (7 bytes)".into()),
-        (write(d, "v2.wasm", b"\0asm\x02\0\0\0"), "wasm binary with unsupported version/layer bytes 02000000".into()),
-        (write(d, "text.txt", b"hello world\n"), "unknown format (first bytes: 68 65 6c 6c 6f 20 77 6f)".into()),
-        (write(d, "rel.sh", b"#!sh\n"), "a #! script whose interpreter is not an absolute path (\"sh\")".into()),
+        (
+            write(d, "pe.exe", &pe),
+            "a Windows PE executable (MZ header)".into(),
+        ),
+        (
+            write(d, "macho", b"\xcf\xfa\xed\xfe\x07\0\0\x01"),
+            "a Mach-O executable (macOS)".into(),
+        ),
+        (
+            write(d, "fat", b"\xca\xfe\xba\xbe\0\0\0\x02"),
+            "a Mach-O universal binary or a Java class file (CAFEBABE)".into(),
+        ),
+        (
+            write(d, "z.wasm", b"PK\x03\x04\x14\0\0\0"),
+            "a zip archive".into(),
+        ),
+        (
+            write(d, "g.gz", b"\x1f\x8b\x08\0"),
+            "gzip-compressed data".into(),
+        ),
+        (
+            write(d, "trunc.wasm", b"\0asm\x01\0"),
+            "truncated wasm header (6 bytes)".into(),
+        ),
+        (
+            write(d, "trunc2", b"\x7fEL"),
+            "truncated header (3 bytes)".into(),
+        ),
+        (
+            write(d, "trunc.elf", b"\x7fELF\x02\x01\x01"),
+            "truncated ELF header (7 bytes)".into(),
+        ),
+        (
+            write(d, "v2.wasm", b"\0asm\x02\0\0\0"),
+            "wasm binary with unsupported version/layer bytes 02000000".into(),
+        ),
+        (
+            write(d, "text.txt", b"hello world\n"),
+            "unknown format (first bytes: 68 65 6c 6c 6f 20 77 6f)".into(),
+        ),
+        (
+            write(d, "rel.sh", b"#!sh\n"),
+            "a #! script whose interpreter is not an absolute path (\"sh\")".into(),
+        ),
         (
             write(d, "arm", &elf_header(true, 183, 2, 0x1000)),
             "an ELF for 64-bit AARCH64; this host runs 64-bit x86_64".into(),
         ),
-        (write(d, "i386", &elf_header(false, 3, 2, 0x1000)), "an ELF for 32-bit 386; this host runs 64-bit x86_64".into()),
-        (write(d, "obj.o", &elf_header(true, 62, 1, 0)), "an ELF that is not an executable (type REL)".into()),
+        (
+            write(d, "i386", &elf_header(false, 3, 2, 0x1000)),
+            "an ELF for 32-bit 386; this host runs 64-bit x86_64".into(),
+        ),
+        (
+            write(d, "obj.o", &elf_header(true, 62, 1, 0)),
+            "an ELF that is not an executable (type REL)".into(),
+        ),
         (
             write(d, "lib.so", &elf_header(true, 62, 3, 0)),
             "an ELF shared library without an entry point, not an executable".into(),
@@ -144,7 +206,10 @@ fn bundles() {
         r#"{"version": 1, "name": "hello", "wasm": "hello.wasm", "native": "hello", "policy": "policy.json", "needs": ["threads"]}"#,
     );
     let w = Workload::detect(b).unwrap();
-    assert_eq!(w.describe(), "bundle `hello` (wasm: wasm module; native: ELF x86_64 static)");
+    assert_eq!(
+        w.describe(),
+        "bundle `hello` (wasm: wasm module; native: ELF x86_64 static)"
+    );
     assert_eq!(w.needs(), [hybox::workload::Need::Threads]);
 
     let shown = b.join("bundle.json").display().to_string();
@@ -167,5 +232,19 @@ fn bundles() {
     for (m, want) in bad {
         manifest(m);
         assert_eq!(detect_err(b), want, "{m}");
+    }
+}
+
+#[test]
+fn example_bundles_detect_with_both_variants_and_valid_policies() {
+    common::examples_out(); // builds the variants into the bundle directories
+    for name in ["hello", "echo", "compute", "alloc", "files", "env"] {
+        let dir = common::repo().join("examples").join(name);
+        let w = Workload::detect(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let Workload::Bundle(b) = &w else { panic!("{name}: not a bundle") };
+        assert!(b.wasm.is_some() && b.native.is_some(), "{name}: both variants");
+        let policy = hybox::policy::Policy::from_file(b.policy.as_ref().unwrap()).unwrap();
+        let d = hybox::decide::decide(&w, &policy, None).unwrap();
+        assert_eq!(d.backend, hybox::policy::Backend::Wasm, "{name}: untrusted bundles go to wasm");
     }
 }

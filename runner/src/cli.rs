@@ -43,6 +43,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure isolation overhead side by side: bare, native, wasm cold/warm/hardened, same limits.
+    Bench(BenchArgs),
     /// Remove envelopes left behind by a hybox that was killed (owner process dead).
     Gc,
     /// Print shell completions.
@@ -146,6 +148,31 @@ pub struct RunArgs {
     /// Arguments for the workload (after `--`). Default: the policy's `args`.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Policy for every sandboxed mode (default: policies/benchmark.json's limits, built in).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Measured runs per mode.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Unmeasured warm-up runs per mode.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Print the results as JSON (every sample included).
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print the results as a Markdown table.
+    #[arg(long)]
+    pub markdown: bool,
+    /// Write an SVG chart of the per-phase breakdown to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Workloads: function bundles (both variants), or single native / wasm files.
+    #[arg(required = true)]
+    pub workloads: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

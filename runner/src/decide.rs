@@ -291,7 +291,14 @@ mod tests {
         let only_native = policy(|p| p.allowed_backends = vec![Backend::Native]);
         let force_native = policy(|p| p.backend = BackendChoice::Native);
         let dflt = Policy::default();
-        let cases: Vec<(&str, Workload, Policy, Option<Backend>, Result<Backend, &str>)> = vec![
+        type Case = (
+            &'static str,
+            Workload,
+            Policy,
+            Option<Backend>,
+            Result<Backend, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("single wasm", single_wasm.clone(), dflt.clone(), None, Ok(Backend::Wasm)),
             ("single elf", single_elf.clone(), dflt.clone(), None, Ok(Backend::Native)),
             ("bundle untrusted", bundle(vec![]), dflt.clone(), None, Ok(Backend::Wasm)),

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod decide;
 pub mod doctor;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use hybox::cli::{Cli, Command, ExplainArgs, PolicyCommand, RunArgs};
+use hybox::cli::{BenchArgs, Cli, Command, ExplainArgs, PolicyCommand, RunArgs};
 use hybox::policy::Policy;
 use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             0
         }
         Command::Doctor { json } => doctor(json),
+        Command::Bench(args) => bench(args),
         Command::Gc => {
             eprintln!("hybox: gc: the envelope is not available in this build");
             exit::RUNNER_FAILED
@@ -190,4 +191,70 @@ fn doctor(json: bool) -> i32 {
     } else {
         0
     }
+}
+
+/// The limits `hybox bench` uses without `--policy`: the shipped benchmark policy's.
+const BENCHMARK_POLICY: &str = include_str!("../../policies/benchmark.json");
+
+fn bench(args: BenchArgs) -> i32 {
+    let policy = match &args.policy {
+        Some(p) => Policy::from_file(p),
+        None => Policy::from_json_str(BENCHMARK_POLICY, "policies/benchmark.json"),
+    };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(e) => return fail(&e, exit::USAGE),
+    };
+    let mut workloads = Vec::new();
+    for w in &args.workloads {
+        match hybox::bench::BenchWorkload::from_path(w) {
+            Ok(b) => workloads.push(b),
+            Err(e) => return fail(&e, exit::CANNOT_EXECUTE),
+        }
+    }
+    let cfg = hybox::bench::BenchConfig {
+        policy,
+        workloads,
+        runs: args.runs.max(1),
+        warmup: args.warmup,
+        host: HostConfig::default(),
+        warm: hybox::backend::warm_factory(),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} bench [{bar:30}] {pos}/{len} samples ({elapsed})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let report = hybox::bench::run(&cfg, |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return fail(&e, exit::RUNNER_FAILED),
+    };
+    if let Some(path) = &args.svg {
+        let written = report
+            .svg()
+            .and_then(|svg| std::fs::write(path, svg).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("hybox: error: cannot write chart {}: {e}", path.display());
+            return exit::RUNNER_FAILED;
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else if args.markdown {
+        print!("{}", report.markdown());
+    } else {
+        print!("{}", report.table());
+    }
+    0
 }

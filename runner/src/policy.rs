@@ -962,7 +962,7 @@ impl Policy {
             p.resources.memory = m;
         }
         if let Some(c) = o.cpus {
-            if !(c >= 0.001 && c <= 1024.0) {
+            if !(0.001..=1024.0).contains(&c) {
                 return Err(range(
                     "--cpus",
                     format!("expected a number of cores in (0, 1024], found {c}"),

@@ -72,7 +72,7 @@ impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-            if b != 0 && b % (1u64 << shift) == 0 {
+            if b != 0 && b.is_multiple_of(1u64 << shift) {
                 return write!(f, "{}{}", b >> shift, unit);
             }
         }
@@ -152,7 +152,7 @@ impl Duration {
         self.0
     }
     fn from_secs_f64(v: f64) -> Option<Duration> {
-        (v.is_finite() && v >= 0.0 && v < 1e12)
+        (v.is_finite() && (0.0..1e12).contains(&v))
             .then(|| Duration(std::time::Duration::from_secs_f64(v)))
     }
 }
@@ -182,9 +182,9 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if self.0.as_nanos() % 1_000_000 != 0 {
+        if !self.0.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}us", self.0.as_micros())
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")

@@ -136,6 +136,7 @@ pub struct Artifact {
 
 /// What hybox runs: one file, or a bundle with a wasm and/or a native variant of the same program.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per run; boxing would only add noise at every match
 pub enum Workload {
     Single(Artifact),
     Bundle(Bundle),

@@ -1,4 +1,18 @@
 //! The native backend's seccomp policy: a default-deny allow-list (see `shared/security.md`, step 16).
+//!
+//! Three filters, compiled by the runner with seccompiler's JSON frontend (policy as data, one rule per
+//! line) and installed by the workload's process right before `execveat`, in this order:
+//! 1. `EPERM` for `unshare`/`clone` with any `CLONE_NEW*` flag, `ioctl(TIOCSTI|TIOCLINUX)` (32-bit
+//!    compare) and `personality` other than 0 / query; everything else passes.
+//! 2. `ENOSYS` for `clone3` (libc falls back to `clone`, whose flags filter 1 checks) and `io_uring_*`.
+//! 3. The allow-list: anything not listed kills the process (`SECCOMP_RET_KILL_PROCESS`), which the shim
+//!    sees as a SIGSYS death and the runner reports as `seccomp_violation`. x32 syscalls (bit 30 set) are
+//!    never on the list, and a foreign audit arch is killed by seccompiler's arch check.
+//!
+//! The kernel runs every installed filter and applies the most severe result (KILL > TRAP > ERRNO >
+//! ALLOW), so filters 1 and 2 can only answer syscalls filter 3 lets through.
+
+use crate::syscalls_x86_64::SYSCALL_NAMES;
 
 /// Syscalls that are escape primitives or kernel attack surface: a policy can never grant them.
 pub const NEVER_GRANTABLE: &[&str] = &[
@@ -81,4 +95,452 @@ pub fn check_grantable(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The default allow-list (x86_64): what ordinary static and dynamic programs, libc, threads and the Rust
+/// and Go runtimes use. Everything else kills the process (`SECCOMP_RET_KILL_PROCESS`). Some entries are
+/// here only so that the narrower filters below can answer them with an errno (a KILL in the allow-list
+/// would win over their ERRNO: the kernel applies the most severe action of all installed filters).
+pub const DEFAULT_ALLOW: &[&str] = &[
+    "read",
+    "write",
+    "open",
+    "close",
+    "stat",
+    "fstat",
+    "lstat",
+    "poll",
+    "lseek",
+    "mmap",
+    "mprotect",
+    "munmap",
+    "brk",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "ioctl",
+    "pread64",
+    "pwrite64",
+    "readv",
+    "writev",
+    "access",
+    "pipe",
+    "select",
+    "sched_yield",
+    "mremap",
+    "msync",
+    "mincore",
+    "madvise",
+    "shmget",
+    "shmat",
+    "shmctl",
+    "dup",
+    "dup2",
+    "pause",
+    "nanosleep",
+    "getitimer",
+    "alarm",
+    "setitimer",
+    "getpid",
+    "sendfile",
+    "socket",
+    "connect",
+    "accept",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "shutdown",
+    "bind",
+    "listen",
+    "getsockname",
+    "getpeername",
+    "socketpair",
+    "setsockopt",
+    "getsockopt",
+    "clone",
+    "fork",
+    "vfork",
+    "execve",
+    "exit",
+    "wait4",
+    "kill",
+    "uname",
+    "semget",
+    "semop",
+    "semctl",
+    "shmdt",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "fcntl",
+    "flock",
+    "fsync",
+    "fdatasync",
+    "truncate",
+    "ftruncate",
+    "getdents",
+    "getcwd",
+    "chdir",
+    "fchdir",
+    "rename",
+    "mkdir",
+    "rmdir",
+    "creat",
+    "link",
+    "unlink",
+    "symlink",
+    "readlink",
+    "chmod",
+    "fchmod",
+    "chown",
+    "fchown",
+    "lchown",
+    "umask",
+    "gettimeofday",
+    "getrlimit",
+    "getrusage",
+    "sysinfo",
+    "times",
+    "getuid",
+    "getgid",
+    "setuid",
+    "setgid",
+    "geteuid",
+    "getegid",
+    "setpgid",
+    "getppid",
+    "getpgrp",
+    "setsid",
+    "setreuid",
+    "setregid",
+    "getgroups",
+    "setgroups",
+    "setresuid",
+    "getresuid",
+    "setresgid",
+    "getresgid",
+    "getpgid",
+    "setfsuid",
+    "setfsgid",
+    "getsid",
+    "capget",
+    "capset",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "rt_sigqueueinfo",
+    "rt_sigsuspend",
+    "sigaltstack",
+    "utime",
+    "mknod",
+    "statfs",
+    "fstatfs",
+    "getpriority",
+    "setpriority",
+    "sched_setparam",
+    "sched_getparam",
+    "sched_setscheduler",
+    "sched_getscheduler",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_rr_get_interval",
+    "mlock",
+    "munlock",
+    "mlockall",
+    "munlockall",
+    "prctl",
+    "arch_prctl",
+    "setrlimit",
+    "sync",
+    "gettid",
+    "readahead",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "getxattr",
+    "lgetxattr",
+    "fgetxattr",
+    "listxattr",
+    "llistxattr",
+    "flistxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "tkill",
+    "time",
+    "futex",
+    "sched_setaffinity",
+    "sched_getaffinity",
+    "epoll_create",
+    "getdents64",
+    "set_tid_address",
+    "restart_syscall",
+    "semtimedop",
+    "fadvise64",
+    "timer_create",
+    "timer_settime",
+    "timer_gettime",
+    "timer_getoverrun",
+    "timer_delete",
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "exit_group",
+    "epoll_wait",
+    "epoll_ctl",
+    "tgkill",
+    "utimes",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
+    "waitid",
+    "inotify_init",
+    "inotify_add_watch",
+    "inotify_rm_watch",
+    "openat",
+    "mkdirat",
+    "mknodat",
+    "fchownat",
+    "futimesat",
+    "newfstatat",
+    "unlinkat",
+    "renameat",
+    "linkat",
+    "symlinkat",
+    "readlinkat",
+    "fchmodat",
+    "faccessat",
+    "pselect6",
+    "ppoll",
+    "set_robust_list",
+    "get_robust_list",
+    "splice",
+    "tee",
+    "sync_file_range",
+    "vmsplice",
+    "utimensat",
+    "epoll_pwait",
+    "signalfd",
+    "timerfd_create",
+    "eventfd",
+    "fallocate",
+    "timerfd_settime",
+    "timerfd_gettime",
+    "accept4",
+    "signalfd4",
+    "eventfd2",
+    "epoll_create1",
+    "dup3",
+    "pipe2",
+    "inotify_init1",
+    "preadv",
+    "pwritev",
+    "rt_tgsigqueueinfo",
+    "recvmmsg",
+    "prlimit64",
+    "syncfs",
+    "sendmmsg",
+    "getcpu",
+    "sched_setattr",
+    "sched_getattr",
+    "renameat2",
+    "getrandom",
+    "memfd_create",
+    "execveat",
+    "membarrier",
+    "mlock2",
+    "copy_file_range",
+    "preadv2",
+    "pwritev2",
+    "statx",
+    "rseq",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "close_range",
+    "openat2",
+    "faccessat2",
+    "epoll_pwait2",
+    "futex_waitv",
+    "fchmodat2",
+    "map_shadow_stack",
+    // Answered by the errno filters below.
+    "unshare",
+    "clone3",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "personality",
+];
+
+/// `CLONE_NEW*` flags: a new namespace from inside the sandbox (a user namespace above all) is an
+/// escape primitive (it hands back CAP_SYS_ADMIN over fresh namespaces, the entry to most kernel
+/// privilege-escalation bugs).
+pub const CLONE_NEW_MASK: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | 0x80) as u64; // 0x80 = CLONE_NEWTIME
+
+/// Why a filter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// A granted syscall is unknown on this architecture, or the compiler failed.
+    #[error("seccomp filter {filter}: {message}")]
+    Compile {
+        filter: &'static str,
+        message: String,
+    },
+    /// A granted syscall is not allowed to be granted.
+    #[error("native.seccomp.allow: {0}")]
+    NotGrantable(String),
+}
+
+fn errno_filter(action_errno: i32, rules: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "mismatch_action": "allow",
+        "match_action": { "errno": action_errno },
+        "filter": rules,
+    })
+}
+
+/// The filters as seccompiler JSON, in install order: the errno filters first (each lets everything it
+/// does not match through), the default-deny allow-list last (after it, `seccomp(2)` itself is denied).
+pub fn filters_json(extra_allow: &[String]) -> Result<serde_json::Value, FilterError> {
+    for name in extra_allow {
+        check_grantable(name).map_err(FilterError::NotGrantable)?;
+    }
+    // A masked_eq condition matches when (arg & mask) == val; we need "any CLONE_NEW* bit set", so one rule
+    // per bit (rules of one syscall are ORed).
+    let bits: Vec<u64> = (0..64)
+        .map(|b| 1u64 << b)
+        .filter(|b| CLONE_NEW_MASK & b != 0)
+        .collect();
+    let mut eperm = Vec::new();
+    for bit in &bits {
+        let cond =
+            serde_json::json!({"index": 0, "type": "qword", "op": {"masked_eq": bit}, "val": bit});
+        eperm.push(serde_json::json!({"syscall": "unshare", "args": [cond.clone()]}));
+        eperm.push(serde_json::json!({"syscall": "clone", "args": [cond]}));
+    }
+    // TIOCSTI/TIOCLINUX compared as 32-bit words: the kernel truncates `cmd` to an int, so a 64-bit compare
+    // is dodged by setting high bits (CVE-2017-5226, the bubblewrap TIOCSTI escape).
+    for cmd in [libc::TIOCSTI, libc::TIOCLINUX] {
+        eperm.push(serde_json::json!({"syscall": "ioctl", "args": [{"index": 1, "type": "dword", "op": "eq", "val": cmd}]}));
+    }
+    // personality: only the query (0xffffffff) and PER_LINUX (0) are allowed; READ_IMPLIES_EXEC and
+    // friends weaken W^X and ASLR.
+    eperm.push(serde_json::json!({"syscall": "personality", "args": [
+        {"index": 0, "type": "dword", "op": "ne", "val": 0},
+        {"index": 0, "type": "dword", "op": "ne", "val": 0xffff_ffffu32},
+    ]}));
+    // clone3 passes its flags in memory, where BPF cannot look: answer ENOSYS so libc falls back to clone,
+    // whose flags we can check. io_uring bypasses seccomp for the operations it performs.
+    let enosys: Vec<serde_json::Value> = [
+        "clone3",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+    ]
+    .iter()
+    .map(|s| serde_json::json!({"syscall": s}))
+    .collect();
+    let mut allow: Vec<serde_json::Value> = DEFAULT_ALLOW
+        .iter()
+        .map(|s| serde_json::json!({"syscall": s}))
+        .collect();
+    for name in extra_allow {
+        if !DEFAULT_ALLOW.contains(&name.as_str()) {
+            allow.push(serde_json::json!({"syscall": name}));
+        }
+    }
+    Ok(serde_json::json!({
+        "1_eperm": errno_filter(libc::EPERM, eperm),
+        "2_enosys": errno_filter(libc::ENOSYS, enosys),
+        "3_allow": {"mismatch_action": "kill_process", "match_action": "allow", "filter": allow},
+    }))
+}
+
+/// Compiles the filters to BPF for x86_64, in install order.
+pub fn compile(extra_allow: &[String]) -> Result<Vec<seccompiler::BpfProgram>, FilterError> {
+    let json = filters_json(extra_allow)?;
+    let text = json.to_string();
+    let mut map = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
+        .map_err(|e| FilterError::Compile {
+            filter: "all",
+            message: e.to_string(),
+        })?;
+    let mut out = Vec::new();
+    for name in ["1_eperm", "2_enosys", "3_allow"] {
+        let prog = map.remove(name).ok_or(FilterError::Compile {
+            filter: "all",
+            message: format!("{name} missing"),
+        })?;
+        out.push(prog);
+    }
+    Ok(out)
+}
+
+/// The x86_64 syscall name for `nr`, for reports (`seccomp_violation(ptrace)`).
+pub fn syscall_name(nr: i64) -> Option<&'static str> {
+    SYSCALL_NAMES
+        .iter()
+        .find(|(_, n)| *n == nr)
+        .map(|(s, _)| *s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_filters_compile() {
+        let progs = compile(&[]).unwrap();
+        assert_eq!(progs.len(), 3);
+        assert!(progs.iter().all(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn escape_primitives_cannot_be_granted() {
+        let err = compile(&["ptrace".to_string()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "native.seccomp.allow: `ptrace` is an escape primitive and cannot be granted"
+        );
+    }
+
+    #[test]
+    fn unknown_syscalls_are_refused() {
+        assert!(compile(&["no_such_call".to_string()]).is_err());
+    }
+
+    #[test]
+    fn default_allow_has_no_escape_primitive_except_errno_answered() {
+        let errno_answered = [
+            "unshare",
+            "clone3",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "personality",
+        ];
+        for s in DEFAULT_ALLOW {
+            assert!(
+                !NEVER_GRANTABLE.contains(s) || errno_answered.contains(s),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_resolve() {
+        assert_eq!(syscall_name(101), Some("ptrace"));
+        assert_eq!(syscall_name(321), Some("bpf"));
+    }
 }

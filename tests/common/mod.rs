@@ -7,7 +7,10 @@ use std::sync::Once;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("runner/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runner/ has a parent")
+        .to_path_buf()
 }
 
 /// Whether this test may use privileged features (root: namespaces, real cgroups). Without root the

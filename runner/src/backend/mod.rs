@@ -103,3 +103,8 @@ pub enum BackendError {
         source: std::io::Error,
     },
 }
+
+/// The warm invoker for `hybox bench`'s `wasm-warm` mode, if this build has one.
+pub fn warm_factory() -> Option<&'static crate::bench::WarmFactory> {
+    None
+}

@@ -1,1 +1,382 @@
 //! The native backend: an ELF in fresh Linux namespaces behind the shim (issue 4).
+//!
+//! [`run`] does steps 1-5 of `shared/security.md` on the runner's side: preflight, the [`Plan`] (mounts,
+//! ids, rlimits, Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared
+//! *before* the fork because the runner may be multithreaded. The child of `clone3` only does
+//! async-signal-safe raw syscalls: wait for "go", move fds into place, `execveat` the shim by fd. The
+//! parent joins it to the envelope, writes the id maps, sends the plan, then waits on the pidfd with
+//! the deadline, feeding and draining stdio on threads.
+
+mod plan;
+mod spawn;
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use hybox_shim::plan::Message;
+
+use crate::backend::{BackendError, BackendRun, Launch};
+use crate::policy::{LandlockMode, OnUnenforceable, Policy};
+use crate::report::{Degradation, Outcome};
+use crate::Stdio;
+
+pub use plan::{build_plan, host_ids, PlanError};
+
+/// Runs the launch's artifact natively. `Err` only when nothing of the workload started; a sandbox
+/// that failed to build inside the shim is `Outcome::SetupError`.
+pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
+    let mut degradations = Vec::new();
+    let landlock_mode = preflight(launch.policy, &mut degradations)?;
+    let plan = build_plan(launch, landlock_mode).map_err(|e| BackendError::Preflight {
+        what: "native sandbox plan".into(),
+        why: e.to_string(),
+        hint: e.hint(),
+    })?;
+    let plan_json = serde_json::to_vec(&plan)
+        .map_err(|e| io_err("serialize plan", std::io::Error::other(e)))?;
+    let shim_path = match &launch.host.shim_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| io_err("locate hybox-shim", e))?
+            .with_file_name("hybox-shim"),
+    };
+    let shim = spawn::open_exec(&shim_path)
+        .map_err(|e| io_err(&format!("open shim {}", shim_path.display()), e))?;
+    let workload = spawn::open_exec(&launch.artifact.path).map_err(|e| {
+        io_err(
+            &format!("open workload {}", launch.artifact.path.display()),
+            e,
+        )
+    })?;
+
+    let capture = match launch.stdio {
+        Stdio::Inherit => None,
+        Stdio::Capture { .. } => Some(spawn::StdioPipes::new().map_err(|e| io_err("pipe", e))?),
+    };
+    let (uid, gid) = (launch.policy.native.uid, launch.policy.native.gid);
+    let (host_uid, host_gid) = host_ids(launch.policy);
+    spawn::drop_supplementary_groups().map_err(|e| io_err("setgroups([]) before clone", e))?;
+
+    let t_start = Instant::now();
+    let child =
+        spawn::spawn(&shim, &workload, capture.as_ref()).map_err(|e| io_err("clone3", e))?;
+    drop(workload);
+    drop(shim);
+    let spawn::Child {
+        pid,
+        pidfd,
+        control,
+    } = child;
+    let mut control = std::fs::File::from(control);
+
+    // From here, any failure must kill the child: it holds namespaces and maybe a cgroup slot.
+    let kill = |pidfd: &OwnedFd| spawn::pidfd_kill(pidfd);
+    let setup = (|| -> Result<(), BackendError> {
+        if let Some(env) = launch.envelope {
+            env.join(pid).map_err(|e| io_err("join envelope", e))?;
+        }
+        spawn::write_id_maps(pid, uid, gid, host_uid, host_gid)
+            .map_err(|e| io_err("write id maps", e))?;
+        let mut msg = Vec::with_capacity(plan_json.len() + 5);
+        msg.push(b'g');
+        msg.extend_from_slice(&(plan_json.len() as u32).to_le_bytes());
+        msg.extend_from_slice(&plan_json);
+        control
+            .write_all(&msg)
+            .map_err(|e| io_err("send plan", e))?;
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        kill(&pidfd);
+        let _ = spawn::wait_pidfd(&pidfd);
+        return Err(e);
+    }
+
+    // stdio threads.
+    let (stdout_t, stderr_t, stdin_t) = match capture {
+        Some(p) => {
+            let stdin = match launch.stdio {
+                Stdio::Capture { stdin } => stdin.clone(),
+                Stdio::Inherit => Vec::new(),
+            };
+            let (stdin_w, out_r, err_r) = p.into_parent();
+            let out_max = launch.policy.resources.stdout_max.bytes();
+            let err_max = launch.policy.resources.stderr_max.bytes();
+            let stdin_t = std::thread::spawn(move || {
+                let mut f = std::fs::File::from(stdin_w);
+                // The workload may not read its stdin; EPIPE is not an error of the run.
+                let _ = f.write_all(&stdin);
+            });
+            (
+                Some(std::thread::spawn(move || drain(out_r, out_max))),
+                Some(std::thread::spawn(move || drain(err_r, err_max))),
+                Some(stdin_t),
+            )
+        }
+        None => (None, None, None),
+    };
+
+    // Wait: control messages and the pidfd, until the deadline.
+    let mut reader = MessageReader::default();
+    let mut exec_at: Option<Instant> = None;
+    let mut timed_out = false;
+    let mut workload_pid: Option<i32> = None;
+    let ctl_fd = control.as_raw_fd();
+    let status = loop {
+        let now = Instant::now();
+        let timeout_ms = if timed_out {
+            -1
+        } else {
+            launch
+                .deadline
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+        };
+        let (ctl_ready, pid_ready) =
+            spawn::poll2(ctl_fd, pidfd.as_raw_fd(), timeout_ms, reader.eof);
+        if ctl_ready {
+            reader.read_from(&mut control);
+            if exec_at.is_none()
+                && reader
+                    .messages
+                    .iter()
+                    .any(|m| matches!(m, Message::Exec { .. }))
+            {
+                exec_at = Some(Instant::now());
+                // The workload's host pid, to find its seccomp audit record should it die of SIGSYS.
+                workload_pid = spawn::first_child(pid);
+            }
+        }
+        if pid_ready {
+            break spawn::wait_pidfd(&pidfd).map_err(|e| io_err("waitid", e))?;
+        }
+        if !ctl_ready && !timed_out && Instant::now() >= launch.deadline {
+            // Kill everything in the envelope, then pid 1 (which takes the whole pid namespace with it).
+            timed_out = true;
+            if let Some(env) = launch.envelope {
+                let _ = env.kill_all();
+            }
+            kill(&pidfd);
+        }
+    };
+    let t_end = Instant::now();
+    // Messages written right before the shim exited.
+    while !reader.eof {
+        reader.read_from(&mut control);
+    }
+    if let Some(t) = stdin_t {
+        let _ = t.join();
+    }
+    let out = stdout_t
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+    let err = stderr_t
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+
+    let mut outcome = classify(&reader.messages, status, timed_out);
+    if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, workload_pid) {
+        // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
+        for _ in 0..20 {
+            if let Some(nr) = spawn::seccomp_syscall_from_kmsg(wpid) {
+                *syscall = hybox_shim::seccomp::syscall_name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let mut run = BackendRun::new(outcome);
+    let exec_at = exec_at.unwrap_or(t_end);
+    run.start_us = exec_at.duration_since(t_start).as_micros() as u64;
+    run.run_us = t_end.duration_since(exec_at).as_micros() as u64;
+    (run.stdout, run.stdout_bytes, run.stdout_truncated) = out;
+    (run.stderr, run.stderr_bytes, run.stderr_truncated) = err;
+    let landlock = reader
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            Message::Exec { landlock } => Some(landlock.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "not_reached".into());
+    if landlock == "partially_enforced" || landlock == "not_enforced" {
+        degradations.push(Degradation {
+            what: "landlock".into(),
+            why: format!("{landlock} on this kernel"),
+        });
+    }
+    run.details.insert("landlock".into(), landlock.into());
+    run.details.insert(
+        "granted_syscalls".into(),
+        launch
+            .policy
+            .native
+            .seccomp
+            .allow
+            .iter()
+            .map(|s| serde_json::Value::from(s.as_str()))
+            .collect(),
+    );
+    run.details.insert("pid1".into(), "hybox-shim".into());
+    run.details
+        .insert("host_ids".into(), format!("{host_uid}:{host_gid}").into());
+    run.degradations = degradations;
+    Ok(run)
+}
+
+fn io_err(step: &str, source: std::io::Error) -> BackendError {
+    BackendError::Io {
+        step: step.into(),
+        source,
+    }
+}
+
+/// How the run ended. The shim's own report wins; its exit status is the fallback (e.g. killed).
+///
+/// OOM and pids classification is the caller's: a `Signaled { SIGKILL }` hybox did not send is the raw
+/// fact; `sandbox.rs` asks the envelope's usage (`oom_kills`, `pids_limit_hits`) to refine it.
+fn classify(messages: &[Message], status: spawn::WaitStatus, timed_out: bool) -> Outcome {
+    if timed_out {
+        return Outcome::Timeout;
+    }
+    for m in messages.iter().rev() {
+        match m {
+            Message::SetupError { step } => return Outcome::SetupError { step: step.clone() },
+            Message::Exited { code } => return Outcome::Exited { code: *code },
+            Message::Signaled { signal } if *signal == libc::SIGSYS => {
+                // SECCOMP_RET_KILL_PROCESS. The syscall number is in the kernel's audit record
+                // (type=1326), not in anything a parent can wait for; `run` fills it in from there.
+                return Outcome::SeccompViolation {
+                    syscall: "unknown".into(),
+                };
+            }
+            Message::Signaled { signal } => return signaled(*signal),
+            Message::Exec { .. } => {}
+        }
+    }
+    match status {
+        spawn::WaitStatus::Exited(125) => Outcome::SetupError {
+            step: "hybox-shim exited before reporting (125)".into(),
+        },
+        spawn::WaitStatus::Exited(code) => Outcome::SetupError {
+            step: format!("hybox-shim exited with {code} before the workload ended"),
+        },
+        spawn::WaitStatus::Signaled(sig) => signaled(sig),
+    }
+}
+
+fn signaled(signal: i32) -> Outcome {
+    Outcome::Signaled {
+        signal,
+        name: signal_name(signal),
+    }
+}
+
+/// `SIGSEGV` for 11.
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+#[derive(Default)]
+struct MessageReader {
+    buf: Vec<u8>,
+    messages: Vec<Message>,
+    eof: bool,
+}
+
+impl MessageReader {
+    fn read_from(&mut self, f: &mut std::fs::File) {
+        let mut chunk = [0u8; 4096];
+        match f.read(&mut chunk) {
+            Ok(0) | Err(_) => self.eof = true,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = self.buf.drain(..=i).collect();
+                    if let Ok(m) = serde_json::from_slice(&line) {
+                        self.messages.push(m);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a pipe to EOF, keeping at most `max` bytes; returns (kept, total seen, truncated).
+fn drain(fd: OwnedFd, max: u64) -> (Vec<u8>, u64, bool) {
+    let mut f = std::fs::File::from(fd);
+    let mut kept = Vec::new();
+    let mut total = 0u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len() as u64) as usize;
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let truncated = total > kept.len() as u64;
+    (kept, total, truncated)
+}
+
+/// Checks the host can build this sandbox; returns the Landlock mode to use.
+fn preflight(
+    policy: &Policy,
+    degradations: &mut Vec<Degradation>,
+) -> Result<LandlockMode, BackendError> {
+    static USERNS: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(why) = USERNS.get_or_init(spawn::probe_userns) {
+        return Err(BackendError::Preflight {
+            what: "user namespaces".into(),
+            why: why.clone(),
+            hint: Some(
+                "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu \
+                 kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for hybox)"
+                    .into(),
+            ),
+        });
+    }
+    let mode = policy.native.landlock;
+    if mode == LandlockMode::Required {
+        static LANDLOCK: OnceLock<Result<(), String>> = OnceLock::new();
+        if let Err(why) = LANDLOCK.get_or_init(probe_landlock) {
+            if policy.on_unenforceable == OnUnenforceable::Degrade {
+                degradations.push(Degradation {
+                    what: "landlock".into(),
+                    why: why.clone(),
+                });
+                return Ok(LandlockMode::BestEffort);
+            }
+            return Err(BackendError::Preflight {
+                what: "landlock".into(),
+                why: why.clone(),
+                hint: Some("boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort".into()),
+            });
+        }
+    }
+    Ok(mode)
+}
+
+/// Whether the kernel fully supports the Landlock features the shim uses (ABI 6: fs, TCP, scoping).
+fn probe_landlock() -> Result<(), String> {
+    use landlock::{
+        Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope, ABI,
+    };
+    let abi = ABI::V6;
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_all(abi))
+        .and_then(|r| r.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp))
+        .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
+        .and_then(|r| r.create())
+        .map(drop)
+        .map_err(|e| format!("Landlock ABI 6 is not available: {e}"))
+}

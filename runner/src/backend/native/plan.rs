@@ -1,0 +1,233 @@
+//! Policy → [`Plan`]: everything the shim executes, decided here in the runner.
+
+use std::path::{Path, PathBuf};
+
+use hybox_shim::plan::{Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Plan, Rlimits};
+
+use crate::backend::Launch;
+use crate::policy::{Access, LandlockMode, Network, Policy, Rootfs};
+use crate::workload::Format;
+
+/// The host's system directories a `rootfs: host` sandbox sees, read-only (absent ones are skipped;
+/// symlinks such as a merged-/usr `/bin -> usr/bin` become symlinks). Must cover
+/// [`crate::decide::HOST_ROOTFS_DIRS`] except `/etc`, of which only [`HOST_ETC_FILES`] are visible.
+pub const HOST_ROOTFS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32",
+];
+/// The few `/etc` files dynamic programs need: the loader cache and the time zone. No passwd, no
+/// resolv.conf, no hosts: nothing about the host's users or network.
+pub const HOST_ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/localtime"];
+/// Size of the root tmpfs that only holds mount points.
+const ROOT_TMPFS_BYTES: u64 = 1 << 20;
+
+/// Why a plan could not be built from the policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A mount's host path does not exist or cannot be inspected.
+    #[error("filesystem.mounts: host path {path}: {source}")]
+    MountSource {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mount's host path is a symlink (not followed: it could point anywhere when the shim binds it).
+    #[error("filesystem.mounts: host path {0} is a symlink; give the target path")]
+    MountSymlink(PathBuf),
+    /// The rootfs directory cannot be listed.
+    #[error("native.rootfs: {path}: {source}")]
+    Rootfs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The seccomp filter could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] hybox_shim::seccomp::FilterError),
+    /// An argument or environment entry contains a NUL byte.
+    #[error("{0} contains a NUL byte")]
+    Nul(&'static str),
+}
+
+impl PlanError {
+    /// How to fix it, where known.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanError::MountSource { .. } => {
+                Some("create the directory, or remove the mount from the policy".into())
+            }
+            PlanError::MountSymlink(_) => Some("use the resolved path (readlink -f)".into()),
+            _ => None,
+        }
+    }
+}
+
+/// The host uid/gid the sandbox ids map to: the policy's, else 65534 (nobody) when hybox runs as root,
+/// else the caller's own. Never 0 (policy validation refuses an explicit 0).
+pub fn host_ids(policy: &Policy) -> (u32, u32) {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let dflt = |own: u32| if own == 0 { 65534 } else { own };
+    (
+        policy.native.host_uid.unwrap_or(dflt(uid)),
+        policy.native.host_gid.unwrap_or(dflt(gid)),
+    )
+}
+
+fn no_nul(s: &str, what: &'static str) -> Result<String, PlanError> {
+    if s.contains('\0') {
+        return Err(PlanError::Nul(what));
+    }
+    Ok(s.to_string())
+}
+
+/// Builds the plan for one launch.
+pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanError> {
+    let policy = launch.policy;
+    let mut rootfs = Vec::new();
+    let mut links = Vec::new();
+    let mut read: Vec<PathBuf> = Vec::new();
+    let add_entry = |host: &Path,
+                     guest: &Path,
+                     rootfs: &mut Vec<Bind>,
+                     links: &mut Vec<Link>,
+                     read: &mut Vec<PathBuf>| {
+        match std::fs::symlink_metadata(host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(host) {
+                    links.push(Link {
+                        target,
+                        path: guest.to_path_buf(),
+                    });
+                }
+            }
+            Ok(_) => {
+                rootfs.push(Bind {
+                    host: host.to_path_buf(),
+                    guest: guest.to_path_buf(),
+                    rw: false,
+                    required: false,
+                });
+                read.push(guest.to_path_buf());
+            }
+            Err(_) => {}
+        }
+    };
+    match &policy.native.rootfs {
+        Rootfs::Host => {
+            for d in HOST_ROOTFS.iter().chain(HOST_ETC_FILES) {
+                add_entry(
+                    Path::new(d),
+                    Path::new(d),
+                    &mut rootfs,
+                    &mut links,
+                    &mut read,
+                );
+            }
+        }
+        Rootfs::Dir(dir) => {
+            // Each top-level entry of the image, bound read-only into the tmpfs root (so /proc, /dev,
+            // /tmp and the policy's mount points can be created whatever the image contains).
+            let entries = std::fs::read_dir(dir).map_err(|source| PlanError::Rootfs {
+                path: dir.clone(),
+                source,
+            })?;
+            let mut names: Vec<_> = entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect();
+            names.sort();
+            for name in names {
+                if ["proc", "dev", "tmp", "sys"].iter().any(|n| name == *n) {
+                    continue;
+                }
+                let guest = Path::new("/").join(&name);
+                add_entry(&dir.join(&name), &guest, &mut rootfs, &mut links, &mut read);
+            }
+        }
+    }
+    let mut mounts = Vec::new();
+    let mut write: Vec<PathBuf> = Vec::new();
+    for m in &policy.filesystem.mounts {
+        let meta = std::fs::symlink_metadata(&m.host).map_err(|source| PlanError::MountSource {
+            path: m.host.clone(),
+            source,
+        })?;
+        if meta.file_type().is_symlink() {
+            return Err(PlanError::MountSymlink(m.host.clone()));
+        }
+        let rw = m.mode == Access::Rw;
+        mounts.push(Bind {
+            host: m.host.clone(),
+            guest: m.guest.clone(),
+            rw,
+            required: true,
+        });
+        if rw {
+            write.push(m.guest.clone())
+        } else {
+            read.push(m.guest.clone())
+        }
+    }
+    if policy.filesystem.tmp.is_some() {
+        write.push("/tmp".into());
+    }
+    read.push("/proc".into());
+    write.push("/dev".into());
+
+    let argv0 = launch
+        .artifact
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workload".into());
+    let mut argv = vec![no_nul(&argv0, "argv[0]")?];
+    for a in launch.args {
+        argv.push(no_nul(a, "an argument")?);
+    }
+    let mut env = Vec::new();
+    for (k, v) in &launch.env {
+        env.push(no_nul(&format!("{k}={v}"), "an environment variable")?);
+    }
+    let seccomp = hybox_shim::seccomp::compile(&policy.native.seccomp.allow)?
+        .iter()
+        .map(|p| hybox_shim::plan::pack_filter(p))
+        .collect();
+    let r = &policy.native.rlimits;
+    Ok(Plan {
+        root_tmpfs_bytes: ROOT_TMPFS_BYTES,
+        rootfs,
+        links,
+        mounts,
+        tmp_bytes: policy.filesystem.tmp.as_ref().map(|t| t.size.bytes()),
+        workdir: policy.filesystem.workdir.clone(),
+        hostname: policy.native.hostname.clone(),
+        loopback: policy.network == Network::Loopback,
+        rlimits: Rlimits {
+            nofile: r.nofile,
+            fsize: r.fsize.bytes(),
+            nproc: policy.resources.pids,
+            memlock: r.memlock.bytes(),
+            msgqueue: r.msgqueue.bytes(),
+            stack: r.stack.bytes(),
+            cpu_secs: policy
+                .resources
+                .cpu_time
+                .map(|t| t.as_std().as_secs_f64().ceil().max(1.0) as u64),
+        },
+        uid: policy.native.uid,
+        gid: policy.native.gid,
+        argv,
+        env,
+        keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
+        landlock: LandlockPlan {
+            mode: match landlock {
+                LandlockMode::Off => PlanLandlock::Off,
+                LandlockMode::BestEffort => PlanLandlock::BestEffort,
+                LandlockMode::Required => PlanLandlock::Required,
+            },
+            read,
+            write,
+            deny_tcp: policy.network == Network::None,
+        },
+        seccomp,
+    })
+}

@@ -1,0 +1,456 @@
+//! The raw process plumbing of the native backend: `clone3` into fresh namespaces, the id maps, the
+//! pidfd. Everything the child touches between `clone3` and `execveat` is prepared here beforehand; the
+//! child itself only makes async-signal-safe raw syscalls (the runner may be multithreaded: no
+//! allocation, no locks, no Rust std I/O in the child).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use hybox_shim::plan::{CONTROL_FD, WORKLOAD_FD};
+
+/// Namespaces of a native sandbox. Not CLONE_NEWCGROUP: the shim creates the cgroup namespace after the
+/// runner joined it to the run's cgroup, so the namespace is rooted at the run's leaf.
+const NAMESPACES: u64 = (libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS) as u64;
+
+/// `struct clone_args` (linux/sched.h), the first three versions' fields.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `struct __user_cap_header_struct` (linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`; version 3 uses two of them (64 capability bits).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Opens an executable for `execveat` by fd: O_RDONLY|O_CLOEXEC (the exec of a CLOEXEC fd works for
+/// ELF files; the file the runner checked is the file that runs).
+pub fn open_exec(p: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: a NUL-terminated path; the returned fd is owned below.
+    let fd =
+        cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: fd was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: a pointer to two ints.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Captured stdio: the child's ends (0, 1, 2) and the runner's.
+pub struct StdioPipes {
+    child: [OwnedFd; 3],
+    stdin_w: OwnedFd,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+}
+
+impl StdioPipes {
+    pub fn new() -> io::Result<StdioPipes> {
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        Ok(StdioPipes {
+            child: [in_r, out_w, err_w],
+            stdin_w: in_w,
+            stdout_r: out_r,
+            stderr_r: err_r,
+        })
+    }
+
+    /// The runner's ends; the child's ends close here (so EOF arrives when the sandbox is gone).
+    pub fn into_parent(self) -> (OwnedFd, OwnedFd, OwnedFd) {
+        (self.stdin_w, self.stdout_r, self.stderr_r)
+    }
+}
+
+/// A started shim.
+pub struct Child {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// The runner's end of the control socket.
+    pub control: OwnedFd,
+}
+
+/// When hybox runs as root its supplementary groups (often `root` and friends) would stay with the
+/// sandbox: `setgroups=deny` in the user namespace stops the shim from clearing them. So the runner
+/// drops them itself before clone (glibc's setgroups applies to every thread). A non-root runner's
+/// groups map to nothing in the namespace (they show as the overflow gid) and grant only what the
+/// caller has anyway.
+pub fn drop_supplementary_groups() -> io::Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    // SAFETY: a zero-length query.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n <= 0 {
+        return Ok(());
+    }
+    nix::unistd::setgroups(&[]).map_err(io::Error::from)
+}
+
+/// Starts the shim: `clone3` into the namespaces; the child waits for the go byte, moves its fds to
+/// their numbers, and executes the shim by fd.
+pub fn spawn(shim: &OwnedFd, workload: &OwnedFd, stdio: Option<&StdioPipes>) -> io::Result<Child> {
+    let mut socks = [0; 2];
+    // SAFETY: a pointer to two ints.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            socks.as_mut_ptr(),
+        )
+    } as libc::c_long)?;
+    // SAFETY: both fds were just created.
+    let (parent_sock, child_sock) = unsafe {
+        (
+            OwnedFd::from_raw_fd(socks[0]),
+            OwnedFd::from_raw_fd(socks[1]),
+        )
+    };
+
+    // Everything the child needs, computed before the fork.
+    let argv0 = c"hybox-shim";
+    let argv: [*const libc::c_char; 2] = [argv0.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = c"";
+    let (c_sock, c_wl, c_shim) = (
+        child_sock.as_raw_fd(),
+        workload.as_raw_fd(),
+        shim.as_raw_fd(),
+    );
+    let stdio_fds: Option<[RawFd; 3]> = stdio.map(|s| {
+        [
+            s.child[0].as_raw_fd(),
+            s.child[1].as_raw_fd(),
+            s.child[2].as_raw_fd(),
+        ]
+    });
+
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: NAMESPACES | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 without a stack behaves like fork; the child below only makes raw syscalls on
+    // memory prepared before the call, then execs or _exits.
+    let pid = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    })?;
+    if pid == 0 {
+        // SAFETY: the child: async-signal-safe syscalls only, then execveat or _exit.
+        unsafe {
+            child_after_clone(
+                c_sock,
+                c_wl,
+                c_shim,
+                stdio_fds,
+                &argv,
+                &envp,
+                empty.as_ptr(),
+            )
+        }
+    }
+    drop(child_sock);
+    // SAFETY: the kernel stored a fresh pidfd for us.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Child {
+        pid: pid as i32,
+        pidfd,
+        control: parent_sock,
+    })
+}
+
+/// The child between clone3 and execveat.
+///
+/// # Safety
+/// Only call in the child of `clone3`; every pointer must point to memory prepared before the clone.
+unsafe fn child_after_clone(
+    sock: RawFd,
+    wl: RawFd,
+    shim: RawFd,
+    stdio: Option<[RawFd; 3]>,
+    argv: &[*const libc::c_char; 2],
+    envp: &[*const libc::c_char; 1],
+    empty: *const libc::c_char,
+) -> ! {
+    // SAFETY: raw syscalls on fds and memory owned by this process; see the function's contract.
+    unsafe {
+        // Die with the runner (also before the go byte arrives).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        let mut go = 0u8;
+        if libc::read(sock, (&mut go as *mut u8).cast(), 1) != 1 || go != b'g' {
+            libc::_exit(126);
+        }
+        // The shim runs as a uid that is not 0 in the namespace (uid 0 is not mapped: one host id is
+        // all the sandbox gets), so execve would drop the capabilities the new user namespace gave us.
+        // Raising them as ambient keeps them across the exec of the shim (capabilities(7)); they are
+        // capabilities over this namespace only, and the shim clears them for the workload.
+        let mut hdr = CapHeader {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let mut data = [CapData::default(); 2];
+        if libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        ) != 0
+        {
+            libc::_exit(126);
+        }
+        data[0].inheritable = data[0].permitted;
+        data[1].inheritable = data[1].permitted;
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        for cap in 0..64 {
+            if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0 {
+                break;
+            }
+        }
+        // Move every fd high first (CLOEXEC), so the dup2s below cannot clobber one another.
+        let hi = |fd: RawFd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+        let (sock, wl, shim) = (hi(sock), hi(wl), hi(shim));
+        let stdio = stdio.map(|s| [hi(s[0]), hi(s[1]), hi(s[2])]);
+        if sock < 0 || wl < 0 || shim < 0 {
+            libc::_exit(126);
+        }
+        if libc::dup2(sock, CONTROL_FD) < 0 || libc::dup2(wl, WORKLOAD_FD) < 0 {
+            libc::_exit(126);
+        }
+        if let Some(s) = stdio {
+            for (i, fd) in s.iter().enumerate() {
+                if *fd < 0 || libc::dup2(*fd, i as RawFd) < 0 {
+                    libc::_exit(126);
+                }
+            }
+        }
+        libc::syscall(
+            libc::SYS_execveat,
+            shim,
+            empty,
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        libc::_exit(127)
+    }
+}
+
+/// Writes `setgroups=deny`, then the one-id `uid_map` and `gid_map` (sandbox id → one unprivileged
+/// host id, never 0).
+pub fn write_id_maps(pid: i32, uid: u32, gid: u32, host_uid: u32, host_gid: u32) -> io::Result<()> {
+    if host_uid == 0 || host_gid == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "refusing to map the sandbox to host id 0",
+        ));
+    }
+    let proc = Path::new("/proc").join(pid.to_string());
+    std::fs::write(proc.join("setgroups"), "deny")?;
+    std::fs::write(proc.join("uid_map"), format!("{uid} {host_uid} 1\n"))?;
+    std::fs::write(proc.join("gid_map"), format!("{gid} {host_gid} 1\n"))?;
+    Ok(())
+}
+
+/// SIGKILL through the pidfd (no pid reuse race).
+pub fn pidfd_kill(pidfd: &OwnedFd) {
+    // SAFETY: a pidfd we own, a signal constant, no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+/// How the shim ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Reaps the shim.
+pub fn wait_pidfd(pidfd: &OwnedFd) -> io::Result<WaitStatus> {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PIDFD with a pidfd we own and a live siginfo_t.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: waitid filled a SIGCHLD siginfo.
+        let status = unsafe { info.si_status() };
+        return Ok(if info.si_code == libc::CLD_EXITED {
+            WaitStatus::Exited(status)
+        } else {
+            WaitStatus::Signaled(status)
+        });
+    }
+}
+
+/// Polls the control socket (unless it reached EOF) and the pidfd; returns which are ready.
+pub fn poll2(ctl: RawFd, pidfd: RawFd, timeout_ms: i32, ctl_eof: bool) -> (bool, bool) {
+    let mut fds = [
+        libc::pollfd {
+            fd: if ctl_eof { -1 } else { ctl },
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: a pointer to two live pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if n <= 0 {
+        return (false, false);
+    }
+    (fds[0].revents != 0, fds[1].revents != 0)
+}
+
+/// Whether this host lets us create a user namespace (with a mount namespace in it): creates one in a
+/// throwaway child that exits at once.
+pub fn probe_userns() -> Result<(), String> {
+    let mut pidfd: RawFd = -1;
+    let mut args = CloneArgs {
+        flags: (libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_PIDFD) as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone3; the child only calls _exit.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == -1 {
+        return Err(format!(
+            "clone3(CLONE_NEWUSER|CLONE_NEWNS) failed: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: the child leaves at once.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the kernel stored a fresh pidfd.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    wait_pidfd(&pidfd).map_err(|e| format!("waitid: {e}"))?;
+    Ok(())
+}
+
+/// The host pid of the shim's first child (the workload), from `/proc/PID/task/PID/children`.
+pub fn first_child(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// The syscall that `SECCOMP_RET_KILL_PROCESS` killed `pid` for, from the kernel's audit record
+/// (`type=1326 ... pid=P ... sig=31 ... syscall=N`) in `/dev/kmsg`. A parent's wait status carries only
+/// SIGSYS, and `/proc/PID/syscall` is gone once the process is dead; the audit record is the one place
+/// the number survives. It needs `kill_process` in `/proc/sys/kernel/seccomp/actions_logged` (the
+/// default) and read access to `/dev/kmsg` (root); printk rate limiting can drop it. `None` then.
+pub fn seccomp_syscall_from_kmsg(pid: i32) -> Option<i64> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .ok()?;
+    let needle = format!(" pid={pid} ");
+    let mut found = None;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                if rec.contains("type=1326") && rec.contains(&needle) && rec.contains(" sig=31 ") {
+                    found = rec
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("syscall="))
+                        .and_then(|n| n.parse().ok());
+                }
+            }
+            // EPIPE: a record was overwritten while we read; go on with the next one.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    found
+}

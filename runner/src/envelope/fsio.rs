@@ -1,0 +1,79 @@
+//! The thin file layer under the envelope: every cgroup file hybox touches goes through [`CgroupFs`].
+//!
+//! Why not cgroups-rs for the file I/O: cgroups-rs 0.5 hard-codes its roots (`/sys/fs/cgroup` for v2,
+//! `/proc/self/mountinfo` for v1) so it cannot be pointed at a fake tree, and several of its setters
+//! drop write errors (e.g. `Cgroup::add_task` on some controllers, `apply` ignoring per-resource
+//! failures). hybox therefore does the I/O itself: one `write(2)` per value, every value read back by
+//! the caller. cgroups-rs is still used where it fits: parsing `/proc/self/mountinfo` to confirm that
+//! the real v1 controller directories are cgroup mounts (see `layout.rs`).
+//!
+//! The trait is passed in (never switched by `cfg!(test)`): [`RealFs`] for the host, and a fake in
+//! the unit tests that emulates what the kernel does on `mkdir` and `write` (control files appear,
+//! limits are rounded to pages) so both cgroup versions are covered on any machine.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+/// File operations on a cgroup filesystem.
+pub(crate) trait CgroupFs: Send + Sync + std::fmt::Debug {
+    /// `mkdir(2)`; `EEXIST` is returned as an error (callers decide whether it is fine).
+    fn mkdir(&self, path: &Path) -> io::Result<()>;
+    /// One `write(2)` of `value` to an existing control file (cgroupfs never creates files).
+    fn write(&self, path: &Path, value: &str) -> io::Result<()>;
+    /// The whole control file.
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// Removes an (emptied) cgroup directory.
+    fn rmdir(&self, path: &Path) -> io::Result<()>;
+    /// The names of the sub-directories (child cgroups) of `path`.
+    fn list_dirs(&self, path: &Path) -> io::Result<Vec<String>>;
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
+/// The host's cgroup filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RealFs;
+
+impl CgroupFs for RealFs {
+    fn mkdir(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn write(&self, path: &Path, value: &str) -> io::Result<()> {
+        // No O_CREAT: a missing control file means a missing controller, never a file to create.
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+        // cgroupfs parses each write(2) as one value: write it in one call and treat a short write
+        // as a failure rather than splitting the value.
+        let n = f.write(value.as_bytes())?;
+        if n != value.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {n} of {} bytes", value.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn rmdir(&self, path: &Path) -> io::Result<()> {
+        // rmdir(2) on cgroupfs removes the directory with its control files; it fails with EBUSY
+        // while processes (or dying tasks) remain.
+        std::fs::remove_dir(path)
+    }
+
+    fn list_dirs(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                out.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

@@ -1,0 +1,72 @@
+//! Garbage collection of stale envelopes: leaves under the parent whose owner (pid + start time, in the
+//! leaf's name, see `owner.rs`) is no longer running. Their processes are killed and the cgroups
+//! removed. Names that are not hybox envelopes are left alone, and so are envelopes of live owners.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::fsio::{CgroupFs, RealFs};
+use super::owner::parse_leaf_name;
+use super::{bases, layout, Dirs, EnvelopeError, Inner, Version};
+
+/// What a gc pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Envelope leaves found under the parent (hybox-named only).
+    pub examined: usize,
+    /// Leaves of dead owners that were killed and removed.
+    pub removed: Vec<String>,
+    /// Leaves whose owner is still running (left alone).
+    pub live: usize,
+    /// Stale leaves that could not be removed, with why.
+    pub errors: Vec<String>,
+}
+
+/// Removes the envelopes under `root`/`parent` whose owner is dead (`hybox gc`).
+pub fn gc(root: &Path, parent: &str) -> Result<GcReport, EnvelopeError> {
+    super::validate_name("cgroup parent", parent, true)?;
+    let fs: Arc<dyn CgroupFs> = Arc::new(RealFs);
+    let layout = layout::detect_with(&*fs, root)?;
+    let (version, bases) = bases(&layout)?;
+    gc_with(&fs, version, &bases, parent)
+}
+
+pub(crate) fn gc_with(
+    fs: &Arc<dyn CgroupFs>,
+    version: Version,
+    bases: &Dirs,
+    parent: &str,
+) -> Result<GcReport, EnvelopeError> {
+    let mut report = GcReport::default();
+    // Union over controllers: a crash between two mkdirs leaves a leaf in some controllers only.
+    let mut names = BTreeSet::new();
+    for base in bases.unique() {
+        let dir = base.join(parent);
+        match fs.list_dirs(&dir) {
+            Ok(list) => names.extend(list),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(EnvelopeError::io("list", &dir, e)),
+        }
+    }
+    for name in names {
+        let Some((_, owner)) = parse_leaf_name(&name) else {
+            continue;
+        };
+        report.examined += 1;
+        if owner.is_alive() {
+            report.live += 1;
+            continue;
+        }
+        let inner = Inner {
+            fs: fs.clone(),
+            version,
+            dirs: bases.map(|b| b.join(parent).join(&name)),
+        };
+        match inner.teardown() {
+            Ok(()) => report.removed.push(name),
+            Err(e) => report.errors.push(format!("{name}: {e}")),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,180 @@
+//! The [`Plan`]: everything the shim needs to build the sandbox, prepared by the runner before it forks
+//! (`shared/design.md`: policy as written → validated `Policy` → `Plan`). The shim only executes it; it
+//! makes no policy decisions of its own.
+//!
+//! Wire protocol on the shim's control socket ([`CONTROL_FD`], a `SOCK_STREAM` socketpair):
+//! - runner → shim: a little-endian `u32` length, then the plan as JSON.
+//! - shim → runner: newline-delimited JSON [`Message`]s: `Exec` right before the workload's
+//!   `execveat`, then `Exited`/`Signaled` when the workload ends, or one `SetupError` instead.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The control socket's fd number in the shim (the runner's child `dup2`s it there before `execveat`).
+pub const CONTROL_FD: i32 = 3;
+/// The workload executable's fd number in the shim (opened `O_RDONLY` by the runner, executed by fd).
+pub const WORKLOAD_FD: i32 = 4;
+/// Largest plan the shim accepts (a sanity bound, not a policy limit).
+pub const MAX_PLAN_BYTES: u32 = 16 << 20;
+
+/// The shim's instructions, in setup order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Size cap of the tmpfs that becomes the new root (holds only mount points).
+    pub root_tmpfs_bytes: u64,
+    /// Read-only binds that form the root filesystem, in mount order.
+    pub rootfs: Vec<Bind>,
+    /// Symlinks of the rootfs (`/bin -> usr/bin` on merged-/usr hosts), created after the binds.
+    pub links: Vec<Link>,
+    /// The policy's mounts, after the rootfs binds.
+    pub mounts: Vec<Bind>,
+    /// Size of the scratch tmpfs at `/tmp`, if any.
+    pub tmp_bytes: Option<u64>,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    /// Bring `lo` up (policy `network: loopback`).
+    pub loopback: bool,
+    pub rlimits: Rlimits,
+    /// Sandbox uid/gid (mapped to one unprivileged host id by the runner).
+    pub uid: u32,
+    pub gid: u32,
+    /// The workload's argv (argv[0] included) and complete environment (`KEY=VALUE`).
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    /// Keep the workload fd open across exec (scripts: the kernel hands `/dev/fd/N` to the interpreter).
+    pub keep_workload_fd: bool,
+    pub landlock: LandlockPlan,
+    /// Seccomp programs, installed in this order (each a list of `sock_filter`s packed by
+    /// [`pack_filter`]). The last one is the default-deny allow-list.
+    pub seccomp: Vec<Vec<u64>>,
+}
+
+/// One bind mount: `host` (a path in the runner's mount namespace) at `guest` (inside the new root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+    pub rw: bool,
+    /// `false` for optional rootfs parts (e.g. `/lib64` on hosts without it): skipped when absent.
+    pub required: bool,
+}
+
+/// A symlink at `path` (inside the new root) pointing to `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub target: PathBuf,
+    pub path: PathBuf,
+}
+
+/// setrlimit values (soft = hard). RLIMIT_CORE and RLIMIT_RTPRIO are always 0; RLIMIT_AS is never set
+/// (memory is the cgroup's job: an AS limit breaks runtimes that reserve address space).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimits {
+    pub nofile: u64,
+    pub fsize: u64,
+    pub nproc: u64,
+    pub memlock: u64,
+    pub msgqueue: u64,
+    pub stack: u64,
+    /// RLIMIT_CPU in seconds (a backstop for `resources.cpu_time`).
+    pub cpu_secs: Option<u64>,
+}
+
+/// Landlock: what to enforce, and whether a partial enforcement is acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandlockPlan {
+    /// `off`: not used; `best_effort`: enforce what the kernel supports; `required`: fail the setup unless
+    /// fully enforced.
+    pub mode: LandlockMode,
+    /// Paths (inside the new root) readable and executable.
+    pub read: Vec<PathBuf>,
+    /// Paths (inside the new root) readable and writable.
+    pub write: Vec<PathBuf>,
+    /// Deny TCP bind/connect (policy `network: none`).
+    pub deny_tcp: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockMode {
+    Off,
+    BestEffort,
+    Required,
+}
+
+/// What the shim tells the runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+pub enum Message {
+    /// The sandbox is built; the workload's `execveat` comes next. `landlock` is `fully_enforced`,
+    /// `partially_enforced`, `not_enforced` or `off`.
+    Exec { landlock: String },
+    /// A setup step failed; nothing of the workload ran. `step` reads like "pivot_root: EINVAL".
+    SetupError { step: String },
+    /// The workload (the shim's child) exited with this code.
+    Exited { code: i32 },
+    /// The workload was killed by this signal.
+    Signaled { signal: i32 },
+}
+
+/// Packs a BPF program (`sock_filter`: code u16, jt u8, jf u8, k u32) into u64s for the plan.
+pub fn pack_filter(prog: &[seccompiler::sock_filter]) -> Vec<u64> {
+    prog.iter()
+        .map(|f| {
+            u64::from(f.code) | u64::from(f.jt) << 16 | u64::from(f.jf) << 24 | u64::from(f.k) << 32
+        })
+        .collect()
+}
+
+/// The inverse of [`pack_filter`].
+pub fn unpack_filter(packed: &[u64]) -> Vec<seccompiler::sock_filter> {
+    packed
+        .iter()
+        .map(|&v| seccompiler::sock_filter {
+            code: v as u16,
+            jt: (v >> 16) as u8,
+            jf: (v >> 24) as u8,
+            k: (v >> 32) as u32,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_packing_round_trips() {
+        let prog = vec![
+            seccompiler::sock_filter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: 4,
+            },
+            seccompiler::sock_filter {
+                code: 0x15,
+                jt: 1,
+                jf: 255,
+                k: 0xc000_003e,
+            },
+            seccompiler::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0x8000_0000,
+            },
+        ];
+        let back = unpack_filter(&pack_filter(&prog));
+        assert_eq!(back.len(), 3);
+        for (a, b) in prog.iter().zip(&back) {
+            assert_eq!((a.code, a.jt, a.jf, a.k), (b.code, b.jt, b.jf, b.k));
+        }
+    }
+}

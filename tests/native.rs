@@ -1,0 +1,384 @@
+//! The native backend end to end (issue 4): a probe runs inside the sandbox and prints its view; attack
+//! probes try escape primitives. Every check has a negative control: the same probe run bare, outside
+//! the sandbox, sees the host / succeeds, proving the test exercises the mechanism.
+//!
+//! Privileged (root): `cargo test -p hybox --test native`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use hybox::backend::{native, BackendError, BackendRun, Launch};
+use hybox::policy::Policy;
+use hybox::report::Outcome;
+use hybox::workload::Artifact;
+use hybox::{HostConfig, Stdio};
+use serde_json::Value;
+
+/// The shim binary: a separate package, so build it once (same profile) and point at it.
+fn shim() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "hybox-shim", "--bin", "hybox-shim"])
+            .current_dir(common::repo())
+            .status()
+            .expect("run cargo build -p hybox-shim");
+        assert!(st.success(), "building hybox-shim failed");
+    });
+    common::repo().join("target/debug/hybox-shim")
+}
+
+fn policy(json: &str) -> Policy {
+    Policy::from_json_str(json, "test.json").expect("valid test policy")
+}
+
+fn run_with(
+    policy: &Policy,
+    guest: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<BackendRun, BackendError> {
+    let artifact = Artifact::detect(&common::native_guest(guest)).expect("detect guest");
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let host = HostConfig {
+        shim_path: Some(shim()),
+        ..Default::default()
+    };
+    let stdio = Stdio::Capture { stdin: Vec::new() };
+    let launch = Launch {
+        run_id: "test",
+        policy,
+        artifact: &artifact,
+        args: &args,
+        env: Default::default(),
+        stdio: &stdio,
+        envelope: None,
+        deadline: Instant::now() + timeout,
+        host: &host,
+    };
+    native::run(&launch)
+}
+
+fn run(policy: &Policy, guest: &str, args: &[&str]) -> BackendRun {
+    run_with(policy, guest, args, Duration::from_secs(20)).expect("native run starts")
+}
+
+fn json_of(run: &BackendRun) -> Value {
+    let text = String::from_utf8_lossy(&run.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "probe output is not JSON ({e}): {text:?}; stderr {:?}; outcome {:?}",
+            String::from_utf8_lossy(&run.stderr),
+            run.outcome
+        )
+    })
+}
+
+/// The probe run bare, outside any sandbox (the negative control).
+fn bare(args: &[&str]) -> Value {
+    let out = std::process::Command::new(common::native_guest("probe"))
+        .args(args)
+        .output()
+        .expect("run probe bare");
+    serde_json::from_slice(&out.stdout).expect("bare probe prints JSON")
+}
+
+fn secret_file() -> tempfile::NamedTempFile {
+    let f = tempfile::Builder::new()
+        .prefix("hybox-native-secret")
+        .tempfile_in("/var/tmp")
+        .expect("temp file");
+    std::fs::write(f.path(), "host secret").expect("write secret");
+    f
+}
+
+#[test]
+fn inside_view_is_isolated() {
+    if !common::privileged("inside_view_is_isolated") {
+        return;
+    }
+    // The sandbox's ids map to host nobody (65534): granted host paths must be accessible to it.
+    use std::os::unix::fs::PermissionsExt;
+    let ro = tempfile::tempdir().expect("tempdir");
+    let rw = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(ro.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(rw.path(), Some(65534), Some(65534)).expect("chown");
+    let secret = secret_file();
+    let p = policy(&format!(
+        r#"{{"version": 1, "filesystem": {{"workdir": "/data", "mounts": [
+            {{"host": "{}", "guest": "/data"}}, {{"host": "{}", "guest": "/out", "mode": "rw"}}]}},
+            "native": {{"hostname": "probe-box"}}}}"#,
+        ro.path().display(),
+        rw.path().display()
+    ));
+    let secret_path = secret.path().to_str().expect("utf-8 path");
+    let r = run(
+        &p,
+        "probe",
+        &["/data", "/out", "/tmp", secret_path, "/root", "/sys"],
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::Exited { code: 0 },
+        "stderr: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let v = json_of(&r);
+    for cap in ["CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"] {
+        assert_eq!(v[cap], "0000000000000000", "{cap}: {v}");
+    }
+    assert_eq!(v["NoNewPrivs"], "1");
+    assert_eq!(v["Seccomp"], "2");
+    // Mapped to one unprivileged host id, never host 0.
+    let uid_map: Vec<&str> = v["uid_map"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(uid_map, ["1000", "65534", "1"], "{v}");
+    assert_eq!(
+        v["Uid"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .next(),
+        Some("1000")
+    );
+    // Only 0-2, plus 3: the probe's own handle on /proc/self/fd while it lists it.
+    assert_eq!(v["fds"], serde_json::json!([0, 1, 2, 3]), "{v}");
+    assert_eq!(v["ifaces"], serde_json::json!(["lo"]));
+    assert_eq!(v["routes"], 0);
+    assert_eq!(v["lo_up"], false);
+    assert_eq!(v["hostname"], "probe-box");
+    assert_eq!(v["pid"], 2, "the workload is the shim's first child");
+    assert_eq!(v["pid1_cmdline"], "hybox-shim");
+    assert_eq!(v["cwd"], "/data");
+    let paths = v["paths"].as_array().expect("paths");
+    let find = |p: &str| {
+        paths
+            .iter()
+            .find(|x| x["path"] == p)
+            .unwrap_or_else(|| panic!("{p} in {v}"))
+    };
+    assert_eq!(find("/data")["exists"], true);
+    let ro_errno = find("/data")["write_errno"].as_i64().unwrap_or_default();
+    assert!(
+        ro_errno == i64::from(libc::EROFS) || ro_errno == i64::from(libc::EACCES),
+        "ro mount writable: {v}"
+    );
+    assert_eq!(find("/out")["write_errno"], 0, "rw mount not writable: {v}");
+    assert_eq!(find("/tmp")["write_errno"], 0, "/tmp not writable: {v}");
+    assert_eq!(find(secret_path)["exists"], false, "host file visible: {v}");
+    assert_eq!(find("/root")["exists"], false);
+    assert_eq!(find("/sys")["exists"], false);
+    assert_eq!(r.details["landlock"], "fully_enforced");
+
+    // Negative control: bare, the probe sees the host.
+    let b = bare(&[secret_path]);
+    assert_ne!(b["CapEff"], "0000000000000000");
+    assert_eq!(b["Seccomp"], "0");
+    assert!(b["ifaces"].as_array().map(|a| a.len()).unwrap_or(0) >= 1);
+    assert_eq!(b["paths"][0]["exists"], true);
+}
+
+#[test]
+fn loopback_is_up_only_when_granted() {
+    if !common::privileged("loopback_is_up_only_when_granted") {
+        return;
+    }
+    let r = run(
+        &policy(r#"{"version": 1, "network": "loopback"}"#),
+        "probe",
+        &[],
+    );
+    let v = json_of(&r);
+    assert_eq!(v["lo_up"], true, "{v}");
+    assert_eq!(v["ifaces"], serde_json::json!(["lo"]));
+    assert_eq!(
+        v["routes"], 0,
+        "loopback routes live in the local table, not /proc/net/route"
+    );
+    let r = run(&policy(r#"{"version": 1}"#), "probe", &[]);
+    assert_eq!(json_of(&r)["lo_up"], false);
+}
+
+/// Runs `probe attack NAME [ARG]` inside; returns the outcome and the probe's JSON if it printed one.
+fn attack(name: &str, arg: Option<&str>) -> (Outcome, Option<Value>) {
+    let mut args = vec!["attack", name];
+    args.extend(arg);
+    let r = run(&policy(r#"{"version": 1}"#), "probe", &args);
+    let v = serde_json::from_slice(&r.stdout).ok();
+    (r.outcome, v)
+}
+
+fn assert_errno(name: &str, arg: Option<&str>, errno: i32) {
+    let (o, v) = attack(name, arg);
+    assert_eq!(o, Outcome::Exited { code: 0 }, "{name}");
+    let v = v.unwrap_or_else(|| panic!("{name}: no output"));
+    assert_eq!(v["ret"], -1, "{name} succeeded inside: {v}");
+    assert_eq!(v["errno"], errno, "{name}: {v}");
+}
+
+fn assert_seccomp_kill(name: &str) {
+    let (o, v) = attack(name, None);
+    assert_eq!(
+        o,
+        Outcome::SeccompViolation {
+            syscall: name.into()
+        },
+        "{name}: {v:?}"
+    );
+    assert_eq!(o.exit_status(), 128 + libc::SIGSYS);
+}
+
+#[test]
+fn namespace_escapes_are_refused() {
+    if !common::privileged("namespace_escapes_are_refused") {
+        return;
+    }
+    assert_errno("unshare_user", None, libc::EPERM);
+    assert_errno("clone_newuser", None, libc::EPERM);
+    assert_errno("clone3", None, libc::ENOSYS);
+    // Negative control: bare (root, single-threaded) the same unshare succeeds.
+    assert_eq!(bare(&["attack", "unshare_user"])["ret"], 0);
+}
+
+#[test]
+fn kernel_surface_is_closed() {
+    if !common::privileged("kernel_surface_is_closed") {
+        return;
+    }
+    assert_errno("io_uring_setup", None, libc::ENOSYS);
+    // TIOCSTI with high bits set: the 32-bit compare still catches it.
+    assert_errno("tiocsti", None, libc::EPERM);
+    assert_errno("personality", None, libc::EPERM);
+    assert_seccomp_kill("ptrace");
+    assert_seccomp_kill("mount");
+    assert_seccomp_kill("keyctl");
+    assert_seccomp_kill("bpf");
+    // Negative control: bare, io_uring_setup and keyctl reach the kernel.
+    assert_eq!(bare(&["attack", "keyctl"])["errno"], 0);
+}
+
+#[test]
+fn privilege_escapes_are_refused() {
+    if !common::privileged("privilege_escapes_are_refused") {
+        return;
+    }
+    // uid 0 is not even mapped in the sandbox's user namespace: EINVAL (EPERM without CAP_SETUID).
+    let (_, v) = attack("setuid0", None);
+    let v = v.expect("output");
+    assert_eq!(v["ret"], -1, "{v}");
+    assert!(v["errno"] == libc::EINVAL || v["errno"] == libc::EPERM, "{v}");
+    // /proc/sysrq-trigger is masked with /dev/null and /proc/sys is read-only; either way no effect.
+    let (o, v) = attack("sysrq", None);
+    assert_eq!(o, Outcome::Exited { code: 0 });
+    let v = v.expect("output");
+    assert!(v["ret"] == -1 || v["ret"] == 0, "{v}");
+    // CVE-2019-5736: the shim (pid 1) is non-dumpable and another uid: its exe cannot be opened.
+    assert_errno("write_exe", Some("/proc/1/exe"), libc::EACCES);
+    // The workload's own binary (a host file outside the mounts) is not writable either.
+    let (o, v) = attack("write_exe", Some("/proc/self/exe"));
+    assert_eq!(o, Outcome::Exited { code: 0 });
+    assert_eq!(v.expect("output")["ret"], -1);
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    if !common::privileged("exit_codes_and_signals_pass_through") {
+        return;
+    }
+    let p = policy(r#"{"version": 1}"#);
+    assert_eq!(
+        run(&p, "probe", &["attack", "exit", "42"]).outcome,
+        Outcome::Exited { code: 42 }
+    );
+    let r = run(&p, "probe", &["attack", "segv"]);
+    assert_eq!(
+        r.outcome,
+        Outcome::Signaled {
+            signal: libc::SIGSEGV,
+            name: "SIGSEGV".into()
+        }
+    );
+    let r = run(&p, "hello", &[]);
+    assert_eq!(r.outcome, Outcome::Exited { code: 0 });
+    assert!(!r.stdout.is_empty());
+}
+
+#[test]
+fn timeout_kills_the_sandbox() {
+    if !common::privileged("timeout_kills_the_sandbox") {
+        return;
+    }
+    let t0 = Instant::now();
+    let r = run_with(
+        &policy(r#"{"version": 1}"#),
+        "probe",
+        &["attack", "sleep"],
+        Duration::from_millis(500),
+    )
+    .expect("starts");
+    assert_eq!(r.outcome, Outcome::Timeout);
+    assert!(t0.elapsed() < Duration::from_secs(10), "generous band");
+}
+
+#[test]
+fn setup_errors_name_the_step() {
+    if !common::privileged("setup_errors_name_the_step") {
+        return;
+    }
+    // A missing host path is caught before anything starts.
+    let err = run_with(
+        &policy(r#"{"version": 1, "filesystem": {"mounts": [{"host": "/nonexistent-hybox", "guest": "/x"}]}}"#),
+        "hello",
+        &[],
+        Duration::from_secs(10),
+    )
+    .expect_err("must not start");
+    assert!(err.to_string().contains("/nonexistent-hybox"), "{err}");
+    // A workdir that exists nowhere fails inside the shim, at its step.
+    let r = run(
+        &policy(r#"{"version": 1, "filesystem": {"workdir": "/nowhere"}}"#),
+        "hello",
+        &[],
+    );
+    assert_eq!(
+        r.outcome,
+        Outcome::SetupError {
+            step: "chdir /nowhere: ENOENT".into()
+        }
+    );
+}
+
+#[test]
+fn output_capture_is_capped() {
+    if !common::privileged("output_capture_is_capped") {
+        return;
+    }
+    let r = run(
+        &policy(r#"{"version": 1, "resources": {"stdout_max": 4}}"#),
+        "hello",
+        &[],
+    );
+    assert_eq!(r.stdout.len(), 4);
+    assert!(r.stdout_truncated);
+    assert!(r.stdout_bytes > 4);
+}
+
+#[test]
+fn only_granted_paths_are_readable() {
+    if !common::privileged("only_granted_paths_are_readable") {
+        return;
+    }
+    let (_, v) = attack("read", Some("/etc/shadow"));
+    assert_eq!(v.expect("output")["ret"], -1);
+    assert!(
+        Path::new("/etc/shadow").exists(),
+        "negative control: the host has it"
+    );
+}
