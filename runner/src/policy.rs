@@ -873,20 +873,7 @@ fn check_env_name(k: &str) -> Result<(), String> {
 /// A host path in a grant: absolute, normalised (no `.`/`..`), and never through `/proc` (magic links
 /// such as `/proc/self/fd/N` would hand the sandbox a host fd; CVE-2024-21626).
 fn check_host_path(p: &Path) -> Result<(), String> {
-    if !p.is_absolute() {
-        return Err(format!(
-            "expected an absolute host path, found {:?}",
-            p.display().to_string()
-        ));
-    }
-    if p.components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        return Err(format!(
-            "expected a path without '.' or '..', found {:?}",
-            p.display().to_string()
-        ));
-    }
+    check_absolute_normal(p, "an absolute host path")?;
     if p.starts_with("/proc") {
         return Err(format!(
             "expected a path outside /proc (magic links are refused), found {:?}",
@@ -897,18 +884,20 @@ fn check_host_path(p: &Path) -> Result<(), String> {
 }
 
 fn check_guest_path(p: &Path) -> Result<(), String> {
+    check_absolute_normal(p, "an absolute path inside the sandbox")
+}
+
+/// Absolute and without `.`/`..` components (a grant must say exactly what it grants).
+fn check_absolute_normal(p: &Path, expected: &str) -> Result<(), String> {
+    let shown = p.display().to_string();
     if !p.is_absolute() {
-        return Err(format!(
-            "expected an absolute path inside the sandbox, found {:?}",
-            p.display().to_string()
-        ));
+        return Err(format!("expected {expected}, found {shown:?}"));
     }
     if p.components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
         return Err(format!(
-            "expected a path without '.' or '..', found {:?}",
-            p.display().to_string()
+            "expected a path without '.' or '..', found {shown:?}"
         ));
     }
     Ok(())
