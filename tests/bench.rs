@@ -69,7 +69,7 @@ fn tiny_bench_json_is_complete_and_consistent() {
         assert!(r["wall_us"]["p95"].as_u64() >= r["wall_us"]["median"].as_u64());
         if r["mode"] != "bare" {
             assert!(
-                r["peak_memory_bytes"].as_u64().unwrap() > 0,
+                r["median"]["peak_memory_bytes"].as_u64().unwrap() > 0,
                 "{}: usage from the envelope",
                 r["mode"]
             );

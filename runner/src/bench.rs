@@ -187,13 +187,8 @@ pub struct ModeResult {
     pub wall_us: Stats,
     /// Median wall time divided by `bare`'s median for the same workload, measured in the same run.
     pub ratio_to_bare: Option<f64>,
-    pub setup_us: u64,
-    pub start_us: u64,
-    pub run_us: u64,
-    pub teardown_us: u64,
-    pub cpu_user_us: u64,
-    pub cpu_system_us: u64,
-    pub peak_memory_bytes: u64,
+    /// The median of each quantity (phases, CPU, peak memory) over the measured samples.
+    pub median: Sample,
     pub samples: Vec<Sample>,
 }
 
@@ -336,13 +331,16 @@ pub fn run(
                 mode: *mode,
                 wall_us: Stats::of(&s.iter().map(|x| x.wall_us).collect::<Vec<_>>()),
                 ratio_to_bare: None,
-                setup_us: med(|x| x.setup_us),
-                start_us: med(|x| x.start_us),
-                run_us: med(|x| x.run_us),
-                teardown_us: med(|x| x.teardown_us),
-                cpu_user_us: med(|x| x.cpu_user_us),
-                cpu_system_us: med(|x| x.cpu_system_us),
-                peak_memory_bytes: med(|x| x.peak_memory_bytes),
+                median: Sample {
+                    wall_us: med(|x| x.wall_us),
+                    setup_us: med(|x| x.setup_us),
+                    start_us: med(|x| x.start_us),
+                    run_us: med(|x| x.run_us),
+                    teardown_us: med(|x| x.teardown_us),
+                    cpu_user_us: med(|x| x.cpu_user_us),
+                    cpu_system_us: med(|x| x.cpu_system_us),
+                    peak_memory_bytes: med(|x| x.peak_memory_bytes),
+                },
                 samples: s.clone(),
             });
         }
@@ -473,12 +471,19 @@ impl BenchReport {
                     r.ratio_to_bare
                         .map(|x| format!("{x:.2}x"))
                         .unwrap_or_else(|| "-".into()),
-                    ms(r.setup_us),
-                    ms(r.start_us),
-                    ms(r.run_us),
-                    ms(r.teardown_us),
-                    format!("{}/{}", ms(r.cpu_user_us), ms(r.cpu_system_us)),
-                    format!("{:.1}", r.peak_memory_bytes as f64 / (1 << 20) as f64),
+                    ms(r.median.setup_us),
+                    ms(r.median.start_us),
+                    ms(r.median.run_us),
+                    ms(r.median.teardown_us),
+                    format!(
+                        "{}/{}",
+                        ms(r.median.cpu_user_us),
+                        ms(r.median.cpu_system_us)
+                    ),
+                    format!(
+                        "{:.1}",
+                        r.median.peak_memory_bytes as f64 / (1 << 20) as f64
+                    ),
                     r.wall_us.outliers.to_string(),
                 ]
             })
@@ -563,7 +568,9 @@ impl BenchReport {
             let max = self
                 .results
                 .iter()
-                .map(|r| r.setup_us + r.start_us + r.run_us + r.teardown_us)
+                .map(|r| {
+                    r.median.setup_us + r.median.start_us + r.median.run_us + r.median.teardown_us
+                })
                 .max()
                 .unwrap_or(1);
             let top = max as f64 / 1000.0 * 1.1;
@@ -592,10 +599,10 @@ impl BenchReport {
                 .map_err(|e| e.to_string())?;
             type Phase = (&'static str, RGBColor, fn(&ModeResult) -> u64);
             let phases: [Phase; 4] = [
-                ("setup", RGBColor(120, 144, 156), |r| r.setup_us),
-                ("start", RGBColor(66, 133, 244), |r| r.start_us),
-                ("run", RGBColor(52, 168, 83), |r| r.run_us),
-                ("teardown", RGBColor(251, 188, 5), |r| r.teardown_us),
+                ("setup", RGBColor(120, 144, 156), |r| r.median.setup_us),
+                ("start", RGBColor(66, 133, 244), |r| r.median.start_us),
+                ("run", RGBColor(52, 168, 83), |r| r.median.run_us),
+                ("teardown", RGBColor(251, 188, 5), |r| r.median.teardown_us),
             ];
             for (pi, &(name, color, get)) in phases.iter().enumerate() {
                 let bars = self.results.iter().enumerate().map(|(i, r)| {
