@@ -216,8 +216,8 @@ fn main() {
 /// workload's own steps.
 fn setup() -> Result<(Plan, ())> {
     // 6. Non-dumpable until exec: no ptrace, no /proc/1/{mem,exe,fd} for anyone but real root.
-    // SAFETY: prctl with integer arguments.
     check(
+        // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
         SetupError::Dumpable,
     )?;
@@ -225,21 +225,21 @@ fn setup() -> Result<(Plan, ())> {
     // Become the sandbox's ids now, keeping the namespace's capabilities (the runner raised them as
     // ambient; the uid we start with is not the namespace's 0, so the switch does not clear them): the
     // sandbox's own tmpfs only accepts files owned by ids mapped in its user namespace.
-    // SAFETY: integer ids.
     check(
+        // SAFETY: integer ids.
         unsafe { libc::setresgid(plan.gid, plan.gid, plan.gid) },
         SetupError::Setresgid,
     )?;
-    // SAFETY: integer ids.
     check(
+        // SAFETY: integer ids.
         unsafe { libc::setresuid(plan.uid, plan.uid, plan.uid) },
         SetupError::Setresuid,
     )?;
 
     // The cgroup namespace is rooted where the runner put us (the run's leaf), so it is created here,
     // after the join, not at clone time.
-    // SAFETY: unshare with a flag constant.
     check(
+        // SAFETY: unshare with a flag constant.
         unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
         SetupError::CgroupNs,
     )?;
@@ -294,13 +294,13 @@ fn setup() -> Result<(Plan, ())> {
     mount_proc()?;
     // Detach the host's tree: nothing of it stays reachable by path.
     let oldc = cstr(old);
-    // SAFETY: a NUL-terminated path and a flag.
     check(
+        // SAFETY: a NUL-terminated path and a flag.
         unsafe { libc::umount2(oldc.as_ptr(), libc::MNT_DETACH) },
         SetupError::DetachOldRoot,
     )?;
-    // SAFETY: a NUL-terminated path.
     check(
+        // SAFETY: a NUL-terminated path.
         unsafe { libc::rmdir(oldc.as_ptr()) },
         SetupError::DetachOldRoot,
     )?;
@@ -329,8 +329,8 @@ fn setup() -> Result<(Plan, ())> {
     }
 
     // 8. Hostname; loopback only if the policy allows it (the namespace starts with `lo` down).
-    // SAFETY: pointer and length of a live byte slice.
     check(
+        // SAFETY: pointer and length of a live byte slice.
         unsafe { libc::sethostname(plan.hostname.as_ptr().cast(), plan.hostname.len()) },
         SetupError::Hostname,
     )?;
@@ -421,8 +421,8 @@ fn mkdir_p(p: &Path) -> Result<()> {
 
 fn pivot_root(new: &Path, put_old: &Path) -> Result<()> {
     let (n, o) = (cstr(new), cstr(put_old));
-    // SAFETY: two NUL-terminated paths; pivot_root has no libc wrapper.
     check(
+        // SAFETY: two NUL-terminated paths; pivot_root has no libc wrapper.
         unsafe { libc::syscall(libc::SYS_pivot_root, n.as_ptr(), o.as_ptr()) } as libc::c_int,
         SetupError::PivotRoot,
     )?;
@@ -625,8 +625,8 @@ fn mount_dev(old: &Path) -> Result<()> {
             CString::new(t).unwrap_or_default(),
             CString::new(l).unwrap_or_default(),
         );
-        // SAFETY: two NUL-terminated paths.
         check(
+            // SAFETY: two NUL-terminated paths.
             unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) },
             SetupError::Dev,
         )?;
@@ -644,8 +644,8 @@ fn mount_dev(old: &Path) -> Result<()> {
 }
 
 fn loopback_up() -> Result<()> {
-    // SAFETY: socket with constant arguments.
     let fd = check(
+        // SAFETY: socket with constant arguments.
         unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
         SetupError::Loopback,
     )?;
@@ -766,16 +766,16 @@ fn prepare_workload(plan: &Plan) -> Result<()> {
     let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: live sigset_t.
     unsafe { libc::sigemptyset(&mut empty) };
-    // SAFETY: live sigset_t.
     check(
+        // SAFETY: live sigset_t.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) },
         SetupError::Sigmask,
     )?;
 
     // 11. Every fd above 2 closes at exec (CVE-2024-21626: a leaked runner fd to a host directory is a
     // way out of the mount namespace). The control socket stays usable until then.
-    // SAFETY: close_range with constant flags.
     check(
+        // SAFETY: close_range with constant flags.
         unsafe {
             libc::syscall(
                 libc::SYS_close_range,
@@ -798,13 +798,13 @@ fn prepare_workload(plan: &Plan) -> Result<()> {
     for set in [caps::CapSet::Bounding, caps::CapSet::Ambient] {
         caps::clear(None, set).map_err(|e| SetupError::CapsBounding(e.to_string()))?;
     }
-    // SAFETY: integer ids.
     check(
+        // SAFETY: integer ids.
         unsafe { libc::setresgid(plan.gid, plan.gid, plan.gid) },
         SetupError::Setresgid,
     )?;
-    // SAFETY: integer ids.
     check(
+        // SAFETY: integer ids.
         unsafe { libc::setresuid(plan.uid, plan.uid, plan.uid) },
         SetupError::Setresuid,
     )?;
@@ -817,8 +817,8 @@ fn prepare_workload(plan: &Plan) -> Result<()> {
     }
 
     // 14. No privilege gain through exec (setuid binaries, file capabilities).
-    // SAFETY: prctl with integer arguments.
     check(
+        // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
         SetupError::NoNewPrivs,
     )?;
@@ -835,7 +835,7 @@ fn prepare_workload(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// 17. `execveat` by fd: the workload's path is never resolved inside the sandbox, and the runner's
+/// Step 17, `execveat` by fd: the workload's path is never resolved inside the sandbox, and the runner's
 /// check of the file is the file that runs. Returns only on failure.
 fn unreachable_exec(plan: &Plan) -> SetupError {
     let argv: Vec<CString> = plan

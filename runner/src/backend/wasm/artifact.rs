@@ -202,8 +202,8 @@ fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>, ArtifactError> {
 fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`, which we own mutably.
         let n =
+            // SAFETY: the pointer and length describe the unfilled tail of `buf`, which we own mutably.
             unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let e = std::io::Error::last_os_error();

@@ -396,9 +396,9 @@ struct GuestDone {
 /// Returns the worker's exit code (0 when a result was written, whatever the guest did).
 pub fn worker_main() -> i32 {
     let t0 = Instant::now();
-    // SAFETY: the supervisor placed the job pipe's read end at JOB_FD and the result pipe's write end
-    // at RESULT_FD before exec (see `super::spawn_worker`); nothing else in this process owns them.
     let (mut job_in, mut result_out) =
+        // SAFETY: the supervisor placed the job pipe's read end at JOB_FD and the result pipe's write end
+        // at RESULT_FD before exec (see `super::spawn_worker`); nothing else in this process owns them.
         unsafe { (File::from_raw_fd(JOB_FD), File::from_raw_fd(RESULT_FD)) };
     let mut buf = Vec::new();
     if let Err(e) = job_in.read_to_end(&mut buf) {
