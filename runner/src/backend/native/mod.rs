@@ -8,7 +8,7 @@
 //! the deadline, feeding and draining stdio on threads.
 
 mod plan;
-mod spawn;
+pub(crate) mod spawn;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};

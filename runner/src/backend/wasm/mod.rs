@@ -16,6 +16,7 @@
 //! stdin (capture mode); the result's are the captured stdout then stderr, lengths in the JSON.
 
 pub mod artifact;
+pub mod hardened;
 pub mod worker;
 
 use std::io::{Read, Write};
@@ -174,23 +175,29 @@ pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
 pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let policy = launch.policy;
     let mut degradations = Vec::new();
-    if policy.wasm.os_sandbox {
-        // Namespaces + seccomp around the worker are not built yet: never ignore the request silently.
-        let why = "namespaces and a seccomp filter around the wasm worker are not implemented in this build".to_string();
-        match policy.on_unenforceable {
-            OnUnenforceable::Fail => {
-                return Err(BackendError::Preflight {
-                    what: "wasm.os_sandbox".into(),
-                    why,
-                    hint: Some(
-                        "set wasm.os_sandbox to false, or on_unenforceable to \"degrade\"".into(),
-                    ),
-                })
+    // wasm.os_sandbox: the worker in namespaces under Landlock and seccomp (see `hardened`). Only a
+    // host without usable user namespaces cannot have it: refuse, or degrade if the policy says so.
+    let mut os_sandbox = policy.wasm.os_sandbox;
+    if os_sandbox {
+        if let Err(why) = hardened::probe() {
+            match policy.on_unenforceable {
+                OnUnenforceable::Fail => {
+                    return Err(BackendError::Preflight {
+                        what: "wasm.os_sandbox".into(),
+                        why,
+                        hint: Some(
+                            "enable unprivileged user namespaces, set wasm.os_sandbox to false, or on_unenforceable to \"degrade\"".into(),
+                        ),
+                    })
+                }
+                OnUnenforceable::Degrade => {
+                    degradations.push(Degradation {
+                        what: "wasm.os_sandbox".into(),
+                        why,
+                    });
+                    os_sandbox = false;
+                }
             }
-            OnUnenforceable::Degrade => degradations.push(Degradation {
-                what: "wasm.os_sandbox".into(),
-                why,
-            }),
         }
     }
     let exe = worker_binary(launch.host)?;
@@ -219,7 +226,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         ),
     };
     let t_spawn = Instant::now();
-    let job = Job {
+    let mut job = Job {
         artifact: launch.artifact.path.clone(),
         format: launch.artifact.format.clone(),
         args: launch.args.to_vec(),
@@ -237,6 +244,8 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
             .saturating_duration_since(t_spawn)
             .as_millis() as u64,
     };
+    // The worker confines itself only when the supervisor started it in namespaces.
+    job.policy.wasm.os_sandbox = os_sandbox;
     let io = |step: &str| {
         let step = step.to_string();
         move |source| BackendError::Io { step, source }
@@ -245,7 +254,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-    let mut child = spawn_worker(&exe, launch.stdio, &job_r, &res_w)
+    let mut child = spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox)
         .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
     drop(job_r);
     drop(res_w);
@@ -314,6 +323,18 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
             // No result: the worker died. A SIGKILL here is most likely the cgroup OOM killer (the
             // envelope's counters tell); anything else is a setup failure of hybox itself.
             let outcome = match status.signal() {
+                // The worker's seccomp filter killed it: name the syscall if the audit record says.
+                Some(libc::SIGSYS) if os_sandbox => Outcome::SeccompViolation {
+                    syscall: crate::backend::native::spawn::seccomp_syscall_from_kmsg(
+                        child.id() as i32
+                    )
+                    .map(|nr| {
+                        hybox_shim::seccomp::syscall_name(nr)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| format!("syscall {nr}"))
+                    })
+                    .unwrap_or_else(|| "unknown (wasm worker)".into()),
+                },
                 Some(sig) => Outcome::Signaled {
                     signal: sig,
                     name: nix::sys::signal::Signal::try_from(sig)
@@ -347,6 +368,7 @@ fn spawn_worker(
     stdio: &Stdio,
     job_r: &OwnedFd,
     res_w: &OwnedFd,
+    os_sandbox: bool,
 ) -> std::io::Result<std::process::Child> {
     let mut cmd = Command::new(exe);
     cmd.arg(WORKER_SUBCOMMAND).env_clear();
@@ -359,9 +381,12 @@ fn spawn_worker(
     }
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (fcntl, dup2, close_range); it allocates nothing.
+    // (unshare, prctl, fcntl, dup2, close_range); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            if os_sandbox {
+                hardened::enter_namespaces()?;
+            }
             // Move both ends above the target numbers first so neither dup2 clobbers the other.
             let j2 = libc::fcntl(j, libc::F_DUPFD_CLOEXEC, 10);
             let r2 = libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 10);

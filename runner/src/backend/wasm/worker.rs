@@ -413,6 +413,27 @@ pub fn worker_main() -> i32 {
             return 125;
         }
     };
+    // wasm.os_sandbox: Landlock and seccomp before any guest byte is read (see `super::hardened`).
+    let os_sandbox = match job
+        .policy
+        .wasm
+        .os_sandbox
+        .then(|| super::hardened::confine(&job))
+    {
+        Some(Err(step)) => {
+            let r = result_for(
+                Outcome::SetupError { step },
+                &job,
+                None,
+                0,
+                0,
+                Default::default(),
+            );
+            return write_result(&mut result_out, &r, None);
+        }
+        Some(Ok(detail)) => Some(detail),
+        None => None,
+    };
     let deadline = t0 + Duration::from_millis(job.timeout_ms);
     let captured = job.capture.map(|(o, e)| Captured {
         stdout: CappedPipe::new(o as usize),
@@ -489,13 +510,17 @@ pub fn worker_main() -> i32 {
             }
         }
     };
+    let mut details = done.details;
+    if let Some(d) = os_sandbox {
+        details.insert("os_sandbox".into(), d);
+    }
     let r = result_for(
         done.outcome,
         &job,
         captured.as_ref(),
         done.startup_us,
         done.run_us,
-        done.details,
+        details,
     );
     write_result(&mut result_out, &r, captured.as_ref())
 }

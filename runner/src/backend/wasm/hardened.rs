@@ -1,0 +1,421 @@
+//! `wasm.os_sandbox`: the wasm worker process itself in namespaces, without capabilities, under
+//! Landlock and a seccomp filter tailored to wasmtime (defense in depth, `shared/wasm.md`).
+//!
+//! Two halves:
+//! - [`enter_namespaces`] runs in the supervisor's forked child between fork and exec (the child is
+//!   single-threaded, so `unshare(CLONE_NEWUSER)` is allowed): new user, mount, network, IPC and UTS
+//!   namespaces, an empty capability bounding set, `no_new_privs`. No uid/gid map is written: in-ns
+//!   uid 0 is unmapped, so `execve` grants the worker no capabilities at all (capabilities(7), "Effect
+//!   of user ID changes on capabilities": only a process whose euid is the namespace's root gets
+//!   them) and the worker's `CapEff`/`CapPrm` are 0. The worker keeps its host uid for DAC (it must
+//!   read the runner's private 0700 compile cache and the policy's preopens), which is why Landlock
+//!   below is what confines the filesystem. The mount namespace is owned by the new user namespace,
+//!   so the kernel turns every shared mount into a slave (`CL_SHARED_TO_SLAVE`): nothing the worker
+//!   could mount propagates out, and without capabilities it cannot mount at all. The network
+//!   namespace has only `lo`, down. No PID namespace: it would only apply to the worker's children,
+//!   and the seccomp filter forbids it any (clone without `CLONE_THREAD` kills it).
+//! - [`confine`] runs in the worker right after it read its job, before it compiles or loads a byte
+//!   of the guest and before it starts any thread: Landlock (read/exec on the binary and the system
+//!   libraries, read on the guest file, rw on the compile cache and `/tmp`, the preopens as granted;
+//!   TCP bind/connect denied unless the policy grants loopback; signals and abstract unix sockets
+//!   scoped), then the seccomp filters from [`filters_json`], compiled by seccompiler and installed
+//!   with TSYNC on all threads.
+
+use std::path::{Path, PathBuf};
+
+use super::Job;
+use crate::policy::{Access, Network};
+
+/// The namespaces the worker is started in.
+pub const NAMESPACES: &[&str] = &["user", "mnt", "net", "ipc", "uts"];
+
+const UNSHARE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS;
+
+/// Between fork and exec in the supervisor's child: new namespaces, empty bounding set, no_new_privs.
+/// Only raw syscalls (async-signal-safe); allocates nothing.
+pub fn enter_namespaces() -> std::io::Result<()> {
+    // SAFETY: unshare with constant flags, in the single-threaded child of fork.
+    if unsafe { libc::unshare(UNSHARE_FLAGS) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Full capabilities in the new namespace until exec: use them to empty the bounding set, so no
+    // later exec could ever regain a capability (PR_CAPBSET_DROP needs CAP_SETPCAP).
+    for cap in 0..=63 {
+        // SAFETY: prctl with integer arguments; EINVAL past the last capability is expected.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            break;
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this host can start the worker in a user namespace (the native backend's probe).
+pub fn probe() -> Result<(), String> {
+    static USERNS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    USERNS
+        .get_or_init(crate::backend::native::spawn::probe_userns)
+        .clone()
+}
+
+/// Syscalls wasmtime, its WASI implementation (tokio), std and glibc use in the worker, measured with
+/// `strace -f -c` over hello, file I/O, a timeout in a host call, a trap and a component. Anything
+/// else kills the worker (`SECCOMP_RET_KILL_PROCESS`; the supervisor reports SIGSYS).
+pub const WORKER_ALLOW: &[&str] = &[
+    // I/O on the job/result pipes, stdio, the cache, preopens.
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "preadv2",
+    "pwritev2",
+    "close",
+    "close_range",
+    "openat",
+    "openat2",
+    "fstat",
+    "newfstatat",
+    "statx",
+    "lseek",
+    "getdents64",
+    "fcntl",
+    "dup",
+    "dup3",
+    "mkdirat",
+    "unlinkat",
+    "renameat",
+    "renameat2",
+    "linkat",
+    "symlinkat",
+    "readlinkat",
+    "utimensat",
+    "fchmod",
+    "fchmodat",
+    "ftruncate",
+    "fallocate",
+    "fsync",
+    "fdatasync",
+    "fadvise64",
+    "faccessat",
+    "faccessat2",
+    "fstatfs",
+    "flock",
+    "getcwd",
+    // The legacy path calls Rust's std still makes (create_dir_all, remove_file, rename).
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename",
+    "access",
+    "readlink",
+    "stat",
+    "lstat",
+    "chmod",
+    // Memory: wasm linear memories, code, guard pages.
+    "mmap",
+    "mprotect",
+    "munmap",
+    "mremap",
+    "madvise",
+    "brk",
+    "membarrier",
+    // Traps are signals (SIGSEGV/SIGILL/SIGFPE handlers on an alternate stack); abort raises.
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "sigaltstack",
+    "tgkill",
+    "gettid",
+    "getpid",
+    // Threads (the guest thread, the epoch ticker, tokio's blocking pool): clone is further limited
+    // to CLONE_THREAD below.
+    "set_robust_list",
+    "rseq",
+    "set_tid_address",
+    "futex",
+    "sched_yield",
+    "sched_getaffinity",
+    "exit",
+    "exit_group",
+    // tokio's reactor.
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "eventfd2",
+    "pipe2",
+    "poll",
+    "ppoll",
+    // Clocks, randomness, limits.
+    "clock_gettime",
+    "clock_getres",
+    "clock_nanosleep",
+    "nanosleep",
+    "gettimeofday",
+    "getrandom",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getppid",
+    "uname",
+    "sysinfo",
+    "getrusage",
+    "umask",
+    "mincore",
+    "prlimit64",
+    "getrlimit",
+    // Answered by the errno filters (a KILL here would win over their errno).
+    "memfd_create",
+    "clone3",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "ioctl",
+    "prctl",
+];
+
+/// Socket calls, allowed only when the policy grants loopback (components; the worker's network
+/// namespace has no usable interface either way).
+const SOCKET_ALLOW: &[&str] = &[
+    "socket",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "getsockname",
+    "getpeername",
+    "setsockopt",
+    "getsockopt",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "shutdown",
+];
+
+/// ioctl requests the worker may make: non-blocking mode and close-on-exec (tokio, std), the
+/// terminal queries of isatty() and the WASI stdio, bytes available.
+const IOCTL_ALLOW: &[u64] = &[
+    libc::FIONBIO,
+    libc::FIOCLEX,
+    libc::FIONCLEX,
+    libc::TCGETS,
+    libc::TIOCGWINSZ,
+    libc::FIONREAD,
+];
+
+/// The filters as seccompiler JSON, in install order: the errno filters first (each lets through
+/// what it does not match), the default-deny allow-list last.
+pub fn filters_json(network: Network) -> serde_json::Value {
+    use serde_json::json;
+    // memfd_create: ENOSYS, not EPERM, so wasmtime falls back to anonymous mmap (`shared/wasm.md`).
+    // clone3 keeps its flags in memory where BPF cannot look: ENOSYS makes glibc fall back to clone.
+    // io_uring performs its operations outside seccomp's view.
+    let enosys: Vec<_> = [
+        "memfd_create",
+        "clone3",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+    ]
+    .iter()
+    .map(|s| json!({"syscall": s}))
+    .collect();
+    // Any other ioctl (TIOCSTI and friends; compared as 32-bit words, CVE-2017-5226): ENOTTY.
+    let ioctl_other = json!({"syscall": "ioctl", "args": IOCTL_ALLOW.iter().map(|c| {
+        json!({"index": 1, "type": "dword", "op": "ne", "val": c})
+    }).collect::<Vec<_>>()});
+    // prctl: only thread names (std names the guest thread) and no_new_privs (seccompiler sets it
+    // before each filter it installs; setting it only ever restricts).
+    let prctl_other = json!({"syscall": "prctl", "args": [
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::PR_SET_NO_NEW_PRIVS},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::PR_SET_NAME},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::PR_GET_NAME},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::PR_GET_NO_NEW_PRIVS},
+    ]});
+    let mut allow: Vec<_> = WORKER_ALLOW.iter().map(|s| json!({"syscall": s})).collect();
+    if network == Network::Loopback {
+        allow.extend(SOCKET_ALLOW.iter().map(|s| json!({"syscall": s})));
+    }
+    // Threads only: CLONE_THREAD set and no CLONE_NEW* bit (a new process or namespace kills).
+    allow.push(json!({"syscall": "clone", "args": [
+        {"index": 0, "type": "qword", "op": {"masked_eq": libc::CLONE_THREAD as u64}, "val": libc::CLONE_THREAD as u64},
+        {"index": 0, "type": "qword", "op": {"masked_eq": hybox_shim::seccomp::CLONE_NEW_MASK}, "val": 0},
+    ]}));
+    json!({
+        "1_enosys": {"mismatch_action": "allow", "match_action": {"errno": libc::ENOSYS}, "filter": enosys},
+        "2_errno": {"mismatch_action": "allow", "match_action": {"errno": libc::ENOTTY}, "filter": [ioctl_other]},
+        "3_eperm": {"mismatch_action": "allow", "match_action": {"errno": libc::EPERM}, "filter": [prctl_other]},
+        "4_allow": {"mismatch_action": "kill_process", "match_action": "allow", "filter": allow},
+    })
+}
+
+/// Compiles [`filters_json`] to BPF for x86_64, in install order.
+pub fn compile_filters(network: Network) -> Result<Vec<seccompiler::BpfProgram>, String> {
+    let text = filters_json(network).to_string();
+    let mut map = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
+        .map_err(|e| format!("compile the worker's seccomp filter: {e}"))?;
+    ["1_enosys", "2_errno", "3_eperm", "4_allow"]
+        .iter()
+        .map(|n| {
+            map.remove(*n)
+                .ok_or_else(|| format!("seccomp filter {n} missing"))
+        })
+        .collect()
+}
+
+/// Paths the worker may read and execute: its own binary and the system's shared libraries (already
+/// mapped; listed for `dlopen` of libgcc_s on a panic's unwind).
+fn exec_paths() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = [
+        "/lib",
+        "/lib64",
+        "/usr/lib",
+        "/usr/lib64",
+        "/etc/ld.so.cache",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.exists())
+    .collect();
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        v.push(exe);
+    }
+    v
+}
+
+fn landlock(job: &Job) -> Result<String, String> {
+    use landlock::{
+        Access as _, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+        RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    };
+    let abi = ABI::V6;
+    let err = |e: landlock::RulesetError| format!("landlock: {e}");
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(err)?;
+    if job.policy.network != Network::Loopback {
+        ruleset = ruleset
+            .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
+            .map_err(err)?;
+    }
+    let mut created = ruleset
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .map_err(err)?
+        .create()
+        .map_err(err)?;
+    let is_dir = |p: &Path| std::fs::metadata(p).map(|m| m.is_dir()).unwrap_or(false);
+    let read = |p: &Path| {
+        if is_dir(p) {
+            AccessFs::from_read(abi)
+        } else {
+            AccessFs::from_file(abi) & AccessFs::from_read(abi)
+        }
+    };
+    let write = |p: &Path| {
+        if is_dir(p) {
+            AccessFs::from_all(abi)
+        } else {
+            AccessFs::from_file(abi)
+        }
+    };
+    let mut rules: Vec<(PathBuf, landlock::BitFlags<AccessFs>)> = Vec::new();
+    for p in exec_paths() {
+        let a = read(&p);
+        rules.push((p, a));
+    }
+    rules.push((job.artifact.clone(), read(&job.artifact)));
+    if let Some(d) = &job.cache_dir {
+        // Created (0700, ours) now, or the rule below could not name it.
+        if super::artifact::open_private_dir(d).is_ok() {
+            rules.push((d.clone(), write(d)));
+        }
+    }
+    if let Some(t) = &job.tmp_dir {
+        rules.push((t.clone(), write(t)));
+    }
+    for m in &job.policy.filesystem.mounts {
+        let a = match m.mode {
+            Access::Ro => read(&m.host),
+            Access::Rw => write(&m.host),
+        };
+        rules.push((m.host.clone(), a));
+    }
+    for (p, access) in rules {
+        // A path that does not exist grants nothing; the worker reports the failure where it uses it.
+        let Ok(fd) = PathFd::new(&p) else { continue };
+        created = created
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(|e| format!("landlock rule for {}: {e}", p.display()))?;
+    }
+    let status = created.restrict_self().map_err(err)?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => "fully_enforced",
+        RulesetStatus::PartiallyEnforced => "partially_enforced",
+        RulesetStatus::NotEnforced => "not_enforced",
+    }
+    .into())
+}
+
+/// In the worker, right after it read its job and before it touches guest bytes or starts a thread:
+/// Landlock, then seccomp (last: after it, neither landlock_* nor seccomp(2) are allowed). Returns the
+/// report's `os_sandbox` detail.
+pub fn confine(job: &Job) -> Result<serde_json::Value, String> {
+    let landlock = landlock(job)?;
+    let filters = compile_filters(job.policy.network)?;
+    for f in &filters {
+        seccompiler::apply_filter_all_threads(f).map_err(|e| format!("install seccomp: {e}"))?;
+    }
+    Ok(serde_json::json!({
+        "namespaces": NAMESPACES,
+        "seccomp": format!("{} filters: wasmtime allow-list, kill_process otherwise; memfd_create/clone3/io_uring ENOSYS", filters.len()),
+        "landlock": landlock,
+        "capabilities": "none (bounding set empty)",
+        "no_new_privs": true,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile() {
+        for n in [Network::None, Network::Loopback] {
+            let f = compile_filters(n).unwrap();
+            assert_eq!(f.len(), 4);
+        }
+    }
+
+    #[test]
+    fn allow_list_has_no_escape_primitive() {
+        let errno_answered = [
+            "clone3",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+        ];
+        for s in WORKER_ALLOW {
+            assert!(
+                !hybox_shim::seccomp::NEVER_GRANTABLE.contains(s) || errno_answered.contains(s),
+                "{s}"
+            );
+        }
+    }
+}
