@@ -16,6 +16,7 @@
 //! stdin (capture mode); the result's are the captured stdout then stderr, lengths in the JSON.
 
 pub mod artifact;
+pub mod warm;
 pub mod worker;
 
 use std::io::{Read, Write};
@@ -34,6 +35,7 @@ use crate::workload::Format;
 use crate::{HostConfig, Stdio};
 
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
 
 /// The hidden subcommand that runs the worker.
