@@ -194,6 +194,49 @@ fn warm(c: &mut Criterion) {
             assert_eq!(out.contents().len(), 17);
         })
     });
+    // The library API: `WarmFunction::invoke` of hello under the benchmark policy, in its own envelope
+    // (needs root for the cgroup). Criterion times the caller's round trip; the worker-side
+    // instantiate + run + drop of every call is collected and its median printed separately.
+    let policy = Policy::from_json_str(
+        include_str!("../../policies/benchmark.json"),
+        "policies/benchmark.json",
+    )
+    .unwrap();
+    let host = HostConfig {
+        hybox_path: Some(hybox_bin()),
+        ..HostConfig::default()
+    };
+    match wasm::WarmFunction::load(&hello(), &policy, &host) {
+        Ok(mut f) => {
+            let mut inside = Vec::new();
+            let mut prepare = Vec::new();
+            g.bench_function("warm_function_invoke", |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let call = f.invoke(&[], &[]).unwrap();
+                        total += t.elapsed();
+                        assert_eq!(call.stdout, b"hello from hybox\n");
+                        inside.push(call.instantiate_us + call.run_us + call.drop_us);
+                        prepare.push(call.prepare_us);
+                    }
+                    total
+                })
+            });
+            let med = |v: &mut Vec<u64>| {
+                v.sort_unstable();
+                v.get(v.len() / 2).copied().unwrap_or(0)
+            };
+            println!(
+                "warm/warm_function_invoke worker side, median of {} calls: instantiate+run+drop {} us, prepare (WASI ctx, /tmp, store) {} us",
+                inside.len(),
+                med(&mut inside),
+                med(&mut prepare)
+            );
+        }
+        Err(e) => eprintln!("warm/warm_function_invoke skipped: {e}"),
+    }
     g.finish();
 }
 

@@ -106,5 +106,5 @@ pub enum BackendError {
 
 /// The warm invoker for `hybox bench`'s `wasm-warm` mode, if this build has one.
 pub fn warm_factory() -> Option<&'static crate::bench::WarmFactory> {
-    None
+    Some(&wasm::warm::bench_invoker)
 }

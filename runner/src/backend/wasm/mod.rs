@@ -17,6 +17,7 @@
 
 pub mod artifact;
 pub mod hardened;
+pub mod warm;
 pub mod worker;
 
 use std::io::{Read, Write};
@@ -35,6 +36,7 @@ use crate::workload::Format;
 use crate::{HostConfig, Stdio};
 
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
 
 /// The hidden subcommand that runs the worker.

@@ -219,6 +219,10 @@ impl CappedPipe {
         let room = self.cap.saturating_sub(g.0.len());
         g.0.extend_from_slice(&b[..b.len().min(room)]);
     }
+    /// How many bytes are kept at most.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
     /// The kept bytes and the total count.
     pub fn snapshot(&self) -> (Vec<u8>, u64) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -373,7 +377,7 @@ pub fn wasi_builder(
     Ok(b)
 }
 
-fn limiter(job: &Job) -> Limiter {
+pub(crate) fn limiter(job: &Job) -> Limiter {
     let p = &job.policy;
     Limiter {
         memory: usize::try_from(wasm_memory_limit(p.resources.memory.bytes()))
@@ -395,6 +399,13 @@ struct GuestDone {
 /// Entry point of `hybox __wasm-worker`: reads the job from fd 3, runs it, writes the result to fd 4.
 /// Returns the worker's exit code (0 when a result was written, whatever the guest did).
 pub fn worker_main() -> i32 {
+    // `hybox __wasm-worker --serve`: the long-lived worker of a warm function (see `super::warm`).
+    if std::env::args_os()
+        .nth(2)
+        .is_some_and(|a| a == super::warm::SERVE_ARG)
+    {
+        return super::warm::serve_main();
+    }
     let t0 = Instant::now();
     let (mut job_in, mut result_out) =
         // SAFETY: the supervisor placed the job pipe's read end at JOB_FD and the result pipe's write end
@@ -564,7 +575,7 @@ fn write_result(out: &mut File, r: &WorkerResult, captured: Option<&Captured>) -
 }
 
 /// Loads the guest: from a hybox artifact, from the cache, or by compiling (and caching) it.
-fn load(
+pub(crate) fn load(
     engine: &Engine,
     job: &Job,
     details: &mut serde_json::Map<String, serde_json::Value>,
