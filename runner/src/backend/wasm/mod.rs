@@ -21,7 +21,7 @@ pub mod warm;
 pub mod worker;
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -389,20 +389,33 @@ fn spawn_worker(
             if os_sandbox {
                 hardened::enter_namespaces()?;
             }
-            // Move both ends above the target numbers first so neither dup2 clobbers the other.
-            let j2 = libc::fcntl(j, libc::F_DUPFD_CLOEXEC, 10);
-            let r2 = libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 10);
-            if j2 < 0 || r2 < 0 || libc::dup2(j2, JOB_FD) < 0 || libc::dup2(r2, RESULT_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Nothing else leaks into the worker (close_range(2), Linux 5.9).
-            if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            place_worker_fds(j, r)
         });
     }
     cmd.spawn()
+}
+
+/// In the worker between fork and exec: the job pipe becomes [`JOB_FD`], the result pipe
+/// [`RESULT_FD`], and every other fd is closed. Async-signal-safe (fcntl, dup2, close_range); allocates
+/// nothing.
+///
+/// # Safety
+/// Call only in a forked child before exec, with `job` and `result` open fds.
+pub(crate) unsafe fn place_worker_fds(job: RawFd, result: RawFd) -> std::io::Result<()> {
+    // SAFETY: plain fd syscalls on fds the caller owns; no memory is touched.
+    unsafe {
+        // Move both ends above the target numbers first so neither dup2 clobbers the other.
+        let j2 = libc::fcntl(job, libc::F_DUPFD_CLOEXEC, 10);
+        let r2 = libc::fcntl(result, libc::F_DUPFD_CLOEXEC, 10);
+        if j2 < 0 || r2 < 0 || libc::dup2(j2, JOB_FD) < 0 || libc::dup2(r2, RESULT_FD) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Nothing else leaks into the worker (close_range(2), Linux 5.9).
+        if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Compiles `input` (module, component, or their text) into a hybox artifact at `output`, MAC'ed with

@@ -533,19 +533,7 @@ fn spawn_serve_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
     // (fcntl, dup2, close_range); it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || {
-            // Move both ends above the target numbers first so neither dup2 clobbers the other.
-            let j2 = libc::fcntl(j, libc::F_DUPFD_CLOEXEC, 10);
-            let r2 = libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 10);
-            if j2 < 0 || r2 < 0 || libc::dup2(j2, JOB_FD) < 0 || libc::dup2(r2, RESULT_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Nothing else leaks into the worker (close_range(2), Linux 5.9).
-            if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || super::place_worker_fds(j, r));
     }
     cmd.spawn()
 }
