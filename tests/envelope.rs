@@ -222,6 +222,35 @@ fn leftovers(run_id: &str) -> Vec<PathBuf> {
 }
 
 #[test]
+fn a_parent_removed_between_runs_is_prepared_again() {
+    if !common::privileged("a_parent_removed_between_runs_is_prepared_again") {
+        return;
+    }
+    // A parent of its own, so no other test's envelope sits in it when it is removed.
+    let parent = format!("hybox-test-reprepare-{}", std::process::id());
+    let l = limits(32, 1.0, 16);
+    let first = Envelope::create(Path::new(ROOT), &parent, &run_id("reprepare"), &l).unwrap();
+    let parents: Vec<PathBuf> = first
+        .dirs()
+        .iter()
+        .map(|d| d.parent().unwrap().to_path_buf())
+        .collect();
+    first.destroy().unwrap();
+    // An admin removes the parent; this process has it cached as prepared.
+    for p in &parents {
+        std::fs::remove_dir(p).unwrap();
+    }
+    let second = Envelope::create(Path::new(ROOT), &parent, &run_id("reprepare"), &l).unwrap();
+    for d in second.dirs() {
+        assert!(d.join("cgroup.procs").exists(), "{}", d.display());
+    }
+    second.destroy().unwrap();
+    for p in &parents {
+        std::fs::remove_dir(p).unwrap();
+    }
+}
+
+#[test]
 fn real_layout_is_detected_and_described() {
     if !common::privileged("real_layout_is_detected_and_described") {
         return;

@@ -196,7 +196,11 @@ impl CgroupFs for FakeFs {
                     }
                     have.join(" ")
                 }
-                "cgroup.procs" | "cgroup.kill" | "cgroup.freeze" => return Ok(()),
+                "cgroup.kill" => {
+                    // The kernel kills every task; they leave cgroup.procs.
+                    return std::fs::write(path.with_file_name("cgroup.procs"), "");
+                }
+                "cgroup.procs" | "cgroup.freeze" => return Ok(()),
                 _ => value.to_string(),
             }
         };
@@ -210,6 +214,10 @@ impl CgroupFs for FakeFs {
     fn rmdir(&self, path: &Path) -> io::Result<()> {
         if !path.exists() {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        // Like cgroupfs: a cgroup with child cgroups is busy.
+        if !RealFs.list_dirs(path)?.is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         std::fs::remove_dir_all(path)
     }

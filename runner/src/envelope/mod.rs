@@ -304,7 +304,8 @@ impl Inner {
         }
     }
 
-    /// Kill everything, remove every directory (children first), verify they are gone.
+    /// Kill everything, then remove every directory (children first). `remove_tree` returns `Ok`
+    /// only once `rmdir(2)` succeeded or the directory was already gone, so success means removed.
     fn teardown(&self) -> Result<(), EnvelopeError> {
         let killed = self.kill_all();
         let mut first_err = killed.err();
@@ -313,47 +314,53 @@ impl Inner {
                 first_err.get_or_insert(e);
             }
         }
-        for dir in self.dirs.unique() {
-            if self.fs.exists(dir) {
-                first_err.get_or_insert(EnvelopeError::NotRemoved {
-                    path: dir.to_path_buf(),
-                    source: io::Error::from_raw_os_error(libc::EBUSY),
-                });
-            }
-        }
         first_err.map_or(Ok(()), Err)
     }
 }
 
-/// Removes a cgroup directory and any child cgroups (depth first), retrying `EBUSY` while killed tasks
-/// finish exiting. A directory that is already gone is fine.
+/// Removes a cgroup directory and any child cgroups, retrying `EBUSY` while killed tasks finish
+/// exiting. A directory that is already gone is fine. The common case (an empty leaf without
+/// children) is one `rmdir(2)`; the children are listed only when the kernel refuses with `EBUSY`
+/// (cgroupfs's answer for both "has child cgroups" and "tasks still exiting").
 fn remove_tree(fs: &dyn CgroupFs, dir: &Path) -> Result<(), EnvelopeError> {
-    match fs.list_dirs(dir) {
-        Ok(children) => {
-            for c in children {
-                remove_tree(fs, &dir.join(c))?;
-            }
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(EnvelopeError::io("list", dir, e)),
-    }
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut pause = Duration::from_micros(200);
+    let mut children_removed = false;
     loop {
-        match fs.rmdir(dir) {
+        let busy = match fs.rmdir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => e,
             Err(e) => {
                 return Err(EnvelopeError::NotRemoved {
                     path: dir.to_path_buf(),
                     source: e,
                 })
             }
+        };
+        if !children_removed {
+            children_removed = true;
+            match fs.list_dirs(dir) {
+                Ok(children) => {
+                    for c in &children {
+                        remove_tree(fs, &dir.join(c))?;
+                    }
+                    if !children.is_empty() {
+                        continue;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Err(e) => return Err(EnvelopeError::io("list", dir, e)),
+            }
         }
+        if Instant::now() >= deadline {
+            return Err(EnvelopeError::NotRemoved {
+                path: dir.to_path_buf(),
+                source: busy,
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -450,20 +457,22 @@ pub(crate) fn read_pids(fs: &dyn CgroupFs, files: &[PathBuf]) -> Result<Vec<i32>
     Ok(pids)
 }
 
-/// Refuses to kill when hybox's own process is in the envelope (freezing or killing it would stop the
-/// runner itself).
-pub(crate) fn ensure_runner_outside(
+/// The pids in the envelope, refusing when hybox's own process is among them (freezing or killing it
+/// would stop the runner itself). Empty: nothing to kill, so the kill (freezer, `cgroup.kill`) is
+/// skipped: with no task inside, nothing can fork its way in.
+pub(crate) fn pids_to_kill(
     fs: &dyn CgroupFs,
     files: &[PathBuf],
-) -> Result<(), EnvelopeError> {
+) -> Result<Vec<i32>, EnvelopeError> {
     let me = std::process::id() as i32;
-    if read_pids(fs, files)?.contains(&me) {
+    let pids = read_pids(fs, files)?;
+    if pids.contains(&me) {
         return Err(EnvelopeError::RunnerInside {
             pid: me,
             path: files[0].clone(),
         });
     }
-    Ok(())
+    Ok(pids)
 }
 
 /// SIGKILLs every pid of `files` until none is left (or 2 s passed). `between` runs after each round
@@ -652,10 +661,137 @@ fn unavailable_or_io(op: &'static str, path: &Path, e: io::Error) -> EnvelopeErr
     }
 }
 
+/// How long a process reuses its per-host preparation (layout, parent, gc pass) before redoing it.
+pub const GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A host's cgroup layout as prepared by this process for one `(root, parent)`.
+#[derive(Debug)]
+struct Prepared {
+    version: Version,
+    bases: Dirs,
+    until: Instant,
+}
+
+fn prepared_hosts() -> &'static Mutex<HashMap<(PathBuf, String), Prepared>> {
+    static HOSTS: OnceLock<Mutex<HashMap<(PathBuf, String), Prepared>>> = OnceLock::new();
+    HOSTS.get_or_init(Default::default)
+}
+
+/// Arguments checked before anything is created.
+fn validate(run_id: &str, parent: &str, limits: &Limits) -> Result<(), EnvelopeError> {
+    validate_name("run id", run_id, false)?;
+    validate_name("cgroup parent", parent, true)?;
+    if limits.memory_bytes < page_size() {
+        return Err(EnvelopeError::Invalid {
+            what: "memory limit",
+            value: limits.memory_bytes.to_string(),
+            why: "below one page",
+        });
+    }
+    if !(limits.cpus.is_finite() && limits.cpus > 0.0) {
+        return Err(EnvelopeError::Invalid {
+            what: "cpus",
+            value: limits.cpus.to_string(),
+            why: "must be > 0",
+        });
+    }
+    if limits.pids == 0 {
+        return Err(EnvelopeError::Invalid {
+            what: "pids",
+            value: "0".into(),
+            why: "must be >= 1",
+        });
+    }
+    Ok(())
+}
+
+/// The per-host part of creating an envelope: detect the layout, gc envelopes of dead owners under
+/// `parent`, create `parent` (v2: and enable the controllers down to it).
+fn prepare_host(
+    fs: &Arc<dyn CgroupFs>,
+    root: &Path,
+    parent: &str,
+) -> Result<(Version, Dirs), EnvelopeError> {
+    let layout = layout::detect_with(&**fs, root)?;
+    let (version, bases) = bases(&layout)?;
+    // Failures of the gc pass must not stop a run; they are logged.
+    match gc::gc_with(fs, version, &bases, parent) {
+        Ok(r) if !r.errors.is_empty() => tracing::warn!(errors = ?r.errors, "envelope gc pass"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "envelope gc pass"),
+    }
+    if version == Version::V2 {
+        v2::prepare_parents(&**fs, root, parent)?;
+    } else {
+        for base in bases.unique() {
+            mkdir_parents(&**fs, base, parent)?;
+        }
+    }
+    Ok((version, bases))
+}
+
+/// Creates the leaf `<parent>/<run_id>.owner-<pid>-<start>` in every controller and applies the
+/// limits, reading each back. Whatever was created is torn down if a step fails.
+fn create_leaf(
+    fs: &Arc<dyn CgroupFs>,
+    version: Version,
+    bases: &Dirs,
+    parent: &str,
+    run_id: &str,
+    limits: &Limits,
+    owner: &Owner,
+) -> Result<Envelope, EnvelopeError> {
+    let leaf = owner.leaf_name(run_id);
+    let dirs = bases.map(|b| b.join(parent).join(&leaf));
+    let inner = Arc::new(Inner {
+        fs: fs.clone(),
+        version,
+        dirs,
+    });
+    let id = register(&inner);
+    // From here on, Drop tears down whatever was created if a step fails.
+    let mut env = Envelope {
+        inner,
+        applied: Applied {
+            memory_bytes: 0,
+            cpu_quota_us: 0,
+            cpu_period_us: 0,
+            pids_max: 0,
+        },
+        rel_path: format!("/{parent}/{leaf}"),
+        id,
+        done: false,
+    };
+    for dir in env.inner.dirs.unique() {
+        match fs.mkdir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Not ours: make sure Drop does not remove someone else's cgroup.
+                env.done = true;
+                unregister(id);
+                return Err(EnvelopeError::Exists {
+                    path: dir.to_path_buf(),
+                });
+            }
+            Err(e) => return Err(unavailable_or_io("mkdir", dir, e)),
+        }
+    }
+    env.applied = match version {
+        Version::V1 { .. } => v1::apply(&**fs, &env.inner.dirs, limits)?,
+        Version::V2 => v2::apply(&**fs, &env.inner.dirs.memory, limits)?,
+    };
+    Ok(env)
+}
+
 impl Envelope {
     /// Creates the run's leaf cgroup under `root` (`HostConfig.cgroup_root`, `/sys/fs/cgroup`) and
-    /// `parent` (`HostConfig.cgroup_parent`, `hybox`), writes `limits` and reads them back. Runs a cheap
-    /// gc pass over `parent` first (envelopes of dead owners).
+    /// `parent` (`HostConfig.cgroup_parent`, `hybox`), writes `limits` and reads them back.
+    ///
+    /// The per-host work (layout detection, creating the parent and enabling its controllers, and a
+    /// cheap gc pass over envelopes of dead owners) is done by the first envelope of a process and
+    /// then at most every [`GC_INTERVAL`]: a CLI run pays it once, a long-lived host (`hybox serve`)
+    /// does not pay it per call. A parent removed in between is noticed (`ENOENT` on the leaf) and
+    /// prepared again.
     pub fn create(
         root: &Path,
         parent: &str,
@@ -663,9 +799,52 @@ impl Envelope {
         limits: &Limits,
     ) -> Result<Envelope, EnvelopeError> {
         let owner = Owner::current().map_err(EnvelopeError::Owner)?;
-        Envelope::create_with(Arc::new(RealFs), root, parent, run_id, limits, owner)
+        let fs: Arc<dyn CgroupFs> = Arc::new(RealFs);
+        validate(run_id, parent, limits)?;
+        let key = (root.to_path_buf(), parent.to_string());
+        let cached = prepared_hosts()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|p| p.until > Instant::now())
+            .map(|p| (p.version, p.bases.clone()));
+        let fresh = cached.is_none();
+        let (version, bases) = match cached {
+            Some(p) => p,
+            None => prepare_host(&fs, root, parent)?,
+        };
+        let remember = |version: Version, bases: &Dirs| {
+            prepared_hosts()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    key.clone(),
+                    Prepared {
+                        version,
+                        bases: bases.clone(),
+                        until: Instant::now() + GC_INTERVAL,
+                    },
+                );
+        };
+        if fresh {
+            remember(version, &bases);
+        }
+        match create_leaf(&fs, version, &bases, parent, run_id, limits, &owner) {
+            Err(EnvelopeError::Unavailable { source, .. })
+                if !fresh && source.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                // The parent went away since it was prepared (e.g. an admin removed it): redo.
+                let (version, bases) = prepare_host(&fs, root, parent)?;
+                remember(version, &bases);
+                create_leaf(&fs, version, &bases, parent, run_id, limits, &owner)
+            }
+            r => r,
+        }
     }
 
+    /// [`Envelope::create`] on any cgroup filesystem (the unit tests' fake trees), doing the per-host
+    /// preparation every time.
+    #[cfg(test)]
     pub(crate) fn create_with(
         fs: Arc<dyn CgroupFs>,
         root: &Path,
@@ -674,86 +853,9 @@ impl Envelope {
         limits: &Limits,
         owner: Owner,
     ) -> Result<Envelope, EnvelopeError> {
-        validate_name("run id", run_id, false)?;
-        validate_name("cgroup parent", parent, true)?;
-        if limits.memory_bytes < page_size() {
-            return Err(EnvelopeError::Invalid {
-                what: "memory limit",
-                value: limits.memory_bytes.to_string(),
-                why: "below one page",
-            });
-        }
-        if !(limits.cpus.is_finite() && limits.cpus > 0.0) {
-            return Err(EnvelopeError::Invalid {
-                what: "cpus",
-                value: limits.cpus.to_string(),
-                why: "must be > 0",
-            });
-        }
-        if limits.pids == 0 {
-            return Err(EnvelopeError::Invalid {
-                what: "pids",
-                value: "0".into(),
-                why: "must be >= 1",
-            });
-        }
-        let layout = layout::detect_with(&*fs, root)?;
-        let (version, bases) = bases(&layout)?;
-
-        // Cheap gc pass: only envelopes of dead owners under this parent; failures must not stop a run.
-        match gc::gc_with(&fs, version, &bases, parent) {
-            Ok(r) if !r.errors.is_empty() => tracing::warn!(errors = ?r.errors, "envelope gc pass"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "envelope gc pass"),
-        }
-
-        let leaf = owner.leaf_name(run_id);
-        if version == Version::V2 {
-            v2::prepare_parents(&*fs, root, parent)?;
-        } else {
-            for base in bases.unique() {
-                mkdir_parents(&*fs, base, parent)?;
-            }
-        }
-        let dirs = bases.map(|b| b.join(parent).join(&leaf));
-        let inner = Arc::new(Inner {
-            fs: fs.clone(),
-            version,
-            dirs,
-        });
-        let id = register(&inner);
-        // From here on, Drop tears down whatever was created if a step fails.
-        let mut env = Envelope {
-            inner,
-            applied: Applied {
-                memory_bytes: 0,
-                cpu_quota_us: 0,
-                cpu_period_us: 0,
-                pids_max: 0,
-            },
-            rel_path: format!("/{parent}/{leaf}"),
-            id,
-            done: false,
-        };
-        for dir in env.inner.dirs.unique() {
-            match fs.mkdir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // Not ours: make sure Drop does not remove someone else's cgroup.
-                    env.done = true;
-                    unregister(id);
-                    return Err(EnvelopeError::Exists {
-                        path: dir.to_path_buf(),
-                    });
-                }
-                Err(e) => return Err(unavailable_or_io("mkdir", dir, e)),
-            }
-        }
-        env.applied = match version {
-            Version::V1 { .. } => v1::apply(&*fs, &env.inner.dirs, limits)?,
-            Version::V2 => v2::apply(&*fs, &env.inner.dirs.memory, limits)?,
-        };
-        Ok(env)
+        validate(run_id, parent, limits)?;
+        let (version, bases) = prepare_host(&fs, root, parent)?;
+        create_leaf(&fs, version, &bases, parent, run_id, limits, &owner)
     }
 
     /// The envelope for the run report: version, path and the limits as read back.

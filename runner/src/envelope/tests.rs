@@ -333,6 +333,12 @@ fn v2_create_delegates_controllers_and_writes_limits() {
             .count(),
         2
     );
+    // Empty envelope: nothing to kill, so no cgroup.kill write.
+    env.kill_all().unwrap();
+    assert!(!fs.written().iter().any(|(p, _)| p == &l("cgroup.kill")));
+    // With a task inside, cgroup.kill is used (the fake empties cgroup.procs on it, as the kernel
+    // does once the tasks are gone, so no real signal is sent to this made-up pid).
+    std::fs::write(t.path().join(l("cgroup.procs")), "999999\n").unwrap();
     env.kill_all().unwrap();
     assert!(fs
         .written()
@@ -538,4 +544,27 @@ fn limits_come_from_the_policy_resources() {
             pids: 16
         }
     );
+}
+
+#[test]
+fn destroy_removes_child_cgroups_first() {
+    for tree in ["v1", "v2"] {
+        let t = tempfile::tempdir().unwrap();
+        let fs = Arc::new(if tree == "v1" {
+            v1_tree(t.path(), false)
+        } else {
+            v2_tree(t.path())
+        });
+        let env = create(&fs, "r", &LIMITS).unwrap();
+        // A workload that created its own sub-cgroup (possible with a delegated cgroupfs): the
+        // fake, like cgroupfs, refuses rmdir of a cgroup with children (EBUSY).
+        let dirs = env.dirs();
+        for d in &dirs {
+            fs.mkdir(&d.join("child")).unwrap();
+        }
+        env.destroy().unwrap();
+        for d in &dirs {
+            assert!(!d.exists(), "{tree}: {} left behind", d.display());
+        }
+    }
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use super::fsio::CgroupFs;
 use super::{
-    cpu_quota, ensure_runner_outside, kill_loop, page_size, read_key, read_u64, write_checked,
-    Applied, Dirs, EnvelopeError, Limits,
+    cpu_quota, kill_loop, page_size, pids_to_kill, read_key, read_u64, write_checked, Applied,
+    Dirs, EnvelopeError, Limits,
 };
 use crate::report::Usage;
 
@@ -99,7 +99,9 @@ pub(crate) fn kill_all(fs: &dyn CgroupFs, d: &Dirs) -> Result<(), EnvelopeError>
         .into_iter()
         .map(|p| p.join("cgroup.procs"))
         .collect();
-    ensure_runner_outside(fs, &files)?;
+    if pids_to_kill(fs, &files)?.is_empty() {
+        return Ok(());
+    }
     let Some(freezer) = d.freezer.as_deref().filter(|f| fs.exists(f)) else {
         return kill_loop(fs, &files, || {});
     };

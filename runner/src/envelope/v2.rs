@@ -11,8 +11,8 @@ use std::path::Path;
 
 use super::fsio::CgroupFs;
 use super::{
-    cpu_quota, ensure_runner_outside, kill_loop, page_size, read_key, read_u64, write_checked,
-    Applied, EnvelopeError, Limits,
+    cpu_quota, kill_loop, page_size, pids_to_kill, read_key, read_u64, write_checked, Applied,
+    EnvelopeError, Limits,
 };
 use crate::report::Usage;
 
@@ -135,7 +135,9 @@ pub(crate) fn kill_all(fs: &dyn CgroupFs, leaf: &Path) -> Result<(), EnvelopeErr
         return Ok(());
     }
     let files = [leaf.join("cgroup.procs")];
-    ensure_runner_outside(fs, &files)?;
+    if pids_to_kill(fs, &files)?.is_empty() {
+        return Ok(());
+    }
     let kill = leaf.join("cgroup.kill");
     if fs.exists(&kill) {
         fs.write(&kill, "1")
