@@ -4,13 +4,13 @@
 //!
 //! Run: `cargo bench -p hybox --bench envelope`
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use hybox::backend::EnvelopeJoin;
-use hybox::envelope::{Envelope, Limits};
+use hybox::envelope::{self, Envelope, Layout, Limits};
 
 const LIMITS: Limits = Limits {
     memory_bytes: 64 << 20,
@@ -78,6 +78,38 @@ fn bench(c: &mut Criterion) {
             // The returned sleeper is dropped (reaped) after the timed part.
             BatchSize::SmallInput,
         );
+    });
+    // Baseline in the same run: the kernel's own cost for the same cgroups, mkdir + rmdir of one
+    // directory per hierarchy hybox uses, with no limits written, no read-back, no join.
+    let layout = envelope::detect(root).unwrap();
+    let mut bases: Vec<PathBuf> = match &layout {
+        Layout::V2 { root, .. } => vec![root.clone()],
+        Layout::V1 { controllers: c, .. } | Layout::Hybrid { controllers: c, .. } => {
+            [&c.memory, &c.cpu, &c.cpuacct, &c.pids, &c.freezer]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
+        }
+    };
+    bases.dedup();
+    for b in &bases {
+        let _ = std::fs::create_dir(b.join("hybox"));
+    }
+    g.bench_function("baseline: mkdir+rmdir per hierarchy", |b| {
+        b.iter_batched(
+            next_id,
+            |id| {
+                let dirs: Vec<PathBuf> = bases.iter().map(|b| b.join("hybox").join(&id)).collect();
+                for d in &dirs {
+                    std::fs::create_dir(d).unwrap();
+                }
+                for d in dirs.iter().rev() {
+                    std::fs::remove_dir(d).unwrap();
+                }
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

@@ -146,7 +146,8 @@ pub struct OutputReport {
 }
 
 /// Something the policy asked for that this host could not enforce, accepted because the policy says
-/// `on_unenforceable: degrade`.
+/// `on_unenforceable: degrade` or marks the mechanism best-effort (`native.landlock: best_effort`, the
+/// Landlock layer of `wasm.os_sandbox`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Degradation {
     /// What was not enforced (`envelope`, `landlock`, `cpu quota`...).

@@ -56,7 +56,12 @@ impl CgroupFs for RealFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        // Not fs::read_to_string: it stats the file for a size hint, and cgroupfs reports size 0
+        // anyway. Control files are small; the buffer fits nearly all of them in one read.
+        use std::io::Read;
+        let mut text = String::with_capacity(256);
+        std::fs::File::open(path)?.read_to_string(&mut text)?;
+        Ok(text)
     }
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {

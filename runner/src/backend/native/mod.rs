@@ -60,8 +60,14 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     spawn::drop_supplementary_groups().map_err(|e| io_err("setgroups([]) before clone", e))?;
 
     let t_start = Instant::now();
-    let child =
-        spawn::spawn(&shim, &workload, capture.as_ref()).map_err(|e| io_err("clone3", e))?;
+    let child = spawn::spawn(&shim, &workload, capture.as_ref()).map_err(|e| {
+        match e.raw_os_error() {
+            // EPERM: userns disallowed (sysctl, AppArmor, seccomp of a container); ENOSPC/EUSERS:
+            // the user namespace limit (user.max_user_namespaces) is 0 or reached.
+            Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => userns_refused(&e),
+            _ => io_err("clone3", e),
+        }
+    })?;
     drop(workload);
     drop(shim);
     let spawn::Child {
@@ -357,23 +363,28 @@ fn drain(fd: OwnedFd, max: u64) -> (Vec<u8>, u64, bool) {
     (kept, total, truncated)
 }
 
+/// The preflight error for a host that refuses to create the sandbox's user namespace.
+fn userns_refused(e: &std::io::Error) -> BackendError {
+    BackendError::Preflight {
+        what: "user namespaces".into(),
+        why: format!("clone3(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWNET|...) failed: {e}"),
+        hint: Some(
+            "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu \
+             kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for hybox; \
+             user.max_user_namespaces > 0)"
+                .into(),
+        ),
+    }
+}
+
 /// Checks the host can build this sandbox; returns the Landlock mode to use.
 fn preflight(
     policy: &Policy,
     degradations: &mut Vec<Degradation>,
 ) -> Result<LandlockMode, BackendError> {
-    static USERNS: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(why) = USERNS.get_or_init(spawn::probe_userns) {
-        return Err(BackendError::Preflight {
-            what: "user namespaces".into(),
-            why: why.clone(),
-            hint: Some(
-                "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu \
-                 kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for hybox)"
-                    .into(),
-            ),
-        });
-    }
+    // User namespaces are not probed here with a throwaway clone (a whole extra process per run):
+    // the sandbox's own clone3 is the probe, and `userns_refused` turns its failure into the same
+    // actionable error.
     let mode = policy.native.landlock;
     if mode == LandlockMode::Required {
         static LANDLOCK: OnceLock<Result<(), String>> = OnceLock::new();

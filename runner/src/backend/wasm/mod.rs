@@ -256,7 +256,8 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-    let mut child = spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox)
+    let loopback = policy.network == crate::policy::Network::Loopback;
+    let mut child = spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback)
         .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
     drop(job_r);
     drop(res_w);
@@ -359,8 +360,29 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     };
     run.details
         .insert("backend_process".into(), "worker".into());
+    degradations.extend(os_sandbox_degradation(&run.details));
     run.degradations.extend(degradations);
     Ok(run)
+}
+
+/// The worker applies Landlock best-effort (an older kernel enforces part of the ruleset: no TCP
+/// rules before ABI 4, no scoping before ABI 6); whatever it could not enforce is a degradation of
+/// `wasm.os_sandbox` and the report must say so, not only its `details`.
+pub(crate) fn os_sandbox_degradation(
+    details: &serde_json::Map<String, serde_json::Value>,
+) -> Option<Degradation> {
+    let landlock = details.get("os_sandbox")?.get("landlock")?.as_str()?;
+    (landlock != "fully_enforced").then(|| Degradation {
+        what: "wasm.os_sandbox landlock".into(),
+        why: format!(
+            "Landlock {} on this kernel (ABI {}; hybox's worker ruleset needs ABI 6 for full \
+             enforcement); namespaces, no capabilities and seccomp still apply",
+            landlock.replace('_', " "),
+            crate::doctor::landlock_abi()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "none".into())
+        ),
+    })
 }
 
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
@@ -371,6 +393,7 @@ fn spawn_worker(
     job_r: &OwnedFd,
     res_w: &OwnedFd,
     os_sandbox: bool,
+    loopback: bool,
 ) -> std::io::Result<std::process::Child> {
     let mut cmd = Command::new(exe);
     cmd.arg(WORKER_SUBCOMMAND).env_clear();
@@ -387,7 +410,7 @@ fn spawn_worker(
     unsafe {
         cmd.pre_exec(move || {
             if os_sandbox {
-                hardened::enter_namespaces()?;
+                hardened::enter_namespaces(loopback)?;
             }
             place_worker_fds(j, r)
         });
@@ -429,4 +452,25 @@ pub fn precompile(
 ) -> Result<(), ArtifactError> {
     let dir = artifact::cache_dir(host)?;
     worker::precompile_in_process(input, output, policy, &dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partially_enforced_worker_landlock_is_a_degradation() {
+        let details = |ll: &str| {
+            serde_json::json!({"os_sandbox": {"landlock": ll}})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(os_sandbox_degradation(&details("fully_enforced")), None);
+        let d = os_sandbox_degradation(&details("partially_enforced")).unwrap();
+        assert_eq!(d.what, "wasm.os_sandbox landlock");
+        assert!(d.why.contains("partially enforced"), "{}", d.why);
+        assert!(os_sandbox_degradation(&details("not_enforced")).is_some());
+        assert_eq!(os_sandbox_degradation(&serde_json::Map::new()), None);
+    }
 }
