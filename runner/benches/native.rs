@@ -1,5 +1,6 @@
-//! Cold start of the native backend: the static `hello` guest under full isolation (user, mount, pid,
-//! net, ipc, uts, cgroup namespaces, pivot_root, Landlock, seccomp) vs a bare spawn of the same binary
+//! Cold start of the native backend: the static `hello` guest under full isolation (the run's cgroup
+//! envelope; user, mount, pid, net, ipc, uts namespaces, pivot_root, Landlock, seccomp), the same
+//! without the envelope, vs a bare spawn of the same binary
 //! vs `bwrap --unshare-all --ro-bind / / hello`, in the same run. A plain timing harness (`harness =
 //! false`): medians of N runs, interleaved so drift hits all three alike.
 //!
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as PStdio};
 use std::time::{Duration, Instant};
 
-use hybox::backend::{native, Launch};
+use hybox::backend::{native, EnvelopeHandle, Launch};
+use hybox::envelope::{Envelope, Limits};
 use hybox::policy::Policy;
 use hybox::report::Outcome;
 use hybox::workload::Artifact;
@@ -63,21 +65,28 @@ fn main() {
         .map(|o| o.status.success())
         .unwrap_or(false);
 
-    let (mut sandboxed, mut bare, mut bwrap) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..n {
+    let limits = Limits::from(&policy.resources);
+    let (mut full, mut sandboxed, mut bare, mut bwrap) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        // Full isolation: the run's envelope (created, joined, destroyed) + the sandbox.
         let t = Instant::now();
-        let launch = Launch {
-            run_id: "bench",
-            policy: &policy,
-            artifact: &artifact,
-            args: &[],
-            env: Default::default(),
-            stdio: &stdio,
-            envelope: None,
-            deadline: Instant::now() + Duration::from_secs(10),
-            host: &host,
-        };
-        let r = native::run(&launch).expect("native run");
+        let env = Envelope::create(
+            Path::new("/sys/fs/cgroup"),
+            "hybox",
+            &format!("bench-native-{}-{i}", std::process::id()),
+            &limits,
+        )
+        .expect("envelope");
+        let r = native::run(&launch(&policy, &artifact, &stdio, &host, Some(&env)))
+            .expect("native run");
+        assert_eq!(r.outcome, Outcome::Exited { code: 0 });
+        env.destroy().expect("destroy envelope");
+        full.push(t.elapsed());
+
+        // The sandbox alone (namespaces, mounts, Landlock, seccomp; no cgroup).
+        let t = Instant::now();
+        let r = native::run(&launch(&policy, &artifact, &stdio, &host, None)).expect("native run");
         assert_eq!(r.outcome, Outcome::Exited { code: 0 });
         sandboxed.push(t.elapsed());
 
@@ -102,24 +111,54 @@ fn main() {
         }
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (s, b) = (median(&mut sandboxed), median(&mut bare));
+    let (f, s, b) = (median(&mut full), median(&mut sandboxed), median(&mut bare));
+    let w = have_bwrap.then(|| median(&mut bwrap));
+    let vs_bwrap = |x: Duration| {
+        w.map(|w| format!("; /bwrap {:.2}", ms(x) / ms(w)))
+            .unwrap_or_default()
+    };
     println!(
         "native cold start, static hello, n={n} (shim {})",
         shim.display()
     );
-    println!("  bare spawn          median {:8.3} ms", ms(b));
+    println!("  bare spawn                 median {:8.3} ms", ms(b));
     println!(
-        "  hybox native        median {:8.3} ms  ({:.1}x bare)",
-        ms(s),
-        ms(s) / ms(b)
+        "  hybox native + envelope    median {:8.3} ms  ({:.1}x bare{})",
+        ms(f),
+        ms(f) / ms(b),
+        vs_bwrap(f)
     );
-    if have_bwrap {
-        let w = median(&mut bwrap);
+    println!(
+        "  hybox native, no envelope  median {:8.3} ms  ({:.1}x bare{})",
+        ms(s),
+        ms(s) / ms(b),
+        vs_bwrap(s)
+    );
+    if let Some(w) = w {
         println!(
-            "  bwrap --unshare-all median {:8.3} ms  ({:.1}x bare; hybox/bwrap {:.2})",
+            "  bwrap --unshare-all        median {:8.3} ms  ({:.1}x bare)",
             ms(w),
-            ms(w) / ms(b),
-            ms(s) / ms(w)
+            ms(w) / ms(b)
         );
+    }
+}
+
+fn launch<'a>(
+    policy: &'a Policy,
+    artifact: &'a Artifact,
+    stdio: &'a Stdio,
+    host: &'a HostConfig,
+    envelope: Option<&'a EnvelopeHandle>,
+) -> Launch<'a> {
+    Launch {
+        run_id: "bench",
+        policy,
+        artifact,
+        args: &[],
+        env: Default::default(),
+        stdio,
+        envelope,
+        deadline: Instant::now() + Duration::from_secs(10),
+        host,
     }
 }

@@ -1,5 +1,5 @@
 //! The per-run hot path before any sandbox exists: parse + validate a policy, detect a workload,
-//! decide the backend. `cargo bench -p hybox --bench policy`.
+//! decide the backend, and compile the native sandbox's seccomp filters. `cargo bench -p hybox --bench policy`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use hybox::decide::decide;
@@ -16,6 +16,10 @@ fn policy_parse_and_decide(c: &mut Criterion) {
         b.iter(|| {
             Policy::from_json_str(std::hint::black_box(&text), "untrusted-plugin.json").unwrap()
         })
+    });
+    // The native sandbox's seccomp filters, compiled by the runner for each run's plan.
+    c.bench_function("native/seccomp_compile", |b| {
+        b.iter(|| hybox_shim::seccomp::compile(std::hint::black_box(&[])).unwrap())
     });
     let policy = Policy::from_json_str(&text, "untrusted-plugin.json").unwrap();
     let bundle = repo.join("examples/hello");

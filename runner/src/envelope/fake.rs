@@ -208,7 +208,25 @@ impl CgroupFs for FakeFs {
     }
 
     fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        let text = std::fs::read_to_string(path)?;
+        if path.file_name().is_some_and(|n| n == "cgroup.procs") {
+            // Like the kernel: a task that exited (dead or zombie) is no longer listed.
+            let alive = |pid: &str| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|st| {
+                        st.rsplit_once(')')
+                            .map(|(_, rest)| rest.trim_start().to_string())
+                    })
+                    .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+            };
+            return Ok(text
+                .lines()
+                .filter(|l| alive(l.trim()))
+                .map(|l| format!("{l}\n"))
+                .collect());
+        }
+        Ok(text)
     }
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {

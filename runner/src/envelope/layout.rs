@@ -22,7 +22,7 @@ pub struct V1Controllers {
     pub cpu: Option<PathBuf>,
     pub cpuacct: Option<PathBuf>,
     pub pids: Option<PathBuf>,
-    /// Optional: used to kill without racing forks (freeze, SIGKILL all, thaw).
+    /// Optional and unused: the kill seals the envelope through `pids.max` instead (see `v1.rs`).
     pub freezer: Option<PathBuf>,
 }
 
@@ -65,8 +65,11 @@ impl Layout {
                 show("cpuacct", &c.cpuacct),
                 show("pids", &c.pids),
                 match &c.freezer {
-                    Some(p) => format!("freezer at {} (used to kill)", p.display()),
-                    None => "freezer absent (kill by repeated SIGKILL)".into(),
+                    Some(p) => format!(
+                        "freezer at {} (not needed: the kill seals through pids.max)",
+                        p.display()
+                    ),
+                    None => "freezer absent (not needed: the kill seals through pids.max)".into(),
                 },
             ]
             .join(", ")

@@ -194,30 +194,22 @@ impl Version {
     }
 }
 
-/// The directories of one cgroup per controller (on v2 all the same directory, no freezer dir).
+/// The directories of one cgroup per controller (on v2 all the same directory). The v1 freezer is not
+/// used: the kill seals the envelope through `pids.max` instead (see `seal_and_kill`), which saves a
+/// hierarchy per run (mkdir, join, rmdir).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Dirs {
     pub memory: PathBuf,
     pub cpu: PathBuf,
     pub cpuacct: PathBuf,
     pub pids: PathBuf,
-    pub freezer: Option<PathBuf>,
 }
 
 impl Dirs {
     /// Each distinct directory once (co-mounted v1 controllers, v2), in creation order.
     pub fn unique(&self) -> Vec<&Path> {
         let mut out: Vec<&Path> = Vec::new();
-        for d in [
-            Some(&self.memory),
-            Some(&self.cpu),
-            Some(&self.cpuacct),
-            Some(&self.pids),
-            self.freezer.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for d in [&self.memory, &self.cpu, &self.cpuacct, &self.pids] {
             if !out.contains(&d.as_path()) {
                 out.push(d);
             }
@@ -231,7 +223,6 @@ impl Dirs {
             cpu: f(&self.cpu),
             cpuacct: f(&self.cpuacct),
             pids: f(&self.pids),
-            freezer: self.freezer.as_deref().map(&f),
         }
     }
 }
@@ -251,7 +242,6 @@ fn bases(layout: &Layout) -> Result<(Version, Dirs), EnvelopeError> {
             cpu: c.cpu.clone()?,
             cpuacct: c.cpuacct.clone()?,
             pids: c.pids.clone()?,
-            freezer: c.freezer.clone(),
         })
     };
     let unreachable = || EnvelopeError::MissingControllers {
@@ -274,7 +264,6 @@ fn bases(layout: &Layout) -> Result<(Version, Dirs), EnvelopeError> {
                 cpu: root.clone(),
                 cpuacct: root.clone(),
                 pids: root.clone(),
-                freezer: None,
             },
         ),
     })
@@ -458,7 +447,7 @@ pub(crate) fn read_pids(fs: &dyn CgroupFs, files: &[PathBuf]) -> Result<Vec<i32>
 }
 
 /// The pids in the envelope, refusing when hybox's own process is among them (freezing or killing it
-/// would stop the runner itself). Empty: nothing to kill, so the kill (freezer, `cgroup.kill`) is
+/// would stop the runner itself). Empty: nothing to kill, so the kill (seal, `cgroup.kill`) is
 /// skipped: with no task inside, nothing can fork its way in.
 pub(crate) fn pids_to_kill(
     fs: &dyn CgroupFs,
@@ -475,13 +464,9 @@ pub(crate) fn pids_to_kill(
     Ok(pids)
 }
 
-/// SIGKILLs every pid of `files` until none is left (or 2 s passed). `between` runs after each round
-/// of signals (v1: thaw the freezer so the killed tasks can die).
-pub(crate) fn kill_loop(
-    fs: &dyn CgroupFs,
-    files: &[PathBuf],
-    mut between: impl FnMut(),
-) -> Result<(), EnvelopeError> {
+/// SIGKILLs every pid of `files` until none is left (or 2 s passed), re-reading the list after each
+/// round: killed tasks take a moment to leave it.
+pub(crate) fn kill_loop(fs: &dyn CgroupFs, files: &[PathBuf]) -> Result<(), EnvelopeError> {
     let me = std::process::id() as i32;
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut pause = Duration::from_micros(100);
@@ -491,7 +476,6 @@ pub(crate) fn kill_loop(
             return Ok(());
         }
         if pids.contains(&me) {
-            between();
             return Err(EnvelopeError::RunnerInside {
                 pid: me,
                 path: files[0].clone(),
@@ -507,10 +491,28 @@ pub(crate) fn kill_loop(
             // SAFETY: kill(2) has no memory-safety preconditions; ESRCH (already gone) is fine.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        between();
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
     }
+}
+
+/// Kills every task of a non-empty envelope without a freezer: first `pids.max = 0` (the pids
+/// controller then refuses every fork and clone inside, so the set of tasks can only shrink; a value
+/// below the current count is allowed, it only applies to new tasks), then SIGKILL rounds until
+/// `cgroup.procs` is empty. No task can escape the kill by forking in between.
+pub(crate) fn seal_and_kill(
+    fs: &dyn CgroupFs,
+    pids_dir: &Path,
+    files: &[PathBuf],
+) -> Result<(), EnvelopeError> {
+    let max = pids_dir.join("pids.max");
+    if let Err(e) = fs.write(&max, "0") {
+        // Gone already (its tasks with it) is fine; anything else means the seal is not in place.
+        if fs.exists(pids_dir) {
+            return Err(EnvelopeError::io("write", &max, e));
+        }
+    }
+    kill_loop(fs, files)
 }
 
 /// The system page size (the kernel rounds memory limits down to it).

@@ -156,8 +156,8 @@ fn v1_create_writes_every_limit_and_reads_it_back() {
     );
     assert_eq!(
         env.dirs().len(),
-        4,
-        "memory, cpu,cpuacct, pids, freezer: {:?}",
+        3,
+        "memory, cpu,cpuacct, pids (no freezer: the kill seals through pids.max): {:?}",
         env.dirs()
     );
     let procs: Vec<String> = env.procs_files().iter().map(|p| fs.rel(p)).collect();
@@ -168,10 +168,14 @@ fn v1_create_writes_every_limit_and_reads_it_back() {
             .iter()
             .filter(|(p, v)| p.ends_with("cgroup.procs") && v == "12345")
             .count(),
-        4
+        3
+    );
+    assert!(
+        !t.path().join("freezer/hybox").exists(),
+        "no freezer cgroup"
     );
     env.destroy().unwrap();
-    for c in ["memory", "cpu,cpuacct", "pids", "freezer"] {
+    for c in ["memory", "cpu,cpuacct", "pids"] {
         assert!(
             !t.path().join(c).join("hybox").join(&leaf).exists(),
             "{c} leaf removed"
@@ -337,9 +341,19 @@ fn v2_create_delegates_controllers_and_writes_limits() {
     env.kill_all().unwrap();
     assert!(!fs.written().iter().any(|(p, _)| p == &l("cgroup.kill")));
     // With a task inside, cgroup.kill is used (the fake empties cgroup.procs on it, as the kernel
-    // does once the tasks are gone, so no real signal is sent to this made-up pid).
-    std::fs::write(t.path().join(l("cgroup.procs")), "999999\n").unwrap();
+    // does once the tasks are gone; the child is then killed here).
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        t.path().join(l("cgroup.procs")),
+        format!("{}\n", child.id()),
+    )
+    .unwrap();
     env.kill_all().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert!(fs
         .written()
         .iter()
@@ -360,7 +374,8 @@ fn v2_parent_with_processes_is_refused() {
     let t = tempfile::tempdir().unwrap();
     let fs = Arc::new(v2_tree(t.path()));
     fs.mkdir(&t.path().join("hybox")).unwrap();
-    std::fs::write(t.path().join("hybox/cgroup.procs"), "77\n").unwrap();
+    // A live pid (the fake, like the kernel, lists only live tasks): the init process.
+    std::fs::write(t.path().join("hybox/cgroup.procs"), "1\n").unwrap();
     let e = create(&fs, "r", &LIMITS).unwrap_err();
     assert!(matches!(e, EnvelopeError::InternalProcess { .. }), "{e}");
     assert!(e.to_string().contains("no-internal-process"), "{e}");
@@ -567,4 +582,31 @@ fn destroy_removes_child_cgroups_first() {
             assert!(!d.exists(), "{tree}: {} left behind", d.display());
         }
     }
+}
+
+#[test]
+fn v1_kill_seals_with_pids_max_zero_then_kills_every_task() {
+    let t = tempfile::tempdir().unwrap();
+    let fs = Arc::new(v1_tree(t.path(), false));
+    let env = create(&fs, "r", &LIMITS).unwrap();
+    // A real task of ours (a child), listed in every controller as the kernel would after a join.
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    for d in env.dirs() {
+        std::fs::write(d.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
+    }
+    env.kill_all().unwrap();
+    // Sealed before any signal: pids.max = 0 is the first write of the kill.
+    let leaf = me().leaf_name("r");
+    let w = fs.written();
+    let seal = w
+        .iter()
+        .position(|(p, v)| p == &format!("pids/hybox/{leaf}/pids.max") && v == "0");
+    assert!(seal.is_some(), "{w:?}");
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    env.destroy().unwrap();
 }

@@ -5,14 +5,14 @@
 //! no-internal-process rule), then on the leaf memory.max, memory.swap.max = 0, memory.oom.group = 1
 //! (an OOM kills the whole run, not one random process), cpu.max `quota period`, pids.max. Usage from
 //! memory.peak, memory.events (`oom_kill`), cpu.stat (`user_usec`, `system_usec`), pids.events
-//! (`max`). Kill via cgroup.kill (5.14+), else freeze + SIGKILL loop.
+//! (`max`). Kill via cgroup.kill (5.14+), else pids.max = 0 + SIGKILL loop.
 
 use std::path::Path;
 
 use super::fsio::CgroupFs;
 use super::{
-    cpu_quota, kill_loop, page_size, pids_to_kill, read_key, read_u64, write_checked, Applied,
-    EnvelopeError, Limits,
+    cpu_quota, kill_loop, page_size, pids_to_kill, read_key, read_u64, seal_and_kill,
+    write_checked, Applied, EnvelopeError, Limits,
 };
 use crate::report::Usage;
 
@@ -143,14 +143,8 @@ pub(crate) fn kill_all(fs: &dyn CgroupFs, leaf: &Path) -> Result<(), EnvelopeErr
         fs.write(&kill, "1")
             .map_err(|e| EnvelopeError::io("write", &kill, e))?;
         // cgroup.kill is synchronous for signalling; wait for the tasks to leave.
-        return kill_loop(fs, &files, || {});
+        return kill_loop(fs, &files);
     }
-    let freeze = leaf.join("cgroup.freeze");
-    fs.write(&freeze, "1")
-        .map_err(|e| EnvelopeError::io("write", &freeze, e))?;
-    let r = kill_loop(fs, &files, || {
-        let _ = fs.write(&freeze, "0");
-    });
-    let _ = fs.write(&freeze, "0");
-    r
+    // Before 5.14: no cgroup.kill; seal through pids.max and kill in rounds, as on v1.
+    seal_and_kill(fs, leaf, &files)
 }
