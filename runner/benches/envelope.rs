@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
     let mut bases: Vec<PathBuf> = match &layout {
         Layout::V2 { root, .. } => vec![root.clone()],
         Layout::V1 { controllers: c, .. } | Layout::Hybrid { controllers: c, .. } => {
-            [&c.memory, &c.cpu, &c.cpuacct, &c.pids, &c.freezer]
+            [&c.memory, &c.cpu, &c.cpuacct, &c.pids]
                 .into_iter()
                 .flatten()
                 .cloned()

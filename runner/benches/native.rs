@@ -68,9 +68,12 @@ fn main() {
     let limits = Limits::from(&policy.resources);
     let (mut full, mut sandboxed, mut bare, mut bwrap) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Envelope create, sandbox run in it, envelope destroy.
+    let mut parts: [Vec<Duration>; 3] = Default::default();
     for i in 0..n {
         // Full isolation: the run's envelope (created, joined, destroyed) + the sandbox.
         let t = Instant::now();
+        let t_create = Instant::now();
         let env = Envelope::create(
             Path::new("/sys/fs/cgroup"),
             "hybox",
@@ -78,10 +81,15 @@ fn main() {
             &limits,
         )
         .expect("envelope");
+        parts[0].push(t_create.elapsed());
+        let t_run = Instant::now();
         let r = native::run(&launch(&policy, &artifact, &stdio, &host, Some(&env)))
             .expect("native run");
         assert_eq!(r.outcome, Outcome::Exited { code: 0 });
+        parts[1].push(t_run.elapsed());
+        let t_destroy = Instant::now();
         env.destroy().expect("destroy envelope");
+        parts[2].push(t_destroy.elapsed());
         full.push(t.elapsed());
 
         // The sandbox alone (namespaces, mounts, Landlock, seccomp; no cgroup).
@@ -127,6 +135,12 @@ fn main() {
         ms(f),
         ms(f) / ms(b),
         vs_bwrap(f)
+    );
+    println!(
+        "    of which: envelope create {:.3} ms, run {:.3} ms, destroy {:.3} ms (medians)",
+        ms(median(&mut parts[0])),
+        ms(median(&mut parts[1])),
+        ms(median(&mut parts[2]))
     );
     println!(
         "  hybox native, no envelope  median {:8.3} ms  ({:.1}x bare{})",

@@ -313,7 +313,7 @@ impl Inner {
 /// (cgroupfs's answer for both "has child cgroups" and "tasks still exiting").
 fn remove_tree(fs: &dyn CgroupFs, dir: &Path) -> Result<(), EnvelopeError> {
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut pause = Duration::from_micros(200);
+    let mut pause = Duration::from_micros(50);
     let mut children_removed = false;
     loop {
         let busy = match fs.rmdir(dir) {
@@ -469,7 +469,7 @@ pub(crate) fn pids_to_kill(
 pub(crate) fn kill_loop(fs: &dyn CgroupFs, files: &[PathBuf]) -> Result<(), EnvelopeError> {
     let me = std::process::id() as i32;
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut pause = Duration::from_micros(100);
+    let mut pause = Duration::from_micros(20);
     loop {
         let pids = read_pids(fs, files)?;
         if pids.is_empty() {
