@@ -66,6 +66,28 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A run's shape: the process joins, finishes (here: `cat` whose stdin closes) and is reaped by
+    // the runner, then the envelope goes. Includes that process's exit.
+    g.bench_function("create+join+exit+destroy", |b| {
+        b.iter_batched(
+            || {
+                let child = Command::new("cat")
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn cat");
+                (next_id(), child)
+            },
+            |(id, mut child)| {
+                let env = Envelope::create(root, "hybox", &id, &LIMITS).unwrap();
+                env.join(child.id() as i32).unwrap();
+                drop(child.stdin.take());
+                child.wait().unwrap();
+                env.destroy().unwrap();
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    // The worst case: the joined process is alive and the teardown kills it.
     g.bench_function("create+join+destroy", |b| {
         b.iter_batched(
             || (next_id(), sleeper()),

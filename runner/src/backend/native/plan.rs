@@ -1,6 +1,8 @@
 //! Policy → [`Plan`]: everything the shim executes, decided here in the runner.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use hybox_shim::plan::{Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Plan, Rlimits};
 
@@ -81,6 +83,32 @@ fn no_nul(s: &str, what: &'static str) -> Result<String, PlanError> {
 }
 
 /// Builds the plan for one launch.
+/// The sandbox's seccomp programs for a policy's extra allow-list, compiled once per process and
+/// list (compiling the ~300-rule allow-list costs about half a millisecond, `benches/policy.rs`; a
+/// long-lived host such as `hybox serve` should not pay it per call). The programs are pure data
+/// derived from the list, so sharing them between runs shares nothing else.
+fn seccomp_programs(extra_allow: &[String]) -> Result<Vec<Vec<u64>>, PlanError> {
+    type Cache = Mutex<HashMap<Vec<String>, Vec<Vec<u64>>>>;
+    static COMPILED: OnceLock<Cache> = OnceLock::new();
+    let cache = COMPILED.get_or_init(Default::default);
+    if let Some(p) = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(extra_allow)
+    {
+        return Ok(p.clone());
+    }
+    let programs: Vec<Vec<u64>> = hybox_shim::seccomp::compile(extra_allow)?
+        .iter()
+        .map(|p| hybox_shim::plan::pack_filter(p))
+        .collect();
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(extra_allow.to_vec(), programs.clone());
+    Ok(programs)
+}
+
 pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanError> {
     let policy = launch.policy;
     let mut rootfs = Vec::new();
@@ -187,10 +215,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
     for (k, v) in &launch.env {
         env.push(no_nul(&format!("{k}={v}"), "an environment variable")?);
     }
-    let seccomp = hybox_shim::seccomp::compile(&policy.native.seccomp.allow)?
-        .iter()
-        .map(|p| hybox_shim::plan::pack_filter(p))
-        .collect();
+    let seccomp = seccomp_programs(&policy.native.seccomp.allow)?;
     let r = &policy.native.rlimits;
     Ok(Plan {
         root_tmpfs_bytes: ROOT_TMPFS_BYTES,
