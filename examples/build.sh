@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Builds every example guest for both targets into examples/out/{native,wasm}/ and lays out the function
+# Builds every example guest for x86_64 Linux, wasm32-wasip1 and wasm32-wasip2 (components) into
+# examples/out/{native,wasm,component}/ and lays out the function
 # bundles in examples/out/bundles/. Idempotent; safe to run concurrently (cargo locks its target dir).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/out"
-rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1 >&2
+for t in wasm32-wasip1 wasm32-wasip2; do
+  rustup target list --installed 2>/dev/null | grep -qx $t || rustup target add $t >&2
+done
 cd "$here/guests"
 # Native guests are static (crt-static): they run in any rootfs, with no loader to mount.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --target x86_64-unknown-linux-gnu
 cargo build --quiet --release --target wasm32-wasip1
-mkdir -p "$out/native" "$out/wasm"
+# The same guests as WASI preview 2 components (wasi:cli/command), for the component path.
+cargo build --quiet --release --target wasm32-wasip2
+mkdir -p "$out/native" "$out/wasm" "$out/component"
 bins=$(ls src/bin | sed "s/\.rs$//")
 for b in $bins; do
   if [ -f "target/x86_64-unknown-linux-gnu/release/$b" ]; then
@@ -17,6 +22,9 @@ for b in $bins; do
   fi
   if [ -f "target/wasm32-wasip1/release/$b.wasm" ]; then
     install -m 0644 "target/wasm32-wasip1/release/$b.wasm" "$out/wasm/$b.wasm.tmp" && mv "$out/wasm/$b.wasm.tmp" "$out/wasm/$b.wasm"
+  fi
+  if [ -f "target/wasm32-wasip2/release/$b.wasm" ]; then
+    install -m 0644 "target/wasm32-wasip2/release/$b.wasm" "$out/component/$b.wasm.tmp" && mv "$out/component/$b.wasm.tmp" "$out/component/$b.wasm"
   fi
 done
 echo "examples built into $out" >&2
