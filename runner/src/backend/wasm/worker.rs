@@ -431,17 +431,7 @@ pub fn worker_main() -> i32 {
         .os_sandbox
         .then(|| super::hardened::confine(&job))
     {
-        Some(Err(step)) => {
-            let r = result_for(
-                Outcome::SetupError { step },
-                &job,
-                None,
-                0,
-                0,
-                Default::default(),
-            );
-            return write_result(&mut result_out, &r, None);
-        }
+        Some(Err(step)) => return setup_failed(&mut result_out, &job, None, step),
         Some(Ok(detail)) => Some(detail),
         None => None,
     };
@@ -453,17 +443,8 @@ pub fn worker_main() -> i32 {
     let engine = match Engine::new(&engine_config(&job.policy, false)) {
         Ok(e) => e,
         Err(e) => {
-            let r = result_for(
-                Outcome::SetupError {
-                    step: format!("wasm engine: {e:#}"),
-                },
-                &job,
-                None,
-                0,
-                0,
-                Default::default(),
-            );
-            return write_result(&mut result_out, &r, captured.as_ref());
+            let step = format!("wasm engine: {e:#}");
+            return setup_failed(&mut result_out, &job, captured.as_ref(), step);
         }
     };
     // The epoch ticker: silent until the deadline, then an increment every 10 ms, so running wasm
@@ -493,17 +474,8 @@ pub fn worker_main() -> i32 {
             let _ = tx.send(done);
         });
     if let Err(e) = spawned {
-        let r = result_for(
-            Outcome::SetupError {
-                step: format!("spawn guest thread: {e}"),
-            },
-            &job,
-            None,
-            0,
-            0,
-            Default::default(),
-        );
-        return write_result(&mut result_out, &r, captured.as_ref());
+        let step = format!("spawn guest thread: {e}");
+        return setup_failed(&mut result_out, &job, captured.as_ref(), step);
     }
     let wait = deadline.saturating_duration_since(Instant::now()) + WATCHDOG_GRACE;
     let done = match rx.recv_timeout(wait) {
@@ -558,6 +530,19 @@ fn result_for(
         stderr_truncated: e > emax,
         details,
     }
+}
+
+/// Reports a `setup_error` naming `step` (nothing of the guest ran).
+fn setup_failed(out: &mut File, job: &Job, captured: Option<&Captured>, step: String) -> i32 {
+    let r = result_for(
+        Outcome::SetupError { step },
+        job,
+        None,
+        0,
+        0,
+        Default::default(),
+    );
+    write_result(out, &r, captured)
 }
 
 fn write_result(out: &mut File, r: &WorkerResult, captured: Option<&Captured>) -> i32 {
