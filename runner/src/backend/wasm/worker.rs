@@ -424,6 +424,12 @@ pub fn worker_main() -> i32 {
             return 125;
         }
     };
+    // Where the worker's startup goes, for the report (`worker_phases`, microseconds since t0).
+    let mut phases = serde_json::Map::new();
+    let mark = |phases: &mut serde_json::Map<String, serde_json::Value>, name: &str| {
+        phases.insert(name.into(), (t0.elapsed().as_micros() as u64).into());
+    };
+    mark(&mut phases, "job_read");
     // wasm.os_sandbox: Landlock and seccomp before any guest byte is read (see `super::hardened`).
     let os_sandbox = match job
         .policy
@@ -435,6 +441,7 @@ pub fn worker_main() -> i32 {
         Some(Ok(detail)) => Some(detail),
         None => None,
     };
+    mark(&mut phases, "confined");
     let deadline = t0 + Duration::from_millis(job.timeout_ms);
     let captured = job.capture.map(|(o, e)| Captured {
         stdout: CappedPipe::new(o as usize),
@@ -447,6 +454,7 @@ pub fn worker_main() -> i32 {
             return setup_failed(&mut result_out, &job, captured.as_ref(), step);
         }
     };
+    mark(&mut phases, "engine_ready");
     // The epoch ticker: silent until the deadline, then an increment every 10 ms, so running wasm
     // code traps at the deadline (store epoch deadline 1) even if its store was created after the
     // first increment (a slow compile). No ticking, so no cost, before the deadline.
@@ -494,6 +502,10 @@ pub fn worker_main() -> i32 {
         }
     };
     let mut details = done.details;
+    if let Some(serde_json::Value::Object(guest)) = details.remove("worker_phases") {
+        phases.extend(guest);
+    }
+    details.insert("worker_phases".into(), phases.into());
     if let Some(d) = os_sandbox {
         details.insert("os_sandbox".into(), d);
     }
@@ -680,6 +692,10 @@ fn run_guest(
         Ok((l, _)) => l,
         Err(o) => return fail(o, details),
     };
+    details.insert(
+        "worker_phases".into(),
+        serde_json::json!({"guest_loaded": t0.elapsed().as_micros() as u64}),
+    );
     let builder = match wasi_builder(job, stdin, captured) {
         Ok(b) => b,
         Err(step) => return fail(Outcome::SetupError { step }, details),
