@@ -92,7 +92,16 @@ fn run_with(
     args: &[&str],
     timeout: Duration,
 ) -> Result<BackendRun, BackendError> {
-    let artifact = Artifact::detect(&common::native_guest(guest)).expect("detect guest");
+    run_artifact(policy, &common::native_guest(guest), args, timeout)
+}
+
+fn run_artifact(
+    policy: &Policy,
+    path: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<BackendRun, BackendError> {
+    let artifact = Artifact::detect(path).expect("detect guest");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let host = HostConfig {
         shim_path: Some(shim()),
@@ -446,4 +455,67 @@ fn only_granted_paths_are_readable() {
         Path::new("/etc/shadow").exists(),
         "negative control: the host has it"
     );
+}
+
+#[test]
+fn a_script_runs_under_its_interpreter_from_the_rootfs() {
+    if !common::privileged("a_script_runs_under_its_interpreter_from_the_rootfs") {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let script = dir.path().join("greet.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"script: $# args, first=$1, pid $$\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = run_artifact(
+        &policy(r#"{"version": 1}"#),
+        &script,
+        &["one", "two"],
+        Duration::from_secs(20),
+    )
+    .expect("script run starts");
+    assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
+    // The script was executed by fd (the kernel hands /dev/fd/N to /bin/sh from the read-only
+    // rootfs); it runs as pid 2, under the shim as pid 1.
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout),
+        "script: 2 args, first=one, pid 2\n",
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+#[test]
+fn a_rootfs_dir_is_the_whole_root() {
+    if !common::privileged("a_rootfs_dir_is_the_whole_root") {
+        return;
+    }
+    // An "image": one file, no /usr. The static probe needs nothing from it.
+    let image = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(image.path().join("marker"), "from the image").unwrap();
+    let p = policy(&format!(
+        r#"{{"version": 1, "native": {{"rootfs": {{"dir": "{}"}}}}}}"#,
+        image.path().display()
+    ));
+    let read = |policy: &Policy, path: &str| {
+        let r = run(policy, "probe", &["attack", "read", path]);
+        assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{path}: {r:?}");
+        json_of(&r)
+    };
+    assert_eq!(
+        read(&p, "/marker")["ret"],
+        0,
+        "the image's file is readable"
+    );
+    // /usr is the host's (EISDIR when read as a file) under the default rootfs, absent here.
+    let host_root = policy(r#"{"version": 1}"#);
+    assert_eq!(read(&host_root, "/usr")["errno"], libc::EISDIR);
+    assert_eq!(read(&p, "/usr")["errno"], libc::ENOENT);
+    // Negative control: the marker is not a host path, so only the image can have provided it.
+    assert!(!Path::new("/marker").exists());
+    assert_eq!(read(&host_root, "/marker")["errno"], libc::ENOENT);
 }
