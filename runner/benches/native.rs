@@ -1,17 +1,20 @@
 //! Cold start of the native backend: the static `hello` guest under full isolation (the run's cgroup
-//! envelope; user, mount, pid, net, ipc, uts namespaces, pivot_root, Landlock, seccomp), the same
-//! without the envelope, vs a bare spawn of the same binary
-//! vs `bwrap --unshare-all --ro-bind / / hello`, in the same run. A plain timing harness (`harness =
-//! false`): medians of N runs, interleaved so drift hits all three alike.
+//! envelope; user, mount, pid, net, ipc, uts namespaces, pivot_root, Landlock, seccomp) and the same
+//! without the envelope, vs a bare spawn of the same binary and vs `bwrap --unshare-all --ro-bind / /
+//! hello`, alone and inside the same kind of envelope, in the same run. A plain timing harness
+//! (`harness = false`): medians of N runs, interleaved so drift hits every variant alike.
 //!
 //! Needs root, `examples/build.sh` run, and the shim built (`cargo build -p hybox-shim`):
 //! `cargo bench -p hybox --bench native` (N from HYBOX_BENCH_N, default 200).
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as PStdio};
 use std::time::{Duration, Instant};
 
-use hybox::backend::{native, EnvelopeHandle, Launch};
+use hybox::backend::{native, EnvelopeHandle, EnvelopeJoin, Launch};
 use hybox::envelope::{Envelope, Limits};
 use hybox::policy::Policy;
 use hybox::report::Outcome;
@@ -66,8 +69,8 @@ fn main() {
         .unwrap_or(false);
 
     let limits = Limits::from(&policy.resources);
-    let (mut full, mut sandboxed, mut bare, mut bwrap) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut full, mut sandboxed, mut bare, mut bwrap, mut bwrap_env) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Envelope create, sandbox run in it, envelope destroy.
     let mut parts: [Vec<Duration>; 3] = Default::default();
     for i in 0..n {
@@ -116,6 +119,44 @@ fn main() {
                 .expect("bwrap hello");
             assert!(o.status.success());
             bwrap.push(t.elapsed());
+
+            // bwrap in the same kind of envelope (created, entered before bwrap runs, destroyed):
+            // the like-for-like baseline for "hybox native + envelope".
+            let t = Instant::now();
+            let env = Envelope::create(
+                Path::new("/sys/fs/cgroup"),
+                "hybox",
+                &format!("bench-bwrap-{}-{i}", std::process::id()),
+                &limits,
+            )
+            .expect("envelope");
+            let procs: Vec<CString> = env
+                .procs_files()
+                .iter()
+                .map(|p| CString::new(p.as_os_str().as_bytes()).unwrap())
+                .collect();
+            let mut cmd = Command::new("bwrap");
+            cmd.args(["--unshare-all", "--ro-bind", "/", "/"])
+                .arg(&hello)
+                .stdout(PStdio::piped());
+            // SAFETY: between fork and exec only open/write/close on prepared C strings: "0" written
+            // to cgroup.procs moves the writing process itself; nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for p in &procs {
+                        let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        libc::close(fd);
+                    }
+                    Ok(())
+                });
+            }
+            let o = cmd.output().expect("bwrap hello in an envelope");
+            assert!(o.status.success());
+            env.destroy().expect("destroy envelope");
+            bwrap_env.push(t.elapsed());
         }
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -153,6 +194,13 @@ fn main() {
             "  bwrap --unshare-all        median {:8.3} ms  ({:.1}x bare)",
             ms(w),
             ms(w) / ms(b)
+        );
+        let we = median(&mut bwrap_env);
+        println!(
+            "  bwrap in an envelope       median {:8.3} ms  ({:.1}x bare; hybox native + envelope / this {:.2})",
+            ms(we),
+            ms(we) / ms(b),
+            ms(f) / ms(we)
         );
     }
 }
