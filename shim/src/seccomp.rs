@@ -3,7 +3,8 @@
 //! Three filters, compiled by the runner with seccompiler's JSON frontend (policy as data, one rule per
 //! line) and installed by the workload's process right before `execveat`, in this order:
 //! 1. `EPERM` for `unshare`/`clone` with any `CLONE_NEW*` flag, `ioctl(TIOCSTI|TIOCLINUX)` (32-bit
-//!    compare) and `personality` other than 0 / query; everything else passes.
+//!    compare), `personality` other than 0 / query, and `socket` of a family other than unix, inet,
+//!    inet6 and netlink (AF_VSOCK above all); everything else passes.
 //! 2. `ENOSYS` for `clone3` (libc falls back to `clone`, whose flags filter 1 checks) and `io_uring_*`.
 //! 3. The allow-list: anything not listed kills the process (`SECCOMP_RET_KILL_PROCESS`), which the shim
 //!    sees as a SIGSYS death and the runner reports as `seccomp_violation`. x32 syscalls (bit 30 set) are
@@ -439,6 +440,15 @@ pub fn filters_json(extra_allow: &[String]) -> Result<serde_json::Value, FilterE
     eperm.push(serde_json::json!({"syscall": "personality", "args": [
         {"index": 0, "type": "dword", "op": "ne", "val": 0},
         {"index": 0, "type": "dword", "op": "ne", "val": 0xffff_ffffu32},
+    ]}));
+    // socket: only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK (all scoped by the sandbox's own network
+    // namespace). AF_VSOCK is not: in a VM it reaches the hypervisor (CID 2) whatever the namespace, an
+    // egress around `network: none`; AF_PACKET, AF_ALG, AF_XDP and the rest are kernel attack surface.
+    eperm.push(serde_json::json!({"syscall": "socket", "args": [
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_UNIX},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_INET},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_INET6},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_NETLINK},
     ]}));
     // clone3 passes its flags in memory, where BPF cannot look: answer ENOSYS so libc falls back to clone,
     // whose flags we can check. io_uring bypasses seccomp for the operations it performs.
