@@ -194,6 +194,8 @@ enum Expect {
     Trap(&'static str),
     /// A setup error (or a run refused before it started) mentioning this.
     Setup(&'static str),
+    /// Exited 0, and the envelope held no survivor at teardown (no `teardown_error`).
+    CleanExit,
     /// The native inside view: no capabilities, no_new_privs, seccomp, unprivileged ids, fds 0-2.
     PrivilegeView,
     /// The native inside view: only `lo`, no routes.
@@ -212,6 +214,7 @@ impl Expect {
             Expect::Timeout => "timeout".into(),
             Expect::Trap(m) => format!("trap({m})"),
             Expect::Setup(m) => format!("setup_error({m})"),
+            Expect::CleanExit => "exited(0), nothing survives the run".into(),
             Expect::PrivilegeView => "caps 0, nnp 1, seccomp 2, uid!=0, fds 0-2".into(),
             Expect::NetView => "ifaces [lo], 0 routes".into(),
         }
@@ -730,6 +733,60 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         out.push(c);
     }
 
+    out.push(case(
+        "fd_exhaustion",
+        "resources: fd exhaustion (RLIMIT_NOFILE)",
+        NATIVE,
+        attack(&["fd_exhaust", "512"]),
+        Expect::Errno(&["EMFILE"]),
+        Control::Succeeds(attack(&["fd_exhaust", "512"])),
+    ));
+    out.push(case(
+        "mlock",
+        "resources: mlock (RLIMIT_MEMLOCK)",
+        NATIVE,
+        attack(&["mlock", "1024"]),
+        Expect::Errno(&["ENOMEM", "EPERM", "EAGAIN"]),
+        Control::Succeeds(attack(&["mlock", "1024"])),
+    ));
+    let fill = fx.dir.path().join("probe-fill:8").display().to_string();
+    let mut c = case(
+        "tmpfs_fill",
+        "resources: tmpfs fill (the sandbox's /tmp is sized)",
+        NATIVE,
+        attack(&["fill", "/tmp/probe-fill:8"]),
+        Expect::Errno(&["ENOSPC"]),
+        Control::Succeeds(attack(&["fill", &fill])),
+    );
+    c.policy = policy(json!({"filesystem": {"tmp": {"size": "1M"}}}));
+    out.push(c);
+    out.push(case(
+        "cgroup_move",
+        "lifecycle: writing its own pid into another cgroup",
+        NATIVE,
+        attack(&["cgroup_move", "/sys/fs/cgroup/cgroup.procs"]),
+        Expect::Errno(&["ENOENT", "EACCES", "EROFS", "EPERM"]),
+        Control::None("bare, this would move the probe into the host's root cgroup"),
+    ));
+    out.push(case(
+        "daemon",
+        "lifecycle: double-fork daemon outliving the run",
+        NATIVE,
+        attack(&["daemon"]),
+        Expect::CleanExit,
+        Control::None("bare, the daemon would outlive the probe on the host, which is the point"),
+    ));
+    let mut c = case(
+        "sigstop_self",
+        "lifecycle: SIGSTOP self before the timeout",
+        NATIVE,
+        attack(&["sigstop"]),
+        Expect::Timeout,
+        Control::RunsPast(attack(&["sigstop"]), Duration::from_millis(500)),
+    );
+    c.policy = policy(json!({"resources": {"timeout": "1s"}}));
+    out.push(c);
+
     // Wasm guests.
     let wat = |name: &'static str,
                file: &'static str,
@@ -912,6 +969,10 @@ fn judge(expect: &Expect, run: &Result<crate::RunResult, String>) -> (String, Re
     let exited0 = *o == Outcome::Exited { code: 0 };
     let got = match (&json, exited0, expect) {
         (_, _, Expect::PrivilegeView | Expect::NetView) => mechanism(o),
+        (_, true, Expect::CleanExit) => match r.report.details.get("teardown_error") {
+            Some(_) => "exited(0), survivors at teardown".into(),
+            None => "exited(0), envelope empty at teardown".into(),
+        },
         (Some(v), true, _) => probe_words(v),
         _ => mechanism(o),
     };
@@ -957,6 +1018,11 @@ fn judge(expect: &Expect, run: &Result<crate::RunResult, String>) -> (String, Re
         Expect::Setup(m) => match o {
             Outcome::SetupError { step } if step.contains(m) => Ok(()),
             _ => fail(format!("expected a setup error ({m}), got {o}")),
+        },
+        Expect::CleanExit => match r.report.details.get("teardown_error") {
+            _ if !exited0 => fail(format!("expected exited(0), got {o}")),
+            Some(e) => fail(format!("something survived the run: {e}")),
+            None => Ok(()),
         },
         Expect::PrivilegeView => match &json {
             Some(v) if exited0 => privilege_view(v),

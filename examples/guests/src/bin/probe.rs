@@ -305,6 +305,9 @@ mod platform {
             16 => "EBUSY",
             19 => "ENODEV",
             22 => "EINVAL",
+            24 => "EMFILE",
+            27 => "EFBIG",
+            28 => "ENOSPC",
             25 => "ENOTTY",
             26 => "ETXTBSY",
             30 => "EROFS",
@@ -493,6 +496,84 @@ mod platform {
                         }
                     }
                     Res::ok(count)
+                }
+                // SIGSTOP to itself: a stopped workload must still end at the wall-clock limit.
+                "sigstop" => sys(syscall(62, syscall(39), 19i64)),
+                // A double-fork daemon: the grandchild sleeps (ARG seconds, default forever) in its own
+                // session with stdio closed; the probe exits 0 at once. It must not outlive the run.
+                "daemon" => {
+                    let secs = pid_arg(arg, i64::MAX);
+                    let pid = fork();
+                    if pid == 0 {
+                        syscall(112); // setsid
+                        if fork() == 0 {
+                            for fd in 0..3 {
+                                syscall(3, fd as i64);
+                            }
+                            let ts = [secs.min(1 << 40), 0i64];
+                            syscall(35, ts.as_ptr(), 0i64); // nanosleep
+                        }
+                        syscall(60, 0i64); // exit
+                    }
+                    if pid < 0 {
+                        return sys(-1);
+                    }
+                    syscall(61, pid as i64, 0i64, 0i64, 0i64);
+                    Res::ok(0)
+                }
+                // Opens /dev/null up to ARG times (default 512); stops at the first failure.
+                "fd_exhaust" => {
+                    let n = pid_arg(arg, 512);
+                    let mut fds = Vec::new();
+                    let mut res = Res::ok(0);
+                    for _ in 0..n {
+                        let fd = syscall(257, -100i64, c"/dev/null".as_ptr(), 0o2000000i64); // openat O_CLOEXEC
+                        if fd < 0 {
+                            res = sys(fd);
+                            break;
+                        }
+                        fds.push(fd);
+                    }
+                    for fd in &fds {
+                        syscall(3, *fd);
+                    }
+                    if res.ret >= 0 {
+                        res = Res::ok(fds.len() as i64);
+                    }
+                    res
+                }
+                // Fills PATH (ARG "PATH:MiB", default /tmp/probe-fill:8) one MiB at a time, then removes it.
+                "fill" => {
+                    let spec = arg.unwrap_or("/tmp/probe-fill:8");
+                    let (path, mib) = spec.rsplit_once(':').unwrap_or((spec, "8"));
+                    let mib: usize = mib.parse().unwrap_or(8);
+                    let r = (|| -> std::io::Result<i64> {
+                        use std::io::Write;
+                        let mut f = std::fs::File::create(path)?;
+                        let block = vec![0x5au8; 1 << 20];
+                        for _ in 0..mib {
+                            f.write_all(&block)?;
+                        }
+                        f.sync_all()?;
+                        Ok(mib as i64)
+                    })();
+                    let _ = std::fs::remove_file(path);
+                    Res::io(r)
+                }
+                // Writes its own pid into a cgroup.procs file (default the host's root pids cgroup).
+                "cgroup_move" => {
+                    let p = arg.unwrap_or("/sys/fs/cgroup/cgroup.procs");
+                    Res::io(std::fs::write(p, format!("{}\n", std::process::id())).map(|_| 0))
+                }
+                // mlock ARG KiB (default 1024).
+                "mlock" => {
+                    let len = (pid_arg(arg, 1024) as usize) << 10;
+                    let buf = vec![1u8; len];
+                    let r = sys(syscall(149, buf.as_ptr(), len as i64));
+                    if r.ret == 0 {
+                        syscall(150, buf.as_ptr(), len as i64);
+                    }
+                    r
                 }
                 "segv" => {
                     // A real fault (raise() would be swallowed by Rust's stack-overflow SIGSEGV handler).
