@@ -194,6 +194,8 @@ enum Expect {
     Trap(&'static str),
     /// A setup error (or a run refused before it started) mentioning this.
     Setup(&'static str),
+    /// The probe's read failed or returned no bytes (a path masked with /dev/null).
+    ReadsNothing,
     /// Exited 0, and the envelope held no survivor at teardown (no `teardown_error`).
     CleanExit,
     /// The native inside view: no capabilities, no_new_privs, seccomp, unprivileged ids, fds 0-2.
@@ -214,6 +216,7 @@ impl Expect {
             Expect::Timeout => "timeout".into(),
             Expect::Trap(m) => format!("trap({m})"),
             Expect::Setup(m) => format!("setup_error({m})"),
+            Expect::ReadsNothing => "refused or 0 bytes (masked)".into(),
             Expect::CleanExit => "exited(0), nothing survives the run".into(),
             Expect::PrivilegeView => "caps 0, nnp 1, seccomp 2, uid!=0, fds 0-2".into(),
             Expect::NetView => "ifaces [lo], 0 routes".into(),
@@ -275,6 +278,7 @@ struct Fixtures {
     unix: UnixListener,
     abstract_name: String,
     wat_dir: tempfile::TempDir,
+    free_port: u16,
 }
 
 impl Fixtures {
@@ -297,6 +301,13 @@ impl Fixtures {
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755))
             .map_err(io("read-only grant permissions"))?;
         std::fs::write(ro.join("input.txt"), "a\nb\nc\n").map_err(io("grant input"))?;
+        // A symlink inside the grant, aimed at the host secret next to it.
+        std::os::unix::fs::symlink(&secret, ro.join("link")).map_err(io("symlink in the grant"))?;
+        // A loopback port nobody listens on, for the bind case (bound and released here).
+        let free_port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io("a free loopback port"))?
+            .port();
         // Host loopback only: the sandbox must not reach it (its network namespace has its own lo).
         let tcp = TcpListener::bind("127.0.0.1:0").map_err(io("loopback TCP listener"))?;
         tcp.set_nonblocking(true)
@@ -316,6 +327,7 @@ impl Fixtures {
             unix,
             abstract_name,
             wat_dir,
+            free_port,
         })
     }
 
@@ -637,6 +649,69 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         out.push(c);
     }
 
+    let host_dotdot = fx.ro.join("../secret.txt").display().to_string();
+    let host_link = fx.ro.join("link").display().to_string();
+    for backends in [NATIVE, WASM] {
+        let mut c = case(
+            "grant_dotdot",
+            "filesystem: `..` out of a grant / preopen",
+            backends,
+            attack(&["read", "/data/../secret.txt"]),
+            Expect::Errno(&["ENOENT", "ENOTCAPABLE", "EPERM", "EACCES"]),
+            Control::Succeeds(attack(&["read", &host_dotdot])),
+        );
+        c.policy = policy(grant.clone());
+        out.push(c);
+        let mut c = case(
+            "grant_symlink",
+            "filesystem: a symlink inside a grant aimed at a host path",
+            backends,
+            attack(&["read", "/data/link"]),
+            Expect::Errno(&["ENOENT", "ENOTCAPABLE", "EPERM", "EACCES"]),
+            Control::Succeeds(attack(&["read", &host_link])),
+        );
+        c.policy = policy(grant.clone());
+        out.push(c);
+    }
+    out.push(case(
+        "read_proc_keys",
+        "filesystem: read /proc/keys",
+        NATIVE,
+        attack(&["read", "/proc/keys"]),
+        Expect::ReadsNothing,
+        Control::Succeeds(attack(&["read", "/proc/keys"])),
+    ));
+    let mut c = case(
+        "read_proc_kcore",
+        "filesystem: read /proc/kcore",
+        NATIVE,
+        attack(&["read", "/proc/kcore"]),
+        Expect::ReadsNothing,
+        Control::None("reading the host's kernel memory image is not a safe control"),
+    );
+    if !Path::new("/proc/kcore").exists() {
+        c.unsupported = Some(
+            "this kernel has no /proc/kcore (CONFIG_PROC_KCORE is off): nothing to mask".into(),
+        );
+    }
+    out.push(c);
+    out.push(case(
+        "write_proc_sys",
+        "filesystem: write /proc/sys",
+        NATIVE,
+        attack(&["write", "/proc/sys/kernel/hostname"]),
+        Expect::Errno(&["EROFS", "EACCES", "EPERM"]),
+        Control::None("bare, this would rename the host"),
+    ));
+    out.push(case(
+        "release_agent",
+        "filesystem: cgroup release_agent",
+        NATIVE,
+        attack(&["write", "/sys/fs/cgroup/release_agent"]),
+        Expect::Errno(&["ENOENT", "EROFS", "EACCES"]),
+        Control::None("bare, this would set the host cgroup's release agent"),
+    ));
+
     // Network: no interface but lo, no route, the host's loopback listener unreachable.
     out.push(case(
         "net_view",
@@ -670,6 +745,21 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         );
         c.host_check = Some(HostCheck::TcpListenerIdle);
         out.push(c);
+    }
+    let free = fx.free_port.to_string();
+    for backends in [NATIVE, WASM] {
+        out.push(case(
+            "bind_port",
+            "network: bind a port the policy forbids (network none)",
+            backends,
+            attack(&["bind", &free]),
+            if backends == NATIVE {
+                Expect::Errno(&["EACCES"])
+            } else {
+                Expect::Refused
+            },
+            Control::Succeeds(attack(&["bind", &free])),
+        ));
     }
     let mut c = case(
         "abstract_unix",
@@ -1019,6 +1109,11 @@ fn judge(expect: &Expect, run: &Result<crate::RunResult, String>) -> (String, Re
             Outcome::SetupError { step } if step.contains(m) => Ok(()),
             _ => fail(format!("expected a setup error ({m}), got {o}")),
         },
+        Expect::ReadsNothing => match (&json, exited0) {
+            (Some(v), true) if v["ret"].as_i64().unwrap_or(0) <= 0 => Ok(()),
+            (Some(v), true) => fail(format!("read {} bytes inside the sandbox", v["ret"])),
+            _ => fail(format!("the probe did not finish: {o}")),
+        },
         Expect::CleanExit => match r.report.details.get("teardown_error") {
             _ if !exited0 => fail(format!("expected exited(0), got {o}")),
             Some(e) => fail(format!("something survived the run: {e}")),
@@ -1047,6 +1142,7 @@ fn judge(expect: &Expect, run: &Result<crate::RunResult, String>) -> (String, Re
                 .join(" "),
             v["fds"]
         ),
+        (Expect::ReadsNothing, Some(v)) if exited0 && v["ret"] == 0 => "read 0 bytes".into(),
         (Expect::NetView, Some(v)) if exited0 => {
             format!("ifaces {} routes {}", v["ifaces"], v["routes"])
         }

@@ -61,7 +61,17 @@ impl Res {
 /// The attacks both targets build.
 fn portable(name: &str, arg: Option<&str>) -> Option<Res> {
     Some(match name {
-        "read" => Res::io(std::fs::read(arg.unwrap_or("/")).map(|b| b.len() as i64)),
+        // At most 64 KiB: /proc/kcore is huge.
+        "read" => Res::io(std::fs::File::open(arg.unwrap_or("/")).and_then(|f| {
+            use std::io::Read;
+            let mut b = Vec::new();
+            f.take(64 << 10).read_to_end(&mut b).map(|n| n as i64)
+        })),
+        // Binds TCP 127.0.0.1:PORT (then closes it): nothing is sent.
+        "bind" => {
+            let port: u16 = arg.and_then(|a| a.parse().ok()).unwrap_or(8080);
+            Res::io(std::net::TcpListener::bind(("127.0.0.1", port)).map(|_| 0))
+        }
         // Creates (or truncates) the file: only ever pointed at paths the caller owns.
         "write" => Res::io(std::fs::write(arg.unwrap_or("/probe-write"), b"probe\n").map(|_| 0)),
         // TCP to 127.0.0.1:PORT only: the listener is the caller's, on the host's loopback.
