@@ -549,6 +549,38 @@ mod tests {
     }
 
     #[test]
+    fn only_namespaced_socket_families_pass() {
+        let json = filters_json(&[]).unwrap();
+        let rule = json["1_eperm"]["filter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["syscall"] == "socket")
+            .expect("a socket rule in the EPERM filter");
+        // EPERM when the family is none of these (conditions of one rule are ANDed).
+        let allowed: Vec<i64> = rule["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert_eq!(c["op"], "ne");
+                assert_eq!(c["type"], "dword");
+                c["val"].as_i64().unwrap()
+            })
+            .collect();
+        let want: Vec<i64> = [
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+        ]
+        .map(i64::from)
+        .to_vec();
+        assert_eq!(allowed, want);
+        assert!(!allowed.contains(&i64::from(libc::AF_VSOCK)));
+    }
+
+    #[test]
     fn names_resolve() {
         assert_eq!(syscall_name(101), Some("ptrace"));
         assert_eq!(syscall_name(321), Some("bpf"));
