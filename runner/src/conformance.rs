@@ -412,19 +412,32 @@ const KILLED: &[(&str, &str)] = &[
     ("iopl", "kernel: iopl"),
 ];
 
-/// The table.
+/// The table, in catalogue order.
 fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
-    let probe = Guest::Example("probe");
-    let case = |name: &'static str,
-                catalogue: &'static str,
-                backends: &'static [Backend],
-                args: Vec<String>,
-                expect: Expect,
-                control: Control| Case {
+    let mut out = Vec::new();
+    privilege_cases(cfg, &mut out);
+    process_cases(&mut out);
+    filesystem_cases(fx, &mut out);
+    network_cases(fx, &mut out);
+    resource_cases(fx, &mut out);
+    wasm_cases(&mut out);
+    out
+}
+
+/// A case run by the probe under the base policy (fields adjusted by the caller where needed).
+fn case(
+    name: &'static str,
+    catalogue: &'static str,
+    backends: &'static [Backend],
+    args: Vec<String>,
+    expect: Expect,
+    control: Control,
+) -> Case {
+    Case {
         name,
         catalogue,
         backends,
-        guest: probe.clone(),
+        guest: Guest::Example("probe"),
         args,
         stdin: Vec::new(),
         policy: policy(json!({})),
@@ -432,21 +445,50 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         control,
         host_check: None,
         unsupported: None,
-    };
-    let attack = |a: &[&str]| {
-        let mut v = s(&["attack"]);
-        v.extend(s(a));
-        v
-    };
-    // Privileges and the inside view.
-    let mut out = vec![case(
+    }
+}
+
+/// `probe attack A...`.
+fn attack(a: &[&str]) -> Vec<String> {
+    let mut v = s(&["attack"]);
+    v.extend(s(a));
+    v
+}
+
+/// A wasm text fixture (no bare control: there is no wasm runtime outside the sandbox).
+fn wat(
+    name: &'static str,
+    file: &'static str,
+    text: &'static str,
+    catalogue: &'static str,
+    over: Value,
+    expect: Expect,
+) -> Case {
+    Case {
+        name,
+        catalogue,
+        backends: WASM,
+        guest: Guest::Wat(file, text),
+        args: Vec::new(),
+        stdin: Vec::new(),
+        policy: policy(over),
+        expect,
+        control: Control::None("no wasm runtime outside the sandbox to compare with"),
+        host_check: None,
+        unsupported: None,
+    }
+}
+
+/// Privileges, namespaces and the kernel surface the seccomp filter answers.
+fn privilege_cases(cfg: &Config, out: &mut Vec<Case>) {
+    out.push(case(
         "inside_view",
         "privilege: capabilities zero, NoNewPrivs 1, Seccomp 2, uid_map never host 0; fds above 2 (CVE-2024-21626)",
         NATIVE,
         Vec::new(),
         Expect::PrivilegeView,
         Control::ViewDiffers,
-    )];
+    ));
     out.push(case(
         "setuid0",
         "privilege: setuid(0)",
@@ -553,8 +595,10 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
             Control::Succeeds(attack(&[name])),
         ));
     }
+}
 
-    // Signals, host processes, host binaries.
+/// Signals to host processes, host binaries.
+fn process_cases(out: &mut Vec<Case>) {
     out.push(case(
         "kill_any",
         "privilege: kill(-1) / signals to host pids",
@@ -596,8 +640,10 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         Expect::Refused,
         Control::None("bare, this would trigger the host's sysrq"),
     ));
+}
 
-    // Filesystem: host secrets and writes outside the grants, both backends.
+/// Filesystem: host secrets, writes outside the grants, escapes from a grant, /proc and cgroupfs.
+fn filesystem_cases(fx: &Fixtures, out: &mut Vec<Case>) {
     let secret = fx.secret.display().to_string();
     for backend in [Backend::Native, Backend::Wasm] {
         let backends = if backend == Backend::Native {
@@ -711,8 +757,10 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         Expect::Errno(&["ENOENT", "EROFS", "EACCES"]),
         Control::None("bare, this would set the host cgroup's release agent"),
     ));
+}
 
-    // Network: no interface but lo, no route, the host's loopback listener unreachable.
+/// Network: no interface but lo, no route, the host's loopback listeners unreachable.
+fn network_cases(fx: &Fixtures, out: &mut Vec<Case>) {
     out.push(case(
         "net_view",
         "network: no interface but lo, no route out (/proc/net/dev, /proc/net/route)",
@@ -771,8 +819,10 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
     );
     c.host_check = Some(HostCheck::AbstractSocketIdle);
     out.push(c);
+}
 
-    // Resources.
+/// Resources and lifecycle: bombs, spins, sleeps, rlimits, survivors.
+fn resource_cases(fx: &Fixtures, out: &mut Vec<Case>) {
     for backends in [NATIVE, WASM] {
         let mut c = case(
             "memory_bomb",
@@ -876,26 +926,10 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
     );
     c.policy = policy(json!({"resources": {"timeout": "1s"}}));
     out.push(c);
+}
 
-    // Wasm guests.
-    let wat = |name: &'static str,
-               file: &'static str,
-               text: &'static str,
-               catalogue: &'static str,
-               over: Value,
-               expect: Expect| Case {
-        name,
-        catalogue,
-        backends: WASM,
-        guest: Guest::Wat(file, text),
-        args: Vec::new(),
-        stdin: Vec::new(),
-        policy: policy(over),
-        expect,
-        control: Control::None("no wasm runtime outside the sandbox to compare with"),
-        host_check: None,
-        unsupported: None,
-    };
+/// The wasm-specific attacks, as wasm text fixtures.
+fn wasm_cases(out: &mut Vec<Case>) {
     out.push(wat(
         "memory_grow_bomb",
         "memgrow.wat",
@@ -944,7 +978,6 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
         json!({}),
         Expect::Setup("link:"),
     ));
-    out
 }
 
 /// The benign examples: (name, args, stdin, policy additions).
@@ -1362,7 +1395,7 @@ pub fn run(cfg: &Config) -> Result<Report, ConformanceError> {
     }
     let fx = Fixtures::new()?;
     let wanted = |name: &str| cfg.filter.as_deref().is_none_or(|f| name.contains(f));
-    let landlock_note = landlock_fallback();
+    let note = landlock_fallback();
 
     let table: Vec<Case> = cases(cfg, &fx)
         .into_iter()
@@ -1380,62 +1413,10 @@ pub fn run(cfg: &Config) -> Result<Report, ConformanceError> {
                 }
             })?;
         }
-        let policy = build_policy(c.name, &c.policy, landlock_note.is_some())?;
+        let policy = build_policy(c.name, &c.policy, note.is_some())?;
         for &backend in c.backends {
-            let path = artifact(cfg, &fx, &c.guest, backend);
-            let killed = matches!(c.expect, Expect::Seccomp(_));
-            if killed {
-                gate.wait();
-            }
-            let t0 = Instant::now();
-            let mut run = run_one(cfg, &path, &policy, backend, &c.args, &c.stdin);
-            tracing::debug!("case {} on {backend}: {:?}", c.name, t0.elapsed());
-            let mut retried = None;
-            if killed && unnamed_violation(&run) {
-                // The syscall's name comes from the kernel's audit record, which printk's rate limit
-                // (10 per 5 s, host-wide) can drop: wait the window out and run the case once more.
-                gate.wait_window();
-                run = run_one(cfg, &path, &policy, backend, &c.args, &c.stdin);
-                retried = Some(
-                    "re-run once: the kernel's printk rate limit dropped the audit record naming the syscall"
-                        .to_string(),
-                );
-            }
-            let (got, mut verdict) = judge(&c.expect, &run);
-            if let (Ok(()), Some(check)) = (&verdict, &c.host_check) {
-                verdict = host_check(&fx, check);
-            }
-            let (shown, control_ok) = control(cfg, c);
-            drain(&fx);
-            for p in [fx.ro.join("probe-write"), fx.dir.path().join("probe-write")] {
-                let _ = std::fs::remove_file(p);
-            }
-            let (verdict, detail) = match (&c.unsupported, verdict, control_ok) {
-                (Some(why), _, _) => (Verdict::Unsupported, Some(why.clone())),
-                (None, Ok(()), Ok(())) => {
-                    (Verdict::Pass, retried.or_else(|| landlock_note.clone()))
-                }
-                (None, Err(why), _) => (Verdict::Fail, Some(why)),
-                (None, Ok(()), Err(why)) => (
-                    Verdict::Fail,
-                    Some(format!(
-                        "negative control does not prove the mechanism: {why}"
-                    )),
-                ),
-            };
-            indexed.push((
-                i,
-                CaseResult {
-                    case: c.name.to_string(),
-                    catalogue: c.catalogue.to_string(),
-                    backend: backend.to_string(),
-                    expected: c.expect.describe(),
-                    got,
-                    control: shown,
-                    verdict,
-                    detail,
-                },
-            ));
+            let r = run_case(cfg, &fx, c, &policy, backend, &mut gate, note.as_deref());
+            indexed.push((i, r));
         }
     }
     // Back in table order (the run order interleaves the seccomp cases with the others).
@@ -1444,77 +1425,10 @@ pub fn run(cfg: &Config) -> Result<Report, ConformanceError> {
 
     for (name, args, stdin, over) in benign(cfg) {
         let case = format!("equivalence_{name}");
-        if !wanted(&case) {
-            continue;
+        if wanted(&case) {
+            let policy = build_policy(&case, &policy(over), note.is_some())?;
+            results.push(equivalence(cfg, &fx, case, name, &policy, &args, &stdin));
         }
-        let policy = build_policy(&case, &policy(over), landlock_note.is_some())?;
-        let guest = Guest::Example(name);
-        let runs: Vec<Result<crate::RunResult, String>> = [Backend::Native, Backend::Wasm]
-            .iter()
-            .map(|&b| {
-                run_one(
-                    cfg,
-                    &artifact(cfg, &fx, &guest, b),
-                    &policy,
-                    b,
-                    &args,
-                    &stdin,
-                )
-            })
-            .collect();
-        let shown = |r: &Result<crate::RunResult, String>| match r {
-            Ok(r) => format!(
-                "{}, stdout {}B fnv {:016x}",
-                mechanism(&r.report.outcome),
-                r.stdout.len(),
-                fnv(&r.stdout)
-            ),
-            Err(e) => format!("not started: {e}"),
-        };
-        let (a, b) = (shown(&runs[0]), shown(&runs[1]));
-        let got = if a == b {
-            format!("both {a}")
-        } else {
-            format!("native {a} / wasm {b}")
-        };
-        let verdict = match (&runs[0], &runs[1]) {
-            (Ok(n), Ok(w)) => {
-                if n.report.outcome != (Outcome::Exited { code: 0 }) {
-                    Err(format!("native: {}", n.report.outcome))
-                } else if n.report.outcome != w.report.outcome {
-                    Err(format!(
-                        "exit differs: native {} wasm {}",
-                        n.report.outcome, w.report.outcome
-                    ))
-                } else if n.stdout != w.stdout {
-                    Err(format!(
-                        "stdout differs: native {:?} wasm {:?}",
-                        String::from_utf8_lossy(&n.stdout),
-                        String::from_utf8_lossy(&w.stdout)
-                    ))
-                } else if n.stdout.is_empty() {
-                    Err("no output to compare".into())
-                } else {
-                    Ok(())
-                }
-            }
-            _ => Err("a run did not start".into()),
-        };
-        results.push(CaseResult {
-            case,
-            catalogue: "equivalence: same policy, same stdout and exit code on both backends"
-                .into(),
-            backend: "both".into(),
-            expected: "exited(0), same stdout".into(),
-            got,
-            control: "n/a: the other backend is the comparison".into(),
-            verdict: if verdict.is_ok() {
-                Verdict::Pass
-            } else {
-                Verdict::Fail
-            },
-            detail: verdict.err(),
-        });
     }
 
     let count = |v| results.iter().filter(|r| r.verdict == v).count();
@@ -1524,6 +1438,136 @@ pub fn run(cfg: &Config) -> Result<Report, ConformanceError> {
         unsupported: count(Verdict::Unsupported),
         results,
     })
+}
+
+/// One case on one backend: the run, its judgement, the host checks and the negative control.
+fn run_case(
+    cfg: &Config,
+    fx: &Fixtures,
+    c: &Case,
+    policy: &Policy,
+    backend: Backend,
+    gate: &mut KillGate,
+    note: Option<&str>,
+) -> CaseResult {
+    let path = artifact(cfg, fx, &c.guest, backend);
+    let killed = matches!(c.expect, Expect::Seccomp(_));
+    if killed {
+        gate.wait();
+    }
+    let t0 = Instant::now();
+    let mut run = run_one(cfg, &path, policy, backend, &c.args, &c.stdin);
+    tracing::debug!("case {} on {backend}: {:?}", c.name, t0.elapsed());
+    let mut retried = None;
+    if killed && unnamed_violation(&run) {
+        // The syscall's name comes from the kernel's audit record, which printk's rate limit
+        // (10 per 5 s, host-wide) can drop: wait the window out and run the case once more.
+        gate.wait_window();
+        run = run_one(cfg, &path, policy, backend, &c.args, &c.stdin);
+        retried = Some(
+            "re-run once: the kernel's printk rate limit dropped the audit record naming the syscall"
+                .to_string(),
+        );
+    }
+    let (got, mut verdict) = judge(&c.expect, &run);
+    if let (Ok(()), Some(check)) = (&verdict, &c.host_check) {
+        verdict = host_check(fx, check);
+    }
+    let (shown, control_ok) = control(cfg, c);
+    drain(fx);
+    for p in [fx.ro.join("probe-write"), fx.dir.path().join("probe-write")] {
+        let _ = std::fs::remove_file(p);
+    }
+    let (verdict, detail) = match (&c.unsupported, verdict, control_ok) {
+        (Some(why), _, _) => (Verdict::Unsupported, Some(why.clone())),
+        (None, Ok(()), Ok(())) => (Verdict::Pass, retried.or(note.map(str::to_string))),
+        (None, Err(why), _) => (Verdict::Fail, Some(why)),
+        (None, Ok(()), Err(why)) => (
+            Verdict::Fail,
+            Some(format!(
+                "negative control does not prove the mechanism: {why}"
+            )),
+        ),
+    };
+    CaseResult {
+        case: c.name.to_string(),
+        catalogue: c.catalogue.to_string(),
+        backend: backend.to_string(),
+        expected: c.expect.describe(),
+        got,
+        control: shown,
+        verdict,
+        detail,
+    }
+}
+
+/// A benign example on both backends under one policy: same exit code, same stdout.
+fn equivalence(
+    cfg: &Config,
+    fx: &Fixtures,
+    case: String,
+    name: &'static str,
+    policy: &Policy,
+    args: &[String],
+    stdin: &[u8],
+) -> CaseResult {
+    let guest = Guest::Example(name);
+    let runs: Vec<Result<crate::RunResult, String>> = [Backend::Native, Backend::Wasm]
+        .iter()
+        .map(|&b| run_one(cfg, &artifact(cfg, fx, &guest, b), policy, b, args, stdin))
+        .collect();
+    let shown = |r: &Result<crate::RunResult, String>| match r {
+        Ok(r) => format!(
+            "{}, stdout {}B fnv {:016x}",
+            mechanism(&r.report.outcome),
+            r.stdout.len(),
+            fnv(&r.stdout)
+        ),
+        Err(e) => format!("not started: {e}"),
+    };
+    let (a, b) = (shown(&runs[0]), shown(&runs[1]));
+    let got = if a == b {
+        format!("both {a}")
+    } else {
+        format!("native {a} / wasm {b}")
+    };
+    let verdict = match (&runs[0], &runs[1]) {
+        (Ok(n), Ok(w)) => {
+            if n.report.outcome != (Outcome::Exited { code: 0 }) {
+                Err(format!("native: {}", n.report.outcome))
+            } else if n.report.outcome != w.report.outcome {
+                Err(format!(
+                    "exit differs: native {} wasm {}",
+                    n.report.outcome, w.report.outcome
+                ))
+            } else if n.stdout != w.stdout {
+                Err(format!(
+                    "stdout differs: native {:?} wasm {:?}",
+                    String::from_utf8_lossy(&n.stdout),
+                    String::from_utf8_lossy(&w.stdout)
+                ))
+            } else if n.stdout.is_empty() {
+                Err("no output to compare".into())
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err("a run did not start".into()),
+    };
+    CaseResult {
+        case,
+        catalogue: "equivalence: same policy, same stdout and exit code on both backends".into(),
+        backend: "both".into(),
+        expected: "exited(0), same stdout".into(),
+        got,
+        control: "n/a: the other backend is the comparison".into(),
+        verdict: if verdict.is_ok() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        detail: verdict.err(),
+    }
 }
 
 /// Paces the cases the seccomp filter kills. The report names the syscall from the kernel's audit
