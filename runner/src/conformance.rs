@@ -585,6 +585,10 @@ fn privilege_cases(cfg: &Config, out: &mut Vec<Case>) {
             "af_vsock",
             "network: AF_VSOCK (reaches the hypervisor whatever the namespace)",
         ),
+        (
+            "netlink_uevent",
+            "network: AF_NETLINK other than NETLINK_ROUTE (kobject uevents)",
+        ),
     ] {
         out.push(case(
             name,

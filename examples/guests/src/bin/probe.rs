@@ -441,6 +441,8 @@ mod platform {
                 "af_packet" => socket(17, 3, 0x0300), // AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)
                 "raw_socket" => socket(2, 3, 1),      // AF_INET, SOCK_RAW, IPPROTO_ICMP
                 "af_vsock" => socket(40, 1, 0),       // AF_VSOCK, SOCK_STREAM
+                "netlink_uevent" => socket(16, 2, 15), // AF_NETLINK, SOCK_DGRAM, NETLINK_KOBJECT_UEVENT
+                "netlink_route" => socket(16, 2, 0),   // AF_NETLINK, SOCK_DGRAM, NETLINK_ROUTE
                 // kill(PID, 0): may this process signal PID at all? (-1: anyone it can see.)
                 "kill" => sys(syscall(62, pid_arg(arg, -1), 0i64)),
                 // A host abstract unix socket by name (abstract sockets are scoped by network namespace).
