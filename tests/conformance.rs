@@ -89,6 +89,8 @@ fn every_case_passes_on_this_host() {
         ("forkbomb", "native"),
         ("memory_bomb", "native"),
         ("memory_bomb", "wasm"),
+        ("memory_bomb", "wasm+os"),
+        ("read_host_secret", "wasm+os"),
         ("cpu_spin", "wasm"),
         ("connect_host_loopback", "native"),
         ("connect_host_loopback", "wasm"),

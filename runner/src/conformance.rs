@@ -76,7 +76,7 @@ pub struct CaseResult {
     pub case: String,
     /// The line of the escape catalogue (`shared/security.md`) this case covers.
     pub catalogue: String,
-    /// `native`, `wasm`, or `both` (equivalence cases).
+    /// `native`, `wasm`, `wasm+os` (wasm with `wasm.os_sandbox`), or `both` (equivalence cases).
     pub backend: String,
     /// The expected outcome and mechanism.
     pub expected: String,
@@ -254,7 +254,7 @@ enum HostCheck {
 struct Case {
     name: &'static str,
     catalogue: &'static str,
-    backends: &'static [Backend],
+    backends: &'static [Target],
     guest: Guest,
     args: Vec<String>,
     stdin: Vec<u8>,
@@ -266,8 +266,45 @@ struct Case {
     unsupported: Option<String>,
 }
 
-const NATIVE: &[Backend] = &[Backend::Native];
-const WASM: &[Backend] = &[Backend::Wasm];
+/// Where a case runs: a backend, or the wasm backend with its worker OS-sandboxed as well
+/// (`wasm.os_sandbox`, defense in depth: the same guest-visible behaviour is expected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Native,
+    Wasm,
+    WasmOsSandbox,
+}
+
+impl Target {
+    fn backend(self) -> Backend {
+        match self {
+            Target::Native => Backend::Native,
+            Target::Wasm | Target::WasmOsSandbox => Backend::Wasm,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Target::Native => "native",
+            Target::Wasm => "wasm",
+            Target::WasmOsSandbox => "wasm+os",
+        }
+    }
+
+    /// The case's policy for this target.
+    fn policy(self, p: &Policy) -> Policy {
+        let mut p = p.clone();
+        if self == Target::WasmOsSandbox {
+            p.wasm.os_sandbox = true;
+        }
+        p
+    }
+}
+
+const NATIVE: &[Target] = &[Target::Native];
+const WASM: &[Target] = &[Target::Wasm];
+/// The wasm backend plain and with `wasm.os_sandbox`.
+const WASM_BOTH: &[Target] = &[Target::Wasm, Target::WasmOsSandbox];
 
 /// Host-side fixtures the cases point at; removed on drop.
 struct Fixtures {
@@ -428,7 +465,7 @@ fn cases(cfg: &Config, fx: &Fixtures) -> Vec<Case> {
 fn case(
     name: &'static str,
     catalogue: &'static str,
-    backends: &'static [Backend],
+    backends: &'static [Target],
     args: Vec<String>,
     expect: Expect,
     control: Control,
@@ -649,12 +686,7 @@ fn process_cases(out: &mut Vec<Case>) {
 /// Filesystem: host secrets, writes outside the grants, escapes from a grant, /proc and cgroupfs.
 fn filesystem_cases(fx: &Fixtures, out: &mut Vec<Case>) {
     let secret = fx.secret.display().to_string();
-    for backend in [Backend::Native, Backend::Wasm] {
-        let backends = if backend == Backend::Native {
-            NATIVE
-        } else {
-            WASM
-        };
+    for backends in [NATIVE, WASM_BOTH] {
         out.push(case(
             "read_host_secret",
             "filesystem: read host files outside the mounts",
@@ -675,7 +707,7 @@ fn filesystem_cases(fx: &Fixtures, out: &mut Vec<Case>) {
     let grant = json!({"filesystem": {"mounts": [{"host": fx.ro, "guest": "/data"}]}});
     let landed_ro = fx.ro.join("probe-write");
     let landed_host = fx.dir.path().join("probe-write");
-    for backends in [NATIVE, WASM] {
+    for backends in [NATIVE, WASM_BOTH] {
         let mut c = case(
             "write_ro_grant",
             "filesystem: write to a read-only grant",
@@ -782,7 +814,7 @@ fn network_cases(fx: &Fixtures, out: &mut Vec<Case>) {
         Control::Succeeds(attack(&["read", "/proc/net/dev"])),
     ));
     let port = fx.port();
-    for backends in [NATIVE, WASM] {
+    for backends in [NATIVE, WASM_BOTH] {
         let mut c = case(
             "connect_host_loopback",
             "network: connect to a listener on the host's loopback",
@@ -827,7 +859,7 @@ fn network_cases(fx: &Fixtures, out: &mut Vec<Case>) {
 
 /// Resources and lifecycle: bombs, spins, sleeps, rlimits, survivors.
 fn resource_cases(fx: &Fixtures, out: &mut Vec<Case>) {
-    for backends in [NATIVE, WASM] {
+    for backends in [NATIVE, WASM_BOTH] {
         let mut c = case(
             "memory_bomb",
             "resources: memory bomb (reported as oom, not signal 9)",
@@ -1418,8 +1450,9 @@ pub fn run(cfg: &Config) -> Result<Report, ConformanceError> {
             })?;
         }
         let policy = build_policy(c.name, &c.policy, note.is_some())?;
-        for &backend in c.backends {
-            let r = run_case(cfg, &fx, c, &policy, backend, &mut gate, note.as_deref());
+        for &target in c.backends {
+            let policy = target.policy(&policy);
+            let r = run_case(cfg, &fx, c, &policy, target, &mut gate, note.as_deref());
             indexed.push((i, r));
         }
     }
@@ -1450,10 +1483,11 @@ fn run_case(
     fx: &Fixtures,
     c: &Case,
     policy: &Policy,
-    backend: Backend,
+    target: Target,
     gate: &mut KillGate,
     note: Option<&str>,
 ) -> CaseResult {
+    let backend = target.backend();
     let path = artifact(cfg, fx, &c.guest, backend);
     let killed = matches!(c.expect, Expect::Seccomp(_));
     if killed {
@@ -1496,7 +1530,7 @@ fn run_case(
     CaseResult {
         case: c.name.to_string(),
         catalogue: c.catalogue.to_string(),
-        backend: backend.to_string(),
+        backend: target.label().to_string(),
         expected: c.expect.describe(),
         got,
         control: shown,
