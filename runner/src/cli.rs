@@ -45,6 +45,10 @@ pub enum Command {
     },
     /// Measure isolation overhead side by side: bare, native, wasm cold/warm/hardened, same limits.
     Bench(BenchArgs),
+    /// Run the isolation conformance suite on this host: every escape and resource attack of the
+    /// catalogue on each backend, with its negative control, and the cross-backend equivalence of the
+    /// examples. Exit 0 only if every case passes. Needs root and the built examples.
+    Conformance(ConformanceArgs),
     /// Remove envelopes left behind by a hybox that was killed (owner process dead).
     Gc,
     /// The private compile cache of the wasm backend.
@@ -184,6 +188,19 @@ pub struct BenchArgs {
     /// Workloads: function bundles (both variants), or single native / wasm files.
     #[arg(required = true)]
     pub workloads: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The built example guests (`examples/build.sh` output, with native/ and wasm/ inside).
+    #[arg(long, value_name = "DIR", default_value = "examples/out")]
+    pub examples: PathBuf,
+    /// Run only the cases whose name contains this.
+    #[arg(long, value_name = "NAME")]
+    pub case: Option<String>,
 }
 
 #[derive(Debug, Args)]

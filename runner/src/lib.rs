@@ -19,6 +19,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod conformance;
 pub mod decide;
 pub mod doctor;
 pub mod envelope;

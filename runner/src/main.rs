@@ -4,7 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use hybox::cli::{BenchArgs, CacheCommand, Cli, Command, ExplainArgs, PolicyCommand, RunArgs};
+use hybox::cli::{
+    BenchArgs, CacheCommand, Cli, Command, ConformanceArgs, ExplainArgs, PolicyCommand, RunArgs,
+};
 use hybox::policy::Policy;
 use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => doctor(json),
         Command::Bench(args) => bench(args),
+        Command::Conformance(args) => conformance(args),
         Command::Gc => gc(),
         Command::Cache(c) => cache(c),
         Command::Completions { shell } => {
@@ -268,6 +271,36 @@ fn bench(args: BenchArgs) -> i32 {
         print!("{}", report.table());
     }
     0
+}
+
+/// `hybox conformance`: the table on stdout; 0 only if no case failed (cases this host cannot run are
+/// listed as unsupported with the reason), 1 otherwise.
+fn conformance(args: ConformanceArgs) -> i32 {
+    let cfg = hybox::conformance::Config {
+        examples: args.examples,
+        host: HostConfig::default(),
+        filter: args.case,
+    };
+    let report = match hybox::conformance::run(&cfg) {
+        Ok(r) => r,
+        Err(e @ hybox::conformance::ConformanceError::MissingGuests { .. }) => {
+            return fail(&e, exit::NOT_FOUND)
+        }
+        Err(e) => return fail(&e, exit::RUNNER_FAILED),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    if report.all_passed() && !report.results.is_empty() {
+        0
+    } else {
+        1
+    }
 }
 
 fn gc() -> i32 {

@@ -3,7 +3,9 @@
 //! Three filters, compiled by the runner with seccompiler's JSON frontend (policy as data, one rule per
 //! line) and installed by the workload's process right before `execveat`, in this order:
 //! 1. `EPERM` for `unshare`/`clone` with any `CLONE_NEW*` flag, `ioctl(TIOCSTI|TIOCLINUX)` (32-bit
-//!    compare) and `personality` other than 0 / query; everything else passes.
+//!    compare), `personality` other than 0 / query, and `socket` of a family other than unix, inet,
+//!    inet6 and netlink (AF_VSOCK above all) or of a netlink protocol other than NETLINK_ROUTE;
+//!    everything else passes.
 //! 2. `ENOSYS` for `clone3` (libc falls back to `clone`, whose flags filter 1 checks) and `io_uring_*`.
 //! 3. The allow-list: anything not listed kills the process (`SECCOMP_RET_KILL_PROCESS`), which the shim
 //!    sees as a SIGSYS death and the runner reports as `seccomp_violation`. x32 syscalls (bit 30 set) are
@@ -440,6 +442,21 @@ pub fn filters_json(extra_allow: &[String]) -> Result<serde_json::Value, FilterE
         {"index": 0, "type": "dword", "op": "ne", "val": 0},
         {"index": 0, "type": "dword", "op": "ne", "val": 0xffff_ffffu32},
     ]}));
+    // socket: only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK (all scoped by the sandbox's own network
+    // namespace). AF_VSOCK is not: in a VM it reaches the hypervisor (CID 2) whatever the namespace, an
+    // egress around `network: none`; AF_PACKET, AF_ALG, AF_XDP and the rest are kernel attack surface.
+    eperm.push(serde_json::json!({"syscall": "socket", "args": [
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_UNIX},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_INET},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_INET6},
+        {"index": 0, "type": "dword", "op": "ne", "val": libc::AF_NETLINK},
+    ]}));
+    // AF_NETLINK: NETLINK_ROUTE only (libc's getaddrinfo and getifaddrs use it; it sees the sandbox's
+    // own namespace). Audit, uevent, netfilter, xfrm and the rest are kernel attack surface.
+    eperm.push(serde_json::json!({"syscall": "socket", "args": [
+        {"index": 0, "type": "dword", "op": "eq", "val": libc::AF_NETLINK},
+        {"index": 2, "type": "dword", "op": "ne", "val": libc::NETLINK_ROUTE},
+    ]}));
     // clone3 passes its flags in memory, where BPF cannot look: answer ENOSYS so libc falls back to clone,
     // whose flags we can check. io_uring bypasses seccomp for the operations it performs.
     let enosys: Vec<serde_json::Value> = [
@@ -536,6 +553,48 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn only_namespaced_socket_families_pass() {
+        let json = filters_json(&[]).unwrap();
+        let rules: Vec<&serde_json::Value> = json["1_eperm"]["filter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["syscall"] == "socket")
+            .collect();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        let rule = rules[0];
+        // Netlink: NETLINK_ROUTE only.
+        assert_eq!(
+            rules[1]["args"],
+            serde_json::json!([
+                {"index": 0, "type": "dword", "op": "eq", "val": libc::AF_NETLINK},
+                {"index": 2, "type": "dword", "op": "ne", "val": libc::NETLINK_ROUTE},
+            ])
+        );
+        // EPERM when the family is none of these (conditions of one rule are ANDed).
+        let allowed: Vec<i64> = rule["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert_eq!(c["op"], "ne");
+                assert_eq!(c["type"], "dword");
+                c["val"].as_i64().unwrap()
+            })
+            .collect();
+        let want: Vec<i64> = [
+            libc::AF_UNIX,
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+        ]
+        .map(i64::from)
+        .to_vec();
+        assert_eq!(allowed, want);
+        assert!(!allowed.contains(&i64::from(libc::AF_VSOCK)));
     }
 
     #[test]

@@ -229,7 +229,15 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         rlimits: Rlimits {
             nofile: r.nofile,
             fsize: r.fsize.bytes(),
-            nproc: policy.resources.pids,
+            // The envelope's pids.max enforces `pids` exactly and is what the report attributes
+            // (`pids_limit`); RLIMIT_NPROC is the backstop. Both count the same tasks (the shim runs as
+            // the sandbox uid too), and the rlimit is checked first in fork, so with an envelope it sits
+            // one above, or the cgroup limit could never fire. Without an envelope it is the limit.
+            nproc: if launch.envelope.is_some() {
+                policy.resources.pids + 1
+            } else {
+                policy.resources.pids
+            },
             memlock: r.memlock.bytes(),
             msgqueue: r.msgqueue.bytes(),
             stack: r.stack.bytes(),
