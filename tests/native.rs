@@ -520,3 +520,56 @@ fn a_rootfs_dir_is_the_whole_root() {
     assert!(!Path::new("/marker").exists());
     assert_eq!(read(&host_root, "/marker")["errno"], libc::ENOENT);
 }
+
+#[test]
+fn the_shim_is_in_the_envelope_before_it_runs() {
+    if !common::privileged("the_shim_is_in_the_envelope_before_it_runs") {
+        return;
+    }
+    use hybox::envelope::{Envelope, Limits};
+    let root = Path::new("/sys/fs/cgroup");
+    let env = Envelope::create(
+        root,
+        "hybox",
+        &format!("t-native-entry-{}", std::process::id()),
+        &Limits {
+            memory_bytes: 64 << 20,
+            cpus: 1.0,
+            pids: 16,
+        },
+    )
+    .expect("envelope");
+    let p = policy(r#"{"version": 1}"#);
+    let artifact = Artifact::detect(&common::native_guest("hello")).unwrap();
+    let host = HostConfig {
+        shim_path: Some(shim()),
+        ..Default::default()
+    };
+    let stdio = Stdio::Capture { stdin: Vec::new() };
+    let r = native::run(&Launch {
+        run_id: "test",
+        policy: &p,
+        artifact: &artifact,
+        args: &[],
+        env: Default::default(),
+        stdio: &stdio,
+        envelope: Some(&env),
+        deadline: Instant::now() + Duration::from_secs(20),
+        host: &host,
+    })
+    .expect("native run starts");
+    assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
+    // cgroup v2: created inside (CLONE_INTO_CGROUP); v1: migrated by the runner before release.
+    let layout = hybox::envelope::detect(root).unwrap();
+    let expect = if layout.version() == "v2" {
+        "clone_into_cgroup"
+    } else {
+        "migrated"
+    };
+    assert_eq!(r.details["cgroup_entry"], expect, "{layout:?}");
+    // Everything the sandbox did was charged to the envelope.
+    let u = env.try_usage().unwrap();
+    assert!(u.peak_memory_bytes > 0, "{u:?}");
+    assert!(u.cpu_user_us + u.cpu_system_us > 0, "{u:?}");
+    env.destroy().unwrap();
+}

@@ -41,6 +41,13 @@ pub trait EnvelopeJoin: Send + Sync {
     fn procs_files(&self) -> Vec<PathBuf>;
     /// Kills every process in the envelope (timeout, teardown).
     fn kill_all(&self) -> std::io::Result<()>;
+    /// The cgroup v2 leaf a child can be created in directly (`CLONE_INTO_CGROUP`); `None` on v1,
+    /// where every controller has its own hierarchy and the child must be migrated with [`join`].
+    ///
+    /// [`join`]: EnvelopeJoin::join
+    fn clone_into_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A shared reference to the run's envelope, type-erased for the backends.

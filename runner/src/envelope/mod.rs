@@ -946,4 +946,8 @@ impl crate::backend::EnvelopeJoin for Envelope {
     fn kill_all(&self) -> io::Result<()> {
         self.inner.kill_all().map_err(io::Error::other)
     }
+
+    fn clone_into_dir(&self) -> Option<PathBuf> {
+        (self.inner.version == Version::V2).then(|| self.inner.dirs.memory.clone())
+    }
 }

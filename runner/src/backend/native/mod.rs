@@ -60,14 +60,31 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     spawn::drop_supplementary_groups().map_err(|e| io_err("setgroups([]) before clone", e))?;
 
     let t_start = Instant::now();
-    let child = spawn::spawn(&shim, &workload, capture.as_ref()).map_err(|e| {
-        match e.raw_os_error() {
-            // EPERM: userns disallowed (sysctl, AppArmor, seccomp of a container); ENOSPC/EUSERS:
-            // the user namespace limit (user.max_user_namespaces) is 0 or reached.
-            Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => userns_refused(&e),
-            _ => io_err("clone3", e),
+    let clone_err = |e: std::io::Error| match e.raw_os_error() {
+        // EPERM: userns disallowed (sysctl, AppArmor, seccomp of a container); ENOSPC/EUSERS: the
+        // user namespace limit (user.max_user_namespaces) is 0 or reached.
+        Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => userns_refused(&e),
+        _ => io_err("clone3", e),
+    };
+    // cgroup v2: the shim is created inside the envelope; otherwise it is joined before release.
+    let into = match launch.envelope.and_then(|e| e.clone_into_dir()) {
+        Some(dir) => {
+            let fd = std::fs::File::open(&dir)
+                .map_err(|e| io_err(&format!("open cgroup {}", dir.display()), e))?;
+            spawn::spawn_into(&shim, &workload, capture.as_ref(), &fd.into()).map_err(clone_err)?
         }
-    })?;
+        None => None,
+    };
+    let cgroup_entry = match (&into, launch.envelope) {
+        (Some(_), _) => "clone_into_cgroup",
+        (None, Some(_)) => "migrated",
+        (None, None) => "none",
+    };
+    let born_inside = into.is_some();
+    let child = match into {
+        Some(c) => c,
+        None => spawn::spawn(&shim, &workload, capture.as_ref()).map_err(clone_err)?,
+    };
     drop(workload);
     drop(shim);
     let spawn::Child {
@@ -80,7 +97,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     // From here, any failure must kill the child: it holds namespaces and maybe a cgroup slot.
     let kill = |pidfd: &OwnedFd| spawn::pidfd_kill(pidfd);
     let setup = (|| -> Result<(), BackendError> {
-        if let Some(env) = launch.envelope {
+        if let Some(env) = launch.envelope.filter(|_| !born_inside) {
             env.join(pid).map_err(|e| io_err("join envelope", e))?;
         }
         nix::sys::socket::setsockopt(&control, nix::sys::socket::sockopt::PassCred, &true)
@@ -228,6 +245,9 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
             .collect(),
     );
     run.details.insert("pid1".into(), "hybox-shim".into());
+    // How the shim entered the envelope: created in it (cgroup v2), or migrated before release (v1).
+    run.details
+        .insert("cgroup_entry".into(), cgroup_entry.into());
     run.details
         .insert("host_ids".into(), format!("{host_uid}:{host_gid}").into());
     run.degradations = degradations;

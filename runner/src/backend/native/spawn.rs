@@ -134,7 +134,41 @@ pub fn drop_supplementary_groups() -> io::Result<()> {
 
 /// Starts the shim: `clone3` into the namespaces; the child waits for the go byte, moves its fds to
 /// their numbers, and executes the shim by fd.
+/// `CLONE_INTO_CGROUP` (Linux 5.7, linux/sched.h): the child starts in the cgroup v2 directory whose
+/// fd is `clone_args.cgroup`.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Starts the shim suspended in fresh namespaces. With `cgroup` (a cgroup v2 leaf's directory fd) the
+/// child is created inside that cgroup (`CLONE_INTO_CGROUP`): it is never outside the envelope, and
+/// no migration is needed (a migration takes the cgroup threadgroup lock for writing, which waits for
+/// an RCU grace period, milliseconds on a busy host). Returns `Ok(None)` when the kernel does not
+/// support that flag, so the caller can fall back to spawning first and joining after.
+pub fn spawn_into(
+    shim: &OwnedFd,
+    workload: &OwnedFd,
+    stdio: Option<&StdioPipes>,
+    cgroup: &OwnedFd,
+) -> io::Result<Option<Child>> {
+    match spawn_with(shim, workload, stdio, Some(cgroup.as_raw_fd())) {
+        Ok(c) => Ok(Some(c)),
+        // EINVAL (an unknown flag) or E2BIG (a clone_args without the cgroup field): kernel < 5.7.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Starts the shim suspended in fresh namespaces, in the runner's own cgroup (the caller joins it to
+/// the envelope before releasing it).
 pub fn spawn(shim: &OwnedFd, workload: &OwnedFd, stdio: Option<&StdioPipes>) -> io::Result<Child> {
+    spawn_with(shim, workload, stdio, None)
+}
+
+fn spawn_with(
+    shim: &OwnedFd,
+    workload: &OwnedFd,
+    stdio: Option<&StdioPipes>,
+    cgroup: Option<RawFd>,
+) -> io::Result<Child> {
     let mut socks = [0; 2];
     // SAFETY: a pointer to two ints.
     cvt(unsafe {
@@ -178,6 +212,10 @@ pub fn spawn(shim: &OwnedFd, workload: &OwnedFd, stdio: Option<&StdioPipes>) -> 
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
     // SAFETY: clone3 without a stack behaves like fork; the child below only makes raw syscalls on
     // memory prepared before the call, then execs or _exits.
     let pid = cvt(unsafe {
