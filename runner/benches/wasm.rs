@@ -120,6 +120,28 @@ fn oneshot(c: &mut Criterion) {
     // Warm the cache.
     run_once();
     assert_eq!(run_once().details["cache_hit"], true);
+    // Where a one-shot run's time goes: medians over 30 runs of the worker's own phases
+    // (microseconds since the worker's main started) and of the whole start.
+    let mut phases: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for _ in 0..30 {
+        let r = run_once();
+        let mut add = |k: &str, v: u64| phases.entry(k.to_string()).or_default().push(v);
+        add("start_us (spawn -> guest start)", r.start_us);
+        add(
+            "worker_startup_us",
+            r.details["worker_startup_us"].as_u64().unwrap_or(0),
+        );
+        if let Some(p) = r.details["worker_phases"].as_object() {
+            for (k, v) in p {
+                add(&format!("worker_phases.{k}"), v.as_u64().unwrap_or(0));
+            }
+        }
+    }
+    eprintln!("oneshot/hybox_backend phases (median of 30, us):");
+    for (k, mut v) in phases {
+        v.sort_unstable();
+        eprintln!("  {k:40} {}", v[v.len() / 2]);
+    }
 
     // The baseline's .cwasm, compiled for the same engine configuration it loads with.
     let mut config = Config::new();
