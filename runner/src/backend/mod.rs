@@ -20,7 +20,7 @@ pub struct Launch<'a> {
     pub run_id: &'a str,
     pub policy: &'a Policy,
     pub artifact: &'a Artifact,
-    /// argv[1..] for the workload (argv[0] is the backend's business).
+    /// `argv[1..]` for the workload (`argv[0]` is the backend's business).
     pub args: &'a [String],
     /// The workload's complete environment.
     pub env: BTreeMap<String, String>,

@@ -3,7 +3,7 @@
 //! [`Envelope::create`] detects the host's layout ([`detect`]: v1, v2 or hybrid, never assumed),
 //! creates `<parent>/<run_id>.owner-<pid>-<start>` (see [`owner`] for why the owner record is in the
 //! name), writes the policy's limits and **reads every value back** (a value the kernel did not take is
-//! [`EnvelopeError::Mismatch`]). Backends put their process in it through [`EnvelopeJoin`]; at the end
+//! [`EnvelopeError::Mismatch`]). Backends put their process in it through [`EnvelopeJoin`](crate::backend::EnvelopeJoin); at the end
 //! [`Envelope::usage`] reads what the run used and which limits fired, and [`Envelope::destroy`] kills
 //! everything inside, removes the cgroup with retries and verifies it is gone. `Drop` does the same
 //! best-effort if `destroy` was not reached (early return, panic), [`install_signal_teardown`] on
@@ -11,6 +11,17 @@
 //!
 //! File I/O goes through hybox's own thin layer (`fsio.rs`, which explains why cgroups-rs is used for
 //! mount detection only); the rest of hybox never sees a cgroup file.
+//!
+//! What an envelope costs, and why it is shaped this way (`benches/envelope.rs` measures it against
+//! the kernel's own mkdir + rmdir of the same cgroups):
+//! - Per host, once per process and then every [`GC_INTERVAL`]: layout detection, the parent, the gc
+//!   pass. Per run: one mkdir per hierarchy, five limit writes each read back, one rmdir per hierarchy.
+//! - No freezer hierarchy: the kill seals the envelope with `pids.max = 0` (nothing inside can fork)
+//!   and SIGKILLs until `cgroup.procs` is empty; an envelope whose workload already exited is not
+//!   signalled at all.
+//! - Joining migrates a process, which takes the kernel's cgroup threadgroup lock for writing and
+//!   waits for an RCU grace period. On cgroup v2 the native backend avoids it by creating the shim
+//!   inside the leaf (`CLONE_INTO_CGROUP`, see [`crate::backend::EnvelopeJoin::clone_into_dir`]).
 
 mod fsio;
 mod gc;

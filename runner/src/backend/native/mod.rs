@@ -1,6 +1,6 @@
 //! The native backend: an ELF in fresh Linux namespaces behind the shim (issue 4).
 //!
-//! [`run`] does steps 1-5 of `shared/security.md` on the runner's side: preflight, the [`Plan`] (mounts,
+//! [`run`] does steps 1-5 of `shared/security.md` on the runner's side: preflight, the [`Plan`](hybox_shim::plan::Plan) (mounts,
 //! ids, rlimits, Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared
 //! *before* the fork because the runner may be multithreaded. The child of `clone3` only does
 //! async-signal-safe raw syscalls: wait for "go", move fds into place, `execveat` the shim by fd. The

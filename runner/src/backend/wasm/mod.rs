@@ -53,7 +53,7 @@ pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
 pub struct Job {
     pub artifact: PathBuf,
     pub format: Format,
-    /// argv[1..]; argv[0] is the artifact's file name.
+    /// `argv[1..]`; `argv[0]` is the artifact's file name.
     pub args: Vec<String>,
     /// The guest's complete environment.
     pub env: Vec<(String, String)>,
