@@ -280,6 +280,15 @@ impl WarmFunction {
 
     /// Starts the worker, moves it into the envelope, sends the load job and waits for the answer.
     fn start(&mut self) -> Result<Worker, BackendError> {
+        // A worker that died mid-call (killed by the watchdog or the supervisor, OOM) could not
+        // remove that call's `/tmp`: nothing of it may reach a call of the next worker.
+        if let Some(base) = &self._tmp {
+            if let Ok(entries) = std::fs::read_dir(base.path()) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let exe = super::worker_binary(&self.host)?;
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("pipe")(e.into()))?;
@@ -917,7 +926,8 @@ impl Served {
     fn call_tmp(&mut self) -> Option<PathBuf> {
         self.calls += 1;
         let base = self.tmp_base.as_ref()?;
-        let dir = base.join(format!("call-{}", self.calls));
+        // Unique across workers too (a restarted worker counts from 1 again).
+        let dir = base.join(format!("call-{}-{}", std::process::id(), self.calls));
         Some(dir)
     }
 
