@@ -465,3 +465,80 @@ fn metrics_count_what_happened() {
         assert!(m.contains(line), "missing `{line}` in\n{m}");
     }
 }
+
+#[test]
+fn native_pool_calls_are_isolated_with_a_report_each() {
+    if !common::privileged("native_pool_calls_are_isolated_with_a_report_each") {
+        return;
+    }
+    let mut s = Server::start(functions_dir(), &["--native-pool", "2"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&request(s.addr, "GET", "/v1/functions", "").body).unwrap();
+    let state = v["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "state-native")
+        .unwrap();
+    assert_eq!(state["native_pool"], 2);
+    let mut envelopes = Vec::new();
+    let mut run_ids = Vec::new();
+    let mut warm = 0;
+    for i in 0..4 {
+        // Time for the background refill (a pre-build is tens of milliseconds).
+        std::thread::sleep(Duration::from_millis(400));
+        let r = request(
+            s.addr,
+            "POST",
+            "/v1/functions/state-native/invoke?report=1",
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("report JSON");
+        assert_eq!(
+            v["stdout"].as_str().unwrap().trim(),
+            "global=1 file=absent env=absent write=ok",
+            "call {i} saw what an earlier call left behind: {v}"
+        );
+        let report = &v["report"];
+        assert_eq!(report["outcome"]["kind"], "exited", "{v}");
+        assert_eq!(report["backend"], "native");
+        if v["start"] == "warm" {
+            warm += 1;
+            assert!(
+                report["details"]["prebuild_us"].as_u64().unwrap() > 0,
+                "{v}"
+            );
+            assert_eq!(report["details"]["landlock"], "fully_enforced", "{v}");
+        }
+        envelopes.push(report["envelope"]["path"].as_str().unwrap().to_string());
+        run_ids.push(report["run_id"].as_str().unwrap().to_string());
+    }
+    assert!(
+        warm >= 3,
+        "calls come from the pool once it is filled ({warm} of 4 warm)"
+    );
+    envelopes.sort();
+    envelopes.dedup();
+    run_ids.sort();
+    run_ids.dedup();
+    assert_eq!(
+        envelopes.len(),
+        4,
+        "every call has its own sandbox and envelope"
+    );
+    assert_eq!(run_ids.len(), 4, "every call has its own report");
+    // A limit in a pooled sandbox is that call's alone.
+    let r = invoke(s.addr, "state-native", "spin");
+    assert_eq!(header(&r, "x-hybox-outcome"), "timeout");
+    std::thread::sleep(Duration::from_millis(400));
+    let r = invoke(s.addr, "state-native", "");
+    assert_eq!(header(&r, "x-hybox-outcome"), "exited");
+    assert_eq!(header(&r, "x-hybox-start"), "warm");
+    // Shutdown destroys the sandboxes still waiting in the pool, with their envelopes.
+    assert!(s.terminate(Duration::from_secs(20)).success());
+    assert_eq!(
+        s.envelopes_left(),
+        Vec::<PathBuf>::new(),
+        "no envelope left"
+    );
+}

@@ -15,17 +15,21 @@
 //!   call gets a fresh store and WASI context (limits, deadline, fuel, `/tmp`); no instance ever
 //!   serves two calls. The pool grows on demand up to [`FunctionOptions::max_concurrency`] workers.
 //! - **native**: every call is a fresh sandbox (namespaces, mounts, shim, envelope) that is destroyed
-//!   after the call.
+//!   after the call. With [`FunctionOptions::native_pool`] > 0, sandboxes are pre-built in the
+//!   background ([`Sandbox::prebuild`]: envelope, namespaces, mounts, ids, capabilities, Landlock
+//!   and seccomp all in place, the workload's exec waiting on the control socket), so a call only
+//!   pays the exec; each pre-built sandbox serves exactly one call and is then destroyed, and the
+//!   pool refills. A call that finds the pool empty builds its own sandbox (a cold start).
 
 use std::path::Path;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crate::backend::wasm::WarmFunction;
 use crate::backend::BackendError;
 use crate::policy::{Backend, Policy};
 use crate::report::{EnvelopeReport, OutputReport, Phases, RunReport, Usage};
-use crate::sandbox::new_run_id;
+use crate::sandbox::{new_run_id, Prebuilt};
 use crate::workload::Workload;
 use crate::{HostConfig, RunOptions, Sandbox, Stdio};
 
@@ -130,7 +134,115 @@ pub struct Function {
 
 enum Inner {
     Wasm(WasmPool),
-    Native,
+    Native(Option<Arc<NativePool>>),
+}
+
+/// Pre-built native sandboxes, each for exactly one call, refilled in the background.
+struct NativePool {
+    state: Mutex<NativeState>,
+    changed: Condvar,
+    target: usize,
+    refill: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+struct NativeState {
+    ready: std::collections::VecDeque<Prebuilt>,
+    closed: bool,
+    /// The last pre-build failure (the pool retries after a pause; calls go cold meanwhile).
+    last_error: Option<String>,
+}
+
+impl NativePool {
+    fn start(sandbox: &Sandbox, host: &HostConfig, target: usize) -> std::io::Result<Arc<Self>> {
+        let pool = Arc::new(NativePool {
+            state: Mutex::new(NativeState {
+                ready: std::collections::VecDeque::new(),
+                closed: false,
+                last_error: None,
+            }),
+            changed: Condvar::new(),
+            target,
+            refill: Mutex::new(None),
+        });
+        let (p, sandbox, host) = (pool.clone(), sandbox.clone(), host.clone());
+        let handle = std::thread::Builder::new()
+            .name("hybox-native-pool".into())
+            .spawn(move || p.refill_loop(&sandbox, &host))?;
+        *pool.refill.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(pool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NativeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `target` sandboxes ready until the pool closes.
+    fn refill_loop(&self, sandbox: &Sandbox, host: &HostConfig) {
+        loop {
+            {
+                let mut g = self.lock();
+                while !g.closed && g.ready.len() >= self.target {
+                    g = self.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+                if g.closed {
+                    return;
+                }
+            }
+            match sandbox.prebuild(host) {
+                Ok(p) => {
+                    let mut g = self.lock();
+                    if g.closed {
+                        drop(g);
+                        drop(p);
+                        return;
+                    }
+                    g.ready.push_back(p);
+                    g.last_error = None;
+                    self.changed.notify_all();
+                }
+                Err(e) => {
+                    let why = crate::serve::error_chain(&e);
+                    tracing::warn!("native pool: pre-building a sandbox failed: {why}");
+                    self.lock().last_error = Some(why);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// A ready sandbox, if there is one (the refill thread is woken to replace it).
+    fn take(&self) -> Result<Option<Prebuilt>, ()> {
+        let mut g = self.lock();
+        if g.closed {
+            return Err(());
+        }
+        let p = g.ready.pop_front();
+        self.changed.notify_all();
+        Ok(p)
+    }
+
+    fn shutdown(&self) {
+        let ready = {
+            let mut g = self.lock();
+            g.closed = true;
+            std::mem::take(&mut g.ready)
+        };
+        self.changed.notify_all();
+        drop(ready);
+        let handle = self.refill.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.lock().ready.is_empty()
+            && self
+                .refill
+                .lock()
+                .map(|h| h.as_ref().is_none_or(|h| h.is_finished()))
+                .unwrap_or(false)
+    }
 }
 
 /// Idle warm workers, and how many exist.
@@ -212,7 +324,15 @@ impl Function {
                     artifact,
                 })
             }
-            Backend::Native => Inner::Native,
+            Backend::Native if opts.native_pool > 0 => Inner::Native(Some(
+                NativePool::start(&sandbox, &opts.host, opts.native_pool).map_err(|e| {
+                    backend_err(BackendError::Io {
+                        step: "start the native pool's refill thread".into(),
+                        source: e,
+                    })
+                })?,
+            )),
+            Backend::Native => Inner::Native(None),
         };
         Ok(Function {
             name,
@@ -244,6 +364,20 @@ impl Function {
             .map(|a| a.path.as_path())
             .unwrap_or_else(|| self.sandbox.workload().path())
     }
+    /// Native: how many pre-built sandboxes the pool keeps (0: no pool, every call is cold).
+    pub fn native_pool(&self) -> usize {
+        match &self.inner {
+            Inner::Native(Some(p)) => p.target,
+            _ => 0,
+        }
+    }
+    /// Native: the pool's last pre-build failure, if the latest attempt failed.
+    pub fn pool_error(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Native(Some(p)) => p.lock().last_error.clone(),
+            _ => None,
+        }
+    }
     pub fn max_concurrency(&self) -> usize {
         self.max_concurrency
     }
@@ -254,7 +388,28 @@ impl Function {
     pub fn invoke(&self, payload: &[u8]) -> Result<Invocation, FunctionError> {
         match &self.inner {
             Inner::Wasm(pool) => self.invoke_wasm(pool, payload),
-            Inner::Native => {
+            Inner::Native(pool) => {
+                if let Some(pool) = pool {
+                    let prebuilt = pool
+                        .take()
+                        .map_err(|()| FunctionError::Closed(self.name.clone()))?;
+                    if let Some(p) = prebuilt {
+                        let run = self
+                            .sandbox
+                            .run_prebuilt(p, payload.to_vec())
+                            .map_err(|e| FunctionError::Run {
+                                name: self.name.clone(),
+                                source: e,
+                            })?;
+                        return Ok(Invocation {
+                            stdout: run.stdout,
+                            stderr: run.stderr,
+                            report: run.report,
+                            start: Start::Warm,
+                        });
+                    }
+                    // None ready (a burst): this call builds its own sandbox, cold.
+                }
                 let run = self
                     .sandbox
                     .run(&RunOptions {
@@ -419,7 +574,8 @@ impl Function {
                 pool.freed.notify_all();
                 drop(idle);
             }
-            Inner::Native => {}
+            Inner::Native(Some(pool)) => pool.shutdown(),
+            Inner::Native(None) => {}
         }
     }
 
@@ -428,7 +584,8 @@ impl Function {
     pub fn drained(&self) -> bool {
         match &self.inner {
             Inner::Wasm(pool) => pool.state.lock().map(|g| g.live == 0).unwrap_or(false),
-            Inner::Native => true,
+            Inner::Native(Some(pool)) => pool.drained(),
+            Inner::Native(None) => true,
         }
     }
 }

@@ -490,6 +490,11 @@ struct FunctionInfo {
     limits: serde_json::Value,
     max_concurrency: usize,
     max_queue: usize,
+    /// Native: pre-built sandboxes kept ready (0: every call is cold).
+    native_pool: usize,
+    /// Native: why the pool could not pre-build its last sandbox, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -512,6 +517,8 @@ async fn list(State(state): State<Arc<AppState>>) -> Json<FunctionList> {
                 limits: serde_json::to_value(&f.policy().resources).unwrap_or_default(),
                 max_concurrency: f.max_concurrency(),
                 max_queue: s.max_queue,
+                native_pool: f.native_pool(),
+                pool_error: f.pool_error(),
             }
         })
         .collect();
