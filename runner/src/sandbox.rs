@@ -170,11 +170,11 @@ impl Sandbox {
         };
         self.complete(
             run_id,
-            envelope,
-            degradations,
+            (envelope, degradations),
             result,
             setup_us,
             &opts.stdio,
+            None,
         )
     }
 
@@ -265,18 +265,20 @@ impl Sandbox {
         let degradations = std::mem::take(&mut p.degradations);
         let run_id = std::mem::take(&mut p.run_id);
         let deadline = Instant::now() + self.policy.resources.timeout.as_std();
-        let result = crate::backend::native::call(
+        let (result, exiting) = match crate::backend::native::call(
             started,
             &self.policy,
             stdin.clone(),
             envelope.as_ref().map(|e| e as &EnvelopeHandle),
             deadline,
-        );
+        ) {
+            Ok((run, exiting)) => (Ok(run), exiting),
+            Err(e) => (Err(e), None),
+        };
         // Setup was paid ahead of the call (`prebuild_us` in the details); start_us is the exec.
         let mut r = self.complete(
             run_id,
-            envelope,
-            degradations,
+            (envelope, degradations),
             result.map(|mut run| {
                 run.details
                     .insert("prebuild_us".into(), p.prebuild_us.into());
@@ -284,6 +286,7 @@ impl Sandbox {
             }),
             0,
             &Stdio::Capture { stdin },
+            exiting,
         )?;
         r.report.details.insert("start".into(), "warm".into());
         Ok(r)
@@ -293,11 +296,11 @@ impl Sandbox {
     fn complete(
         &self,
         run_id: String,
-        envelope: Option<Envelope>,
-        degradations: Vec<Degradation>,
+        (envelope, degradations): (Option<Envelope>, Vec<Degradation>),
         result: Result<crate::backend::BackendRun, BackendError>,
         setup_us: u64,
         stdio: &Stdio,
+        exiting: Option<crate::backend::native::Reaper>,
     ) -> Result<RunResult, Error> {
         let backend = self.decision.backend;
         let t_teardown = Instant::now();
@@ -322,7 +325,12 @@ impl Sandbox {
             ),
         };
         run.outcome = attribute(run.outcome, &usage, &self.policy);
-        if let Some(env) = envelope {
+        if let Some(reaper) = exiting {
+            // The workload ended and its output is complete; the shim is still tearing down its
+            // namespaces. Reaping it and removing the envelope happen off the caller's path.
+            run.details.insert("teardown".into(), "background".into());
+            background_teardown(reaper, envelope);
+        } else if let Some(env) = envelope {
             if let Err(e) = env.destroy() {
                 // The run happened and its report must survive; a failed teardown is loud in it.
                 tracing::error!("envelope teardown failed: {e}");
@@ -376,6 +384,43 @@ impl Sandbox {
             stdout: run.stdout,
             stderr: run.stderr,
         })
+    }
+}
+
+static PENDING_TEARDOWNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Teardowns of finished pre-built sandboxes still running in the background (wait for 0 before
+/// exiting; [`crate::envelope::teardown_all`] is the backstop).
+pub fn pending_teardowns() -> usize {
+    PENDING_TEARDOWNS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn background_teardown(reaper: crate::backend::native::Reaper, envelope: Option<Envelope>) {
+    use std::sync::atomic::Ordering;
+    PENDING_TEARDOWNS.fetch_add(1, Ordering::SeqCst);
+    let work = move || {
+        reaper.reap();
+        if let Some(env) = envelope {
+            if let Err(e) = env.destroy() {
+                tracing::error!("envelope teardown failed: {e}");
+            }
+        }
+        PENDING_TEARDOWNS.fetch_sub(1, Ordering::SeqCst);
+    };
+    // If no thread can be started, the teardown happens here, on the caller's path.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
+    let s2 = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("hybox-teardown".into())
+        .spawn(move || {
+            if let Some(w) = s2.lock().ok().and_then(|mut g| g.take()) {
+                w();
+            }
+        });
+    if spawned.is_err() {
+        if let Some(w) = slot.lock().ok().and_then(|mut g| g.take()) {
+            w();
+        }
     }
 }
 

@@ -446,6 +446,11 @@ async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     // Every function's workers, pre-built sandboxes and envelopes go with the last reference.
     let names: Vec<String> = state.functions.keys().cloned().collect();
     drop(state);
+    // Pre-built sandboxes that served a call finish their teardown in the background.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while crate::sandbox::pending_teardowns() > 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let left = crate::envelope::teardown_all();
     for e in &left {
         eprintln!("hybox serve: teardown: {e}");

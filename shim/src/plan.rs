@@ -131,6 +131,13 @@ pub enum Message {
     Signaled { signal: i32 },
 }
 
+impl Message {
+    /// Whether the shim sends nothing after this (it exits next).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Message::Exec { .. })
+    }
+}
+
 /// Packs a BPF program (`sock_filter`: code u16, jt u8, jf u8, k u32) into u64s for the plan.
 pub fn pack_filter(prog: &[seccompiler::sock_filter]) -> Vec<u64> {
     prog.iter()

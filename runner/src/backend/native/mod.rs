@@ -38,7 +38,9 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         stdin,
         launch.envelope,
         launch.deadline,
+        false,
     )
+    .map(|(run, _)| run)
 }
 
 /// A sandbox whose shim has its plan: namespaces, envelope membership and id maps done, the shim
@@ -67,24 +69,39 @@ pub(crate) fn prebuild(launch: &Launch) -> Result<Started, BackendError> {
     start(launch, true)
 }
 
-/// The one call of a pre-built sandbox: releases the exec, feeds `stdin`, waits until `deadline`.
+/// A shim that reported its workload's end and is still exiting (namespace teardown).
+pub(crate) struct Reaper {
+    pidfd: OwnedFd,
+}
+
+impl Reaper {
+    /// Waits for the shim's exit (SIGKILL first: it has nothing left to do).
+    pub(crate) fn reap(self) {
+        spawn::pidfd_kill(&self.pidfd);
+        let _ = spawn::wait_pidfd(&self.pidfd);
+    }
+}
+
+/// The one call of a pre-built sandbox: releases the exec, feeds `stdin`, waits until `deadline`
+/// or until the shim reported the workload's end; the shim may still be exiting, the returned
+/// [`Reaper`] waits for it.
 pub(crate) fn call(
     mut started: Started,
     policy: &Policy,
     stdin: Vec<u8>,
     envelope: Option<&crate::backend::EnvelopeHandle>,
     deadline: Instant,
-) -> Result<BackendRun, BackendError> {
+) -> Result<(BackendRun, Option<Reaper>), BackendError> {
     started.t_start = Instant::now();
     // If the sandbox died while it waited, the write fails; `finish` then reports what the shim
     // said (its setup error) or how it ended.
     let released = started.control.write_all(&[hybox_shim::plan::CALL_BYTE]);
-    let mut run = finish(started, policy, stdin, envelope, deadline)?;
+    let (mut run, pending) = finish(started, policy, stdin, envelope, deadline, true)?;
     if let Err(e) = released {
         run.details
             .insert("release_error".into(), e.to_string().into());
     }
-    Ok(run)
+    Ok((run, pending.map(|pidfd| Reaper { pidfd })))
 }
 
 /// Steps 1-5 of `shared/security.md` on the runner's side, up to the plan sent to the shim.
@@ -168,13 +185,17 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
 }
 
 /// Feeds and drains stdio, waits for the shim (killing the envelope at `deadline`), classifies.
+/// With `early`, returns as soon as the shim reported the workload's end and closed its files,
+/// with the shim's pidfd to reap (its namespaces' teardown is left to the caller, off the call's
+/// path); otherwise waits for the shim's exit and returns no pidfd.
 fn finish(
     started: Started,
     policy: &Policy,
     stdin: Vec<u8>,
     envelope: Option<&crate::backend::EnvelopeHandle>,
     deadline: Instant,
-) -> Result<BackendRun, BackendError> {
+    early: bool,
+) -> Result<(BackendRun, Option<OwnedFd>), BackendError> {
     let Started {
         pidfd,
         mut control,
@@ -233,7 +254,12 @@ fn finish(
             }
         }
         if pid_ready {
-            break spawn::wait_pidfd(&pidfd).map_err(|e| io_err("waitid", e))?;
+            break Some(spawn::wait_pidfd(&pidfd).map_err(|e| io_err("waitid", e))?);
+        }
+        if early && !timed_out && reader.messages.iter().any(Message::is_final) {
+            // The shim reported how the workload ended and is exiting: its files (stdio, this
+            // socket) close first, the namespaces' teardown comes after and is not the caller's.
+            break None;
         }
         if !ctl_ready && !timed_out && Instant::now() >= deadline {
             // Kill everything in the envelope, then pid 1 (which takes the whole pid namespace with it).
@@ -260,6 +286,8 @@ fn finish(
         .unwrap_or_default();
 
     let mut outcome = classify(&reader.messages, status, timed_out);
+    // Still exiting (early return): the caller reaps it.
+    let pending = if status.is_none() { Some(pidfd) } else { None };
     if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, reader.exec_pid) {
         // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
         for _ in 0..20 {
@@ -307,7 +335,7 @@ fn finish(
     run.details
         .insert("host_ids".into(), format!("{host_uid}:{host_gid}").into());
     run.degradations = degradations;
-    Ok(run)
+    Ok((run, pending))
 }
 
 fn io_err(step: &str, source: std::io::Error) -> BackendError {
@@ -321,7 +349,7 @@ fn io_err(step: &str, source: std::io::Error) -> BackendError {
 ///
 /// OOM and pids classification is the caller's: a `Signaled { SIGKILL }` hybox did not send is the raw
 /// fact; `sandbox.rs` asks the envelope's usage (`oom_kills`, `pids_limit_hits`) to refine it.
-fn classify(messages: &[Message], status: spawn::WaitStatus, timed_out: bool) -> Outcome {
+fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: bool) -> Outcome {
     if timed_out {
         return Outcome::Timeout;
     }
@@ -341,13 +369,16 @@ fn classify(messages: &[Message], status: spawn::WaitStatus, timed_out: bool) ->
         }
     }
     match status {
-        spawn::WaitStatus::Exited(125) => Outcome::SetupError {
+        Some(spawn::WaitStatus::Exited(125)) => Outcome::SetupError {
             step: "hybox-shim exited before reporting (125)".into(),
         },
-        spawn::WaitStatus::Exited(code) => Outcome::SetupError {
+        Some(spawn::WaitStatus::Exited(code)) => Outcome::SetupError {
             step: format!("hybox-shim exited with {code} before the workload ended"),
         },
-        spawn::WaitStatus::Signaled(sig) => signaled(sig),
+        Some(spawn::WaitStatus::Signaled(sig)) => signaled(sig),
+        None => Outcome::SetupError {
+            step: "hybox-shim ended without a report".into(),
+        },
     }
 }
 
