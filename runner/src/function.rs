@@ -478,15 +478,19 @@ impl Function {
         let result = w.invoke(&self.sandbox.policy().args, payload);
         let inv = result.map(|call| {
             let t_usage = Instant::now();
+            // The worker's envelope is shared by all of its calls: its counters are cumulative
+            // and cpuacct cannot attribute a call of microseconds, so they are not read per call
+            // (that would be several cgroupfs reads on every call's path). What fired in a call
+            // (timeout, memory limit, fuel, a cgroup OOM kill of the worker) is in its outcome.
             let (usage, envelope) = match w.envelope() {
-                Some(e) => {
-                    let mut u = e.usage();
-                    u.source = format!(
-                        "{} (the warm worker's envelope, cumulative over its life)",
-                        u.source
-                    );
-                    (u, e.report())
-                }
+                Some(e) => (
+                    Usage {
+                        source: "not per call: a warm worker's envelope is shared by its calls"
+                            .into(),
+                        ..Usage::default()
+                    },
+                    e.report(),
+                ),
                 None => (
                     Usage {
                         source: "none (no envelope)".into(),
