@@ -317,9 +317,30 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
 }
 
 async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    // SIGTERM/SIGINT through signal-hook on a thread (tokio's signal driver would also be built
+    // into every tokio runtime of this binary, the wasm worker's included, and needs syscalls the
+    // hardened worker's seccomp filter does not grant). The first signal drains; a second one
+    // tears every envelope down at once and exits.
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .map_err(ServeError::Signals)?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    std::thread::Builder::new()
+        .name("hybox-serve-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    let _ = sig_tx.send(sig);
+                    continue;
+                }
+                eprintln!("hybox serve: second signal: tearing down every envelope now");
+                for e in crate::envelope::teardown_all() {
+                    eprintln!("hybox serve: teardown: {e}");
+                }
+                std::process::exit(128 + sig);
+            }
+        })
         .map_err(ServeError::Signals)?;
     let opts = FunctionOptions {
         host: cfg.host.clone(),
@@ -398,26 +419,11 @@ async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
     }
     let drain_state = state.clone();
     let shutdown = async move {
-        let sig = tokio::select! {
-            _ = sigterm.recv() => libc::SIGTERM,
-            _ = sigint.recv() => libc::SIGINT,
-        };
+        let sig = sig_rx.recv().await.unwrap_or(libc::SIGTERM);
         eprintln!(
             "hybox serve: signal {sig}: draining (in-flight calls finish, new ones are refused)"
         );
         drain_state.draining.store(true, Ordering::SeqCst);
-        // A second signal: stop now.
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = sigterm.recv() => {},
-                _ = sigint.recv() => {},
-            }
-            eprintln!("hybox serve: second signal: tearing down every envelope now");
-            for e in crate::envelope::teardown_all() {
-                eprintln!("hybox serve: teardown: {e}");
-            }
-            std::process::exit(128 + sig);
-        });
     };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
