@@ -334,7 +334,7 @@ fn overload_returns_429_then_recovers() {
     let addr = s.addr;
     // One running, one queued: the rest are refused at once.
     let calls: Vec<_> = (0..5)
-        .map(|_| std::thread::spawn(move || invoke(addr, "state-wasm", "work:700")))
+        .map(|_| std::thread::spawn(move || invoke(addr, "state-wasm", "work:1500")))
         .collect();
     let replies: Vec<Reply> = calls.into_iter().map(|c| c.join().unwrap()).collect();
     let ok = replies.iter().filter(|r| r.status == 200).count();
@@ -377,15 +377,29 @@ fn sigterm_drains_in_flight_calls_and_removes_every_envelope() {
     );
     let calls: Vec<_> = ["state-wasm", "state-native"]
         .into_iter()
-        .map(|f| std::thread::spawn(move || invoke(addr, f, "work:1000")))
+        .map(|f| std::thread::spawn(move || invoke(addr, f, "work:1500")))
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    // SIGTERM once both calls are running.
+    let t = Instant::now();
+    loop {
+        let m = body(&request(addr, "GET", "/metrics", ""));
+        if m.contains(r#"hybox_in_flight{function="state-wasm",backend="wasm"} 1"#)
+            && m.contains(r#"hybox_in_flight{function="state-native",backend="native"} 1"#)
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "calls never started: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = s.terminate(Duration::from_secs(20));
     for c in calls {
         let r = c.join().unwrap();
         assert_eq!(r.status, 200, "the in-flight call completes: {}", body(&r));
         assert_eq!(header(&r, "x-hybox-outcome"), "exited");
-        assert!(body(&r).starts_with("worked 1000 ms"), "{}", body(&r));
+        assert!(body(&r).starts_with("worked 1500 ms"), "{}", body(&r));
     }
     assert!(
         status.success(),
