@@ -163,6 +163,14 @@ impl Drop for Server {
         if self.child.is_some() {
             self.terminate(Duration::from_secs(30));
         }
+        // The server's own cgroup parent (empty once every envelope is gone): rmdir, per controller.
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if let Ok(controllers) = std::fs::read_dir(base) {
+                for c in controllers.flatten() {
+                    let _ = std::fs::remove_dir(c.path().join(&self.cgroup_parent));
+                }
+            }
+        }
     }
 }
 
