@@ -49,6 +49,10 @@ pub enum Command {
     /// catalogue on each backend, with its negative control, and the cross-backend equivalence of the
     /// examples. Exit 0 only if every case passes. Needs root and the built examples.
     Conformance(ConformanceArgs),
+    /// Serve every function bundle in a directory over HTTP (loopback by default), each call isolated.
+    Serve(ServeArgs),
+    /// Load-test a running `hybox serve` on loopback: throughput and latency percentiles.
+    BenchServe(BenchServeArgs),
     /// Remove envelopes left behind by a hybox that was killed (owner process dead).
     Gc,
     /// The private compile cache of the wasm backend.
@@ -201,6 +205,61 @@ pub struct ConformanceArgs {
     /// Run only the cases whose name contains this.
     #[arg(long, value_name = "NAME")]
     pub case: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of function bundles (each a subdirectory with a bundle.json); a bad one is reported
+    /// and skipped.
+    #[arg(long, value_name = "DIR")]
+    pub functions: PathBuf,
+    /// Address to listen on (loopback by default; port 0 picks a free port, printed at start).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Calls of one function that run at once (wasm: warm workers, each in its own envelope).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_concurrency: usize,
+    /// Calls of one function that may wait for a slot; beyond that, 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Per-call wall-clock limit, overriding each bundle policy's timeout.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Native functions: sandboxes kept pre-built, each used for exactly one call (0: every call
+    /// builds its own sandbox).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub native_pool: usize,
+    /// Largest request body accepted.
+    #[arg(long, value_name = "SIZE", default_value = "8M")]
+    pub max_body: Size,
+    /// Parent of the function envelopes (cgroup); default `hybox`.
+    #[arg(long, value_name = "NAME", default_value = "hybox")]
+    pub cgroup_parent: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchServeArgs {
+    /// The server, on loopback.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub target: std::net::SocketAddr,
+    /// Function to invoke.
+    #[arg(long)]
+    pub function: String,
+    /// Calls to make (after the warm-up).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Connections sending calls at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Unmeasured calls first.
+    #[arg(long, default_value_t = 50)]
+    pub warmup: usize,
+    /// Request body sent with every call.
+    #[arg(long, default_value = "")]
+    pub payload: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -25,10 +25,14 @@ pub mod doctor;
 pub mod envelope;
 pub mod exit;
 pub mod explain;
+pub mod function;
+pub mod loadgen;
 pub mod policy;
 pub mod report;
 pub mod sandbox;
+pub mod serve;
 pub mod units;
 pub mod workload;
 
+pub use function::{Function, FunctionOptions, Invocation};
 pub use sandbox::{Error, HostConfig, RunOptions, RunResult, Sandbox, Stdio};

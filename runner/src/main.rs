@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use hybox::cli::{
-    BenchArgs, CacheCommand, Cli, Command, ConformanceArgs, ExplainArgs, PolicyCommand, RunArgs,
+    BenchArgs, BenchServeArgs, CacheCommand, Cli, Command, ConformanceArgs, ExplainArgs,
+    PolicyCommand, RunArgs, ServeArgs,
 };
 use hybox::policy::Policy;
 use hybox::workload::Workload;
@@ -29,6 +30,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.quiet);
+    // `hybox serve` handles SIGTERM/SIGINT itself: drain first, then tear down.
+    if let Command::Serve(args) = cli.command {
+        return ExitCode::from(serve(args) as u8);
+    }
     // SIGINT/SIGTERM to hybox: kill and remove every live envelope before exiting (128+signo).
     if let Err(e) = hybox::envelope::install_signal_teardown() {
         eprintln!("hybox: error: cannot install the signal teardown: {e}");
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Doctor { json } => doctor(json),
         Command::Bench(args) => bench(args),
         Command::Conformance(args) => conformance(args),
+        Command::Serve(args) => serve(args),
+        Command::BenchServe(args) => bench_serve(args),
         Command::Gc => gc(),
         Command::Cache(c) => cache(c),
         Command::Completions { shell } => {
@@ -300,6 +307,52 @@ fn conformance(args: ConformanceArgs) -> i32 {
         0
     } else {
         1
+    }
+}
+
+/// `hybox serve`: every function bundle of a directory over HTTP until SIGTERM/SIGINT.
+fn serve(args: ServeArgs) -> i32 {
+    let cfg = hybox::serve::ServeConfig {
+        functions_dir: args.functions,
+        listen: args.listen,
+        max_concurrency: args.max_concurrency,
+        max_queue: args.max_queue,
+        timeout: args.timeout,
+        native_pool: args.native_pool,
+        max_body: usize::try_from(args.max_body.bytes()).unwrap_or(usize::MAX),
+        host: HostConfig {
+            cgroup_parent: args.cgroup_parent,
+            ..HostConfig::default()
+        },
+    };
+    match hybox::serve::run(cfg) {
+        Ok(()) => 0,
+        Err(e) => fail(&e, exit::RUNNER_FAILED),
+    }
+}
+
+fn bench_serve(args: BenchServeArgs) -> i32 {
+    let cfg = hybox::loadgen::LoadConfig {
+        target: args.target,
+        function: args.function,
+        requests: args.requests,
+        concurrency: args.concurrency,
+        warmup: args.warmup,
+        payload: args.payload.into_bytes(),
+    };
+    match hybox::loadgen::run(&cfg) {
+        Ok(r) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("result serialises")
+                );
+            } else {
+                println!("{}", r.summary());
+            }
+            0
+        }
+        Err(e) => fail(&e, exit::RUNNER_FAILED),
     }
 }
 

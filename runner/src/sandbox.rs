@@ -150,29 +150,8 @@ impl Sandbox {
         } else {
             opts.args.clone()
         };
-        let mut degradations = Vec::new();
-
         // The envelope: built from the policy, every limit read back, before anything of the workload runs.
-        let limits = Limits::from(&self.policy.resources);
-        let envelope = match Envelope::create(
-            &opts.host.cgroup_root,
-            &opts.host.cgroup_parent,
-            &run_id,
-            &limits,
-        ) {
-            Ok(e) => Some(e),
-            Err(e)
-                if e.is_unavailable()
-                    && self.policy.on_unenforceable == OnUnenforceable::Degrade =>
-            {
-                degradations.push(Degradation {
-                    what: "envelope".into(),
-                    why: e.to_string(),
-                });
-                None
-            }
-            Err(e) => return Err(Error::Envelope(e)),
-        };
+        let (envelope, degradations) = self.envelope(&opts.host, &run_id)?;
         let launch = Launch {
             run_id: &run_id,
             policy: &self.policy,
@@ -189,6 +168,141 @@ impl Sandbox {
             Backend::Wasm => crate::backend::wasm::run(&launch),
             Backend::Native => crate::backend::native::run(&launch),
         };
+        self.complete(
+            run_id,
+            (envelope, degradations),
+            result,
+            setup_us,
+            &opts.stdio,
+            None,
+        )
+    }
+
+    /// The run's envelope, or none when the host cannot build one and the policy allows degrading.
+    fn envelope(
+        &self,
+        host: &HostConfig,
+        run_id: &str,
+    ) -> Result<(Option<Envelope>, Vec<Degradation>), Error> {
+        let mut degradations = Vec::new();
+        let limits = Limits::from(&self.policy.resources);
+        let envelope =
+            match Envelope::create(&host.cgroup_root, &host.cgroup_parent, run_id, &limits) {
+                Ok(e) => Some(e),
+                Err(e)
+                    if e.is_unavailable()
+                        && self.policy.on_unenforceable == OnUnenforceable::Degrade =>
+                {
+                    degradations.push(Degradation {
+                        what: "envelope".into(),
+                        why: e.to_string(),
+                    });
+                    None
+                }
+                Err(e) => return Err(Error::Envelope(e)),
+            };
+        Ok((envelope, degradations))
+    }
+
+    /// Pre-builds a native sandbox for one later call ([`Sandbox::run_prebuilt`]): its own envelope,
+    /// namespaces, mounts, ids, capabilities dropped, no_new_privs, Landlock and seccomp all in
+    /// place, stdio pipes ready; only the exec of the workload waits for the call. Native only.
+    pub fn prebuild(&self, host: &HostConfig) -> Result<Prebuilt, Error> {
+        let t0 = Instant::now();
+        let run_id = new_run_id();
+        let backend = self.decision.backend;
+        if backend != Backend::Native {
+            return Err(Error::Backend(
+                backend,
+                BackendError::Preflight {
+                    what: "pre-built sandbox".into(),
+                    why: "only the native backend pre-builds sandboxes (wasm keeps warm workers)"
+                        .into(),
+                    hint: None,
+                },
+            ));
+        }
+        let artifact = self
+            .workload
+            .variant(backend)
+            .expect("decide() only picks a backend the workload has");
+        let (envelope, degradations) = self.envelope(host, &run_id)?;
+        let stdio = Stdio::Capture { stdin: Vec::new() };
+        let launch = Launch {
+            run_id: &run_id,
+            policy: &self.policy,
+            artifact,
+            args: &self.policy.args,
+            env: self.policy.workload_env(),
+            stdio: &stdio,
+            envelope: envelope.as_ref().map(|e| e as &EnvelopeHandle),
+            deadline: Instant::now() + self.policy.resources.timeout.as_std(),
+            host,
+        };
+        match crate::backend::native::prebuild(&launch) {
+            Ok(started) => Ok(Prebuilt {
+                run_id,
+                envelope,
+                degradations,
+                started: Some(started),
+                prebuild_us: t0.elapsed().as_micros() as u64,
+            }),
+            Err(e) => {
+                if let Some(env) = envelope {
+                    let _ = env.destroy();
+                }
+                Err(Error::Backend(backend, e))
+            }
+        }
+    }
+
+    /// The one call of a pre-built sandbox: `stdin` is the workload's whole stdin (captured
+    /// output), the policy's timeout starts now. The sandbox and its envelope are destroyed before
+    /// this returns, whatever happened.
+    pub fn run_prebuilt(&self, mut p: Prebuilt, stdin: Vec<u8>) -> Result<RunResult, Error> {
+        let started = p.started.take().expect("a Prebuilt is used once");
+        let envelope = p.envelope.take();
+        let degradations = std::mem::take(&mut p.degradations);
+        let run_id = std::mem::take(&mut p.run_id);
+        let deadline = Instant::now() + self.policy.resources.timeout.as_std();
+        let (result, exiting) = match crate::backend::native::call(
+            started,
+            &self.policy,
+            stdin.clone(),
+            envelope.as_ref().map(|e| e as &EnvelopeHandle),
+            deadline,
+        ) {
+            Ok((run, exiting)) => (Ok(run), exiting),
+            Err(e) => (Err(e), None),
+        };
+        // Setup was paid ahead of the call (`prebuild_us` in the details); start_us is the exec.
+        let mut r = self.complete(
+            run_id,
+            (envelope, degradations),
+            result.map(|mut run| {
+                run.details
+                    .insert("prebuild_us".into(), p.prebuild_us.into());
+                run
+            }),
+            0,
+            &Stdio::Capture { stdin },
+            exiting,
+        )?;
+        r.report.details.insert("start".into(), "warm".into());
+        Ok(r)
+    }
+
+    /// Usage and limit hits from the envelope, the envelope removed, the report built.
+    fn complete(
+        &self,
+        run_id: String,
+        (envelope, degradations): (Option<Envelope>, Vec<Degradation>),
+        result: Result<crate::backend::BackendRun, BackendError>,
+        setup_us: u64,
+        stdio: &Stdio,
+        exiting: Option<crate::backend::native::Reaper>,
+    ) -> Result<RunResult, Error> {
+        let backend = self.decision.backend;
         let t_teardown = Instant::now();
         let mut run = match result {
             Ok(run) => run,
@@ -211,7 +325,12 @@ impl Sandbox {
             ),
         };
         run.outcome = attribute(run.outcome, &usage, &self.policy);
-        if let Some(env) = envelope {
+        if let Some(reaper) = exiting {
+            // The workload ended and its output is complete; the shim is still tearing down its
+            // namespaces. Reaping it and removing the envelope happen off the caller's path.
+            run.details.insert("teardown".into(), "background".into());
+            background_teardown(reaper, envelope);
+        } else if let Some(env) = envelope {
             if let Err(e) = env.destroy() {
                 // The run happened and its report must survive; a failed teardown is loud in it.
                 tracing::error!("envelope teardown failed: {e}");
@@ -246,7 +365,7 @@ impl Sandbox {
             usage,
             envelope: envelope_report,
             output: OutputReport {
-                mode: match opts.stdio {
+                mode: match stdio {
                     Stdio::Inherit => "inherited".into(),
                     Stdio::Capture { .. } => "captured".into(),
                 },
@@ -265,6 +384,73 @@ impl Sandbox {
             stdout: run.stdout,
             stderr: run.stderr,
         })
+    }
+}
+
+static PENDING_TEARDOWNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Teardowns of finished pre-built sandboxes still running in the background (wait for 0 before
+/// exiting; [`crate::envelope::teardown_all`] is the backstop).
+pub fn pending_teardowns() -> usize {
+    PENDING_TEARDOWNS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn background_teardown(reaper: crate::backend::native::Reaper, envelope: Option<Envelope>) {
+    use std::sync::atomic::Ordering;
+    PENDING_TEARDOWNS.fetch_add(1, Ordering::SeqCst);
+    let work = move || {
+        reaper.reap();
+        if let Some(env) = envelope {
+            if let Err(e) = env.destroy() {
+                tracing::error!("envelope teardown failed: {e}");
+            }
+        }
+        PENDING_TEARDOWNS.fetch_sub(1, Ordering::SeqCst);
+    };
+    // If no thread can be started, the teardown happens here, on the caller's path.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(work)));
+    let s2 = slot.clone();
+    let spawned = std::thread::Builder::new()
+        .name("hybox-teardown".into())
+        .spawn(move || {
+            if let Some(w) = s2.lock().ok().and_then(|mut g| g.take()) {
+                w();
+            }
+        });
+    if spawned.is_err() {
+        if let Some(w) = slot.lock().ok().and_then(|mut g| g.take()) {
+            w();
+        }
+    }
+}
+
+/// A native sandbox built ahead of its call ([`Sandbox::prebuild`]), used by exactly one
+/// [`Sandbox::run_prebuilt`]. Dropped unused, it is killed and its envelope removed.
+pub struct Prebuilt {
+    run_id: String,
+    envelope: Option<Envelope>,
+    degradations: Vec<Degradation>,
+    started: Option<crate::backend::native::Started>,
+    prebuild_us: u64,
+}
+
+impl Prebuilt {
+    /// How long building it took (paid ahead of the call).
+    pub fn prebuild_us(&self) -> u64 {
+        self.prebuild_us
+    }
+}
+
+impl Drop for Prebuilt {
+    fn drop(&mut self) {
+        if let Some(s) = self.started.take() {
+            s.kill();
+        }
+        if let Some(env) = self.envelope.take() {
+            if let Err(e) = env.destroy() {
+                tracing::error!("pre-built sandbox envelope teardown failed: {e}");
+            }
+        }
     }
 }
 

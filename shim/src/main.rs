@@ -144,6 +144,8 @@ enum SetupError {
     Landlock(String),
     #[error("seccomp: {0}")]
     Seccomp(String),
+    #[error("wait for the call: {0}")]
+    WaitForCall(String),
     #[error("execveat: {0}")]
     Exec(Errno),
 }
@@ -830,6 +832,40 @@ fn prepare_workload(plan: &Plan) -> Result<()> {
     for packed in &plan.seccomp {
         let prog = hybox_shim::plan::unpack_filter(packed);
         seccompiler::apply_filter(&prog).map_err(|e| SetupError::Seccomp(e.to_string()))?;
+    }
+    // A pre-built sandbox (native warm pool) waits here for its one call, every step of
+    // `shared/security.md` but the exec done. Why the wait is safe at this point:
+    // - nothing is left to undo or to add: ids, capabilities, no_new_privs, Landlock and seccomp are
+    //   all in force already, so the wait cannot reorder a step (the order stays 6-16, then 17);
+    // - the wait is one `read(2)` of one byte from the runner's own control socket (an fd that was
+    //   already open and is CLOEXEC since step 11, so the workload never inherits it); `read` is on
+    //   every seccomp allow-list because the workload needs it, and Landlock does not govern an fd
+    //   that is already open;
+    // - this process is not dumpable and has no workload code in it yet; the only input it takes
+    //   is the byte, compared with a constant; anything else, or the runner closing the socket,
+    //   ends it with a setup error (and the runner destroys a pre-built sandbox it no longer wants
+    //   by killing PID 1, which takes the whole pid namespace with it);
+    // - the call's own inputs (stdin) arrive on the stdio pipes, which were fds 0-2 all along.
+    if plan.wait_for_call {
+        let mut b = 0u8;
+        loop {
+            // SAFETY: reading one byte into a live u8 from an fd this process owns.
+            let n = unsafe { libc::read(CONTROL_FD, (&mut b as *mut u8).cast(), 1) };
+            if n == -1 && Errno::last().0 == libc::EINTR {
+                continue;
+            }
+            if n != 1 {
+                return Err(SetupError::WaitForCall(if n == 0 {
+                    "the runner closed the control socket".into()
+                } else {
+                    Errno::last().to_string()
+                }));
+            }
+            break;
+        }
+        if b != hybox_shim::plan::CALL_BYTE {
+            return Err(SetupError::WaitForCall(format!("unexpected byte {b:#x}")));
+        }
     }
     send(&Message::Exec { landlock: status });
     Ok(())

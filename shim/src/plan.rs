@@ -18,6 +18,9 @@ pub const WORKLOAD_FD: i32 = 4;
 /// Largest plan the shim accepts (a sanity bound, not a policy limit).
 pub const MAX_PLAN_BYTES: u32 = 16 << 20;
 
+/// The byte a runner writes on the control socket to let a pre-built sandbox exec its workload.
+pub const CALL_BYTE: u8 = b'c';
+
 /// The shim's instructions, in setup order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +48,11 @@ pub struct Plan {
     pub env: Vec<String>,
     /// Keep the workload fd open across exec (scripts: the kernel hands `/dev/fd/N` to the interpreter).
     pub keep_workload_fd: bool,
+    /// A pre-built sandbox of a native warm pool: the workload's process does every step up to and
+    /// including seccomp, then blocks reading [`CALL_BYTE`] from the control socket, and only then
+    /// executes the workload (see `exec_workload` in the shim for why this wait is safe).
+    #[serde(default)]
+    pub wait_for_call: bool,
     pub landlock: LandlockPlan,
     /// Seccomp programs, installed in this order (each a list of `sock_filter`s packed by
     /// [`pack_filter`]). The last one is the default-deny allow-list.
@@ -121,6 +129,13 @@ pub enum Message {
     Exited { code: i32 },
     /// The workload was killed by this signal.
     Signaled { signal: i32 },
+}
+
+impl Message {
+    /// Whether the shim sends nothing after this (it exits next).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Message::Exec { .. })
+    }
 }
 
 /// Packs a BPF program (`sock_filter`: code u16, jt u8, jf u8, k u32) into u64s for the plan.

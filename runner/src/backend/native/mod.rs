@@ -27,13 +27,95 @@ pub use plan::{build_plan, host_ids, PlanError};
 /// Runs the launch's artifact natively. `Err` only when nothing of the workload started; a sandbox
 /// that failed to build inside the shim is `Outcome::SetupError`.
 pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
+    let started = start(launch, false)?;
+    let stdin = match launch.stdio {
+        Stdio::Capture { stdin } => stdin.clone(),
+        Stdio::Inherit => Vec::new(),
+    };
+    finish(
+        started,
+        launch.policy,
+        stdin,
+        launch.envelope,
+        launch.deadline,
+        false,
+    )
+    .map(|(run, _)| run)
+}
+
+/// A sandbox whose shim has its plan: namespaces, envelope membership and id maps done, the shim
+/// building the sandbox (or, with `wait_for_call`, built and waiting for its call).
+pub(crate) struct Started {
+    pidfd: OwnedFd,
+    control: std::fs::File,
+    /// The runner's ends of stdin, stdout, stderr (captured stdio).
+    stdio: Option<(OwnedFd, OwnedFd, OwnedFd)>,
+    degradations: Vec<Degradation>,
+    host_ids: (u32, u32),
+    t_start: Instant,
+    /// How the shim entered the envelope: `clone_into_cgroup` (v2), `migrated` (v1) or `none`.
+    cgroup_entry: &'static str,
+}
+
+impl Started {
+    /// Kills the sandbox (PID 1, and with it the whole pid namespace) and reaps the shim.
+    pub(crate) fn kill(self) {
+        spawn::pidfd_kill(&self.pidfd);
+        let _ = spawn::wait_pidfd(&self.pidfd);
+    }
+}
+
+/// A pre-built sandbox for a native warm pool: everything done but the exec of the workload, which
+/// waits for [`call`] (the shim's workload process blocks on the control socket after seccomp).
+pub(crate) fn prebuild(launch: &Launch) -> Result<Started, BackendError> {
+    start(launch, true)
+}
+
+/// A shim that reported its workload's end and is still exiting (namespace teardown).
+pub(crate) struct Reaper {
+    pidfd: OwnedFd,
+}
+
+impl Reaper {
+    /// Waits for the shim's exit (SIGKILL first: it has nothing left to do).
+    pub(crate) fn reap(self) {
+        spawn::pidfd_kill(&self.pidfd);
+        let _ = spawn::wait_pidfd(&self.pidfd);
+    }
+}
+
+/// The one call of a pre-built sandbox: releases the exec, feeds `stdin`, waits until `deadline`
+/// or until the shim reported the workload's end; the shim may still be exiting, the returned
+/// [`Reaper`] waits for it.
+pub(crate) fn call(
+    mut started: Started,
+    policy: &Policy,
+    stdin: Vec<u8>,
+    envelope: Option<&crate::backend::EnvelopeHandle>,
+    deadline: Instant,
+) -> Result<(BackendRun, Option<Reaper>), BackendError> {
+    started.t_start = Instant::now();
+    // If the sandbox died while it waited, the write fails; `finish` then reports what the shim
+    // said (its setup error) or how it ended.
+    let released = started.control.write_all(&[hybox_shim::plan::CALL_BYTE]);
+    let (mut run, pending) = finish(started, policy, stdin, envelope, deadline, true)?;
+    if let Err(e) = released {
+        run.details
+            .insert("release_error".into(), e.to_string().into());
+    }
+    Ok((run, pending.map(|pidfd| Reaper { pidfd })))
+}
+
+/// Steps 1-5 of `shared/security.md` on the runner's side, up to the plan sent to the shim.
+fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> {
     let mut degradations = Vec::new();
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
-    let plan = build_plan(launch, landlock_mode).map_err(|e| BackendError::Preflight {
+    let mut plan = build_plan(launch, landlock_mode).map_err(|e| BackendError::Preflight {
         what: "native sandbox plan".into(),
         why: e.to_string(),
         hint: e.hint(),
     })?;
+    plan.wait_for_call = wait_for_call;
     let plan_json = serde_json::to_vec(&plan)
         .map_err(|e| io_err("serialize plan", std::io::Error::other(e)))?;
     let shim_path = match &launch.host.shim_path {
@@ -95,7 +177,6 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let mut control = std::fs::File::from(control);
 
     // From here, any failure must kill the child: it holds namespaces and maybe a cgroup slot.
-    let kill = |pidfd: &OwnedFd| spawn::pidfd_kill(pidfd);
     let setup = (|| -> Result<(), BackendError> {
         if let Some(env) = launch.envelope.filter(|_| !born_inside) {
             env.join(pid).map_err(|e| io_err("join envelope", e))?;
@@ -114,21 +195,49 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         Ok(())
     })();
     if let Err(e) = setup {
-        kill(&pidfd);
+        spawn::pidfd_kill(&pidfd);
         let _ = spawn::wait_pidfd(&pidfd);
         return Err(e);
     }
+    Ok(Started {
+        pidfd,
+        control,
+        stdio: capture.map(|p| p.into_parent()),
+        degradations,
+        host_ids: (host_uid, host_gid),
+        t_start,
+        cgroup_entry,
+    })
+}
+
+/// Feeds and drains stdio, waits for the shim (killing the envelope at `deadline`), classifies.
+/// With `early`, returns as soon as the shim reported the workload's end and closed its files,
+/// with the shim's pidfd to reap (its namespaces' teardown is left to the caller, off the call's
+/// path); otherwise waits for the shim's exit and returns no pidfd.
+fn finish(
+    started: Started,
+    policy: &Policy,
+    stdin: Vec<u8>,
+    envelope: Option<&crate::backend::EnvelopeHandle>,
+    deadline: Instant,
+    early: bool,
+) -> Result<(BackendRun, Option<OwnedFd>), BackendError> {
+    let Started {
+        pidfd,
+        mut control,
+        stdio,
+        mut degradations,
+        host_ids: (host_uid, host_gid),
+        t_start,
+        cgroup_entry,
+    } = started;
+    let kill = |pidfd: &OwnedFd| spawn::pidfd_kill(pidfd);
 
     // stdio threads.
-    let (stdout_t, stderr_t, stdin_t) = match capture {
-        Some(p) => {
-            let stdin = match launch.stdio {
-                Stdio::Capture { stdin } => stdin.clone(),
-                Stdio::Inherit => Vec::new(),
-            };
-            let (stdin_w, out_r, err_r) = p.into_parent();
-            let out_max = launch.policy.resources.stdout_max.bytes();
-            let err_max = launch.policy.resources.stderr_max.bytes();
+    let (stdout_t, stderr_t, stdin_t) = match stdio {
+        Some((stdin_w, out_r, err_r)) => {
+            let out_max = policy.resources.stdout_max.bytes();
+            let err_max = policy.resources.stderr_max.bytes();
             let stdin_t = std::thread::spawn(move || {
                 let mut f = std::fs::File::from(stdin_w);
                 // The workload may not read its stdin; EPIPE is not an error of the run.
@@ -153,8 +262,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         let timeout_ms = if timed_out {
             -1
         } else {
-            launch
-                .deadline
+            deadline
                 .saturating_duration_since(now)
                 .as_millis()
                 .min(i32::MAX as u128) as i32
@@ -173,12 +281,17 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
             }
         }
         if pid_ready {
-            break spawn::wait_pidfd(&pidfd).map_err(|e| io_err("waitid", e))?;
+            break Some(spawn::wait_pidfd(&pidfd).map_err(|e| io_err("waitid", e))?);
         }
-        if !ctl_ready && !timed_out && Instant::now() >= launch.deadline {
+        if early && !timed_out && reader.messages.iter().any(Message::is_final) {
+            // The shim reported how the workload ended and is exiting: its files (stdio, this
+            // socket) close first, the namespaces' teardown comes after and is not the caller's.
+            break None;
+        }
+        if !ctl_ready && !timed_out && Instant::now() >= deadline {
             // Kill everything in the envelope, then pid 1 (which takes the whole pid namespace with it).
             timed_out = true;
-            if let Some(env) = launch.envelope {
+            if let Some(env) = envelope {
                 let _ = env.kill_all();
             }
             kill(&pidfd);
@@ -200,6 +313,8 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         .unwrap_or_default();
 
     let mut outcome = classify(&reader.messages, status, timed_out);
+    // Still exiting (early return): the caller reaps it.
+    let pending = if status.is_none() { Some(pidfd) } else { None };
     if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, reader.exec_pid) {
         // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
         for _ in 0..20 {
@@ -235,8 +350,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     run.details.insert("landlock".into(), landlock.into());
     run.details.insert(
         "granted_syscalls".into(),
-        launch
-            .policy
+        policy
             .native
             .seccomp
             .allow
@@ -251,7 +365,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     run.details
         .insert("host_ids".into(), format!("{host_uid}:{host_gid}").into());
     run.degradations = degradations;
-    Ok(run)
+    Ok((run, pending))
 }
 
 fn io_err(step: &str, source: std::io::Error) -> BackendError {
@@ -265,7 +379,7 @@ fn io_err(step: &str, source: std::io::Error) -> BackendError {
 ///
 /// OOM and pids classification is the caller's: a `Signaled { SIGKILL }` hybox did not send is the raw
 /// fact; `sandbox.rs` asks the envelope's usage (`oom_kills`, `pids_limit_hits`) to refine it.
-fn classify(messages: &[Message], status: spawn::WaitStatus, timed_out: bool) -> Outcome {
+fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: bool) -> Outcome {
     if timed_out {
         return Outcome::Timeout;
     }
@@ -285,13 +399,16 @@ fn classify(messages: &[Message], status: spawn::WaitStatus, timed_out: bool) ->
         }
     }
     match status {
-        spawn::WaitStatus::Exited(125) => Outcome::SetupError {
+        Some(spawn::WaitStatus::Exited(125)) => Outcome::SetupError {
             step: "hybox-shim exited before reporting (125)".into(),
         },
-        spawn::WaitStatus::Exited(code) => Outcome::SetupError {
+        Some(spawn::WaitStatus::Exited(code)) => Outcome::SetupError {
             step: format!("hybox-shim exited with {code} before the workload ended"),
         },
-        spawn::WaitStatus::Signaled(sig) => signaled(sig),
+        Some(spawn::WaitStatus::Signaled(sig)) => signaled(sig),
+        None => Outcome::SetupError {
+            step: "hybox-shim ended without a report".into(),
+        },
     }
 }
 

@@ -251,6 +251,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         argv,
         env,
         keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
+        wait_for_call: false,
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,

@@ -214,13 +214,22 @@ impl WarmFunction {
         };
         // The base of the per-call `/tmp` directories (the worker creates one per call inside it and
         // removes it after the call); removed with everything in it when the function is dropped.
+        // On a tmpfs when the host has one (/dev/shm): a warm function makes and removes a
+        // directory per call, which on a journaling disk filesystem costs more than the rest of a
+        // small call; tmpfs pages are charged to the writer's cgroup, the worker's envelope, as the
+        // native backend's /tmp tmpfs is charged to its run.
         let tmp = match policy.filesystem.tmp {
-            Some(_) => Some(
-                tempfile::Builder::new()
-                    .prefix("hybox-warm-tmp-")
-                    .tempdir()
-                    .map_err(io_err("create the /tmp base directory for the guest"))?,
-            ),
+            Some(_) => {
+                let mut b = tempfile::Builder::new();
+                b.prefix("hybox-warm-tmp-");
+                let shm = Path::new("/dev/shm");
+                let made = if shm.is_dir() {
+                    b.tempdir_in(shm).or_else(|_| b.tempdir())
+                } else {
+                    b.tempdir()
+                };
+                Some(made.map_err(io_err("create the /tmp base directory for the guest"))?)
+            }
             None => None,
         };
         let job = Job {
@@ -280,6 +289,15 @@ impl WarmFunction {
 
     /// Starts the worker, moves it into the envelope, sends the load job and waits for the answer.
     fn start(&mut self) -> Result<Worker, BackendError> {
+        // A worker that died mid-call (killed by the watchdog or the supervisor, OOM) could not
+        // remove that call's `/tmp`: nothing of it may reach a call of the next worker.
+        if let Some(base) = &self._tmp {
+            if let Ok(entries) = std::fs::read_dir(base.path()) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let exe = super::worker_binary(&self.host)?;
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("pipe")(e.into()))?;
@@ -647,6 +665,10 @@ struct Served {
     fuel: Option<u64>,
     tmp_base: Option<PathBuf>,
     calls: u64,
+    /// The next call's `/tmp`, created ahead of it.
+    prepared_tmp: Option<PathBuf>,
+    /// The prepared directory [`Served::call_tmp`] handed to the current call.
+    handed_out: Option<PathBuf>,
 }
 
 /// Builds the engine with a pooling allocator sized from the policy, loads (cache or compile) and
@@ -711,6 +733,8 @@ fn load_served(
         fuel,
         tmp_base,
         calls: 0,
+        prepared_tmp: None,
+        handed_out: None,
     })
 }
 
@@ -902,10 +926,13 @@ fn serve_loop(mut served: Served, mut requests: File, replies: &File, shared: &S
             eprintln!("hybox wasm worker: writing a reply: {e}");
             break 125;
         }
-        // After the reply, off the caller's path: nothing a call wrote in /tmp survives it.
+        // After the reply, off the caller's path: nothing a call wrote in /tmp survives it, and
+        // the next call's fresh, empty /tmp is made ready (directory operations on the host's
+        // filesystem cost more than the rest of a small call).
         if let Some(t) = tmp {
             let _ = std::fs::remove_dir_all(t);
         }
+        served.prepare_tmp();
     };
     let mut g = lock(shared);
     g.shutdown = Some(code);
@@ -913,12 +940,34 @@ fn serve_loop(mut served: Served, mut requests: File, replies: &File, shared: &S
 }
 
 impl Served {
-    /// A fresh, empty `/tmp` directory for the next call, if the policy grants `/tmp`.
+    /// A fresh, empty `/tmp` directory for the next call, if the policy grants `/tmp`: the one
+    /// [`Served::prepare_tmp`] created after the previous call, else a new path `call` creates.
     fn call_tmp(&mut self) -> Option<PathBuf> {
+        if let Some(p) = self.prepared_tmp.take() {
+            self.handed_out = Some(p.clone());
+            return Some(p);
+        }
+        self.handed_out = None;
         self.calls += 1;
         let base = self.tmp_base.as_ref()?;
-        let dir = base.join(format!("call-{}", self.calls));
+        // Unique across workers too (a restarted worker counts from 1 again).
+        let dir = base.join(format!("call-{}-{}", std::process::id(), self.calls));
         Some(dir)
+    }
+
+    /// Creates the next call's `/tmp` directory ahead of the call (a new name, never used before).
+    fn prepare_tmp(&mut self) {
+        if self.prepared_tmp.is_some() {
+            return;
+        }
+        let Some(base) = self.tmp_base.as_ref() else {
+            return;
+        };
+        self.calls += 1;
+        let dir = base.join(format!("call-{}-{}", std::process::id(), self.calls));
+        if std::fs::create_dir(&dir).is_ok() {
+            self.prepared_tmp = Some(dir);
+        }
     }
 
     fn call(
@@ -942,7 +991,17 @@ impl Served {
             )
         };
         if let Some(t) = tmp {
-            if let Err(e) = std::fs::create_dir(t) {
+            // The prepared directory exists and is empty (it was created after the previous call
+            // and nothing has had it since); any other is created here.
+            if let Err(e) = std::fs::create_dir(t).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && self.handed_out.as_deref() == Some(t)
+                {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }) {
                 return setup(
                     format!("create /tmp for the call ({}): {e}", t.display()),
                     details,
