@@ -416,40 +416,6 @@ pub fn poll2(ctl: RawFd, pidfd: RawFd, timeout_ms: i32, ctl_eof: bool) -> (bool,
     (fds[0].revents != 0, fds[1].revents != 0)
 }
 
-/// Whether this host lets us create a user namespace (with a mount namespace in it): creates one in a
-/// throwaway child that exits at once.
-pub fn probe_userns() -> Result<(), String> {
-    let mut pidfd: RawFd = -1;
-    let mut args = CloneArgs {
-        flags: (libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_PIDFD) as u64,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..Default::default()
-    };
-    // SAFETY: fork-like clone3; the child only calls _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if pid == -1 {
-        return Err(format!(
-            "clone3(CLONE_NEWUSER|CLONE_NEWNS) failed: {}",
-            io::Error::last_os_error()
-        ));
-    }
-    if pid == 0 {
-        // SAFETY: the child leaves at once.
-        unsafe { libc::_exit(0) };
-    }
-    // SAFETY: the kernel stored a fresh pidfd.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    wait_pidfd(&pidfd).map_err(|e| format!("waitid: {e}"))?;
-    Ok(())
-}
-
 /// The syscall that `SECCOMP_RET_KILL_PROCESS` killed `pid` for, from the kernel's audit record
 /// (`type=1326 ... pid=P ... sig=31 ... syscall=N`) in `/dev/kmsg`. A parent's wait status carries only
 /// SIGSYS, and `/proc/PID/syscall` is gone once the process is dead; the audit record is the one place

@@ -93,14 +93,6 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether this host can start the worker in a user namespace (the native backend's probe).
-pub fn probe() -> Result<(), String> {
-    static USERNS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    USERNS
-        .get_or_init(crate::backend::native::spawn::probe_userns)
-        .clone()
-}
-
 /// Syscalls wasmtime, its WASI implementation (tokio), std and glibc use in the worker, measured with
 /// `strace -f -c` over hello, file I/O, a timeout in a host call, a trap and a component. Anything
 /// else kills the worker (`SECCOMP_RET_KILL_PROCESS`; the supervisor reports SIGSYS).

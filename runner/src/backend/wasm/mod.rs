@@ -178,30 +178,10 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let policy = launch.policy;
     let mut degradations = Vec::new();
     // wasm.os_sandbox: the worker in namespaces under Landlock and seccomp (see `hardened`). Only a
-    // host without usable user namespaces cannot have it: refuse, or degrade if the policy says so.
+    // host without usable user namespaces cannot have it; the worker's own unshare is the probe (no
+    // throwaway process per run), and `spawn_hardened_or_degrade` refuses, or degrades if the policy
+    // says so.
     let mut os_sandbox = policy.wasm.os_sandbox;
-    if os_sandbox {
-        if let Err(why) = hardened::probe() {
-            match policy.on_unenforceable {
-                OnUnenforceable::Fail => {
-                    return Err(BackendError::Preflight {
-                        what: "wasm.os_sandbox".into(),
-                        why,
-                        hint: Some(
-                            "enable unprivileged user namespaces, set wasm.os_sandbox to false, or on_unenforceable to \"degrade\"".into(),
-                        ),
-                    })
-                }
-                OnUnenforceable::Degrade => {
-                    degradations.push(Degradation {
-                        what: "wasm.os_sandbox".into(),
-                        why,
-                    });
-                    os_sandbox = false;
-                }
-            }
-        }
-    }
     let exe = worker_binary(launch.host)?;
     // An unusable cache location is not fatal (the worker compiles without it and says so).
     let cache_dir = artifact::cache_dir(launch.host).ok();
@@ -257,8 +237,35 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let loopback = policy.network == crate::policy::Network::Loopback;
-    let mut child = spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback)
-        .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
+    let spawned = spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback);
+    let mut child = match spawned {
+        // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
+        Err(e) if os_sandbox && userns_refused(&e) => {
+            let why = format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}");
+            match policy.on_unenforceable {
+                OnUnenforceable::Fail => {
+                    return Err(BackendError::Preflight {
+                        what: "wasm.os_sandbox".into(),
+                        why,
+                        hint: Some(
+                            "enable unprivileged user namespaces, set wasm.os_sandbox to false, or on_unenforceable to \"degrade\"".into(),
+                        ),
+                    })
+                }
+                OnUnenforceable::Degrade => {
+                    degradations.push(Degradation {
+                        what: "wasm.os_sandbox".into(),
+                        why,
+                    });
+                    os_sandbox = false;
+                    job.policy.wasm.os_sandbox = false;
+                    spawn_worker(&exe, launch.stdio, &job_r, &res_w, false, loopback)
+                }
+            }
+        }
+        r => r,
+    }
+    .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
     drop(job_r);
     drop(res_w);
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
@@ -383,6 +390,16 @@ pub(crate) fn os_sandbox_degradation(
                 .unwrap_or_else(|_| "none".into())
         ),
     })
+}
+
+/// Whether a failed worker spawn is the kernel refusing the user namespace (EPERM: disallowed by
+/// sysctl, AppArmor or a container's seccomp; ENOSPC/EUSERS: the namespace limit; EINVAL: a kernel
+/// without user namespaces).
+fn userns_refused(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) | Some(libc::EINVAL)
+    )
 }
 
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
