@@ -13,20 +13,6 @@ use std::path::PathBuf;
 use hybox::conformance::{self, Config, Verdict};
 use hybox::HostConfig;
 
-/// The shim built next to the test's hybox binary (`scripts/test` builds every binary first).
-fn shim() -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_hybox")).with_file_name("hybox-shim");
-    if !built.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "hybox-shim", "--bin", "hybox-shim"])
-            .current_dir(common::repo())
-            .status()
-            .expect("run cargo build -p hybox-shim");
-        assert!(st.success(), "building hybox-shim failed");
-    }
-    built
-}
-
 /// A fresh private compile cache (0700: hybox refuses a cache others can write to).
 fn cache() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
@@ -44,7 +30,7 @@ fn every_case_passes_on_this_host() {
     let cfg = Config {
         examples: common::examples_out(),
         host: HostConfig {
-            shim_path: Some(shim()),
+            shim_path: Some(common::shim()),
             hybox_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_hybox"))),
             cache_dir: Some(cache.path().to_path_buf()),
             ..Default::default()
@@ -120,7 +106,7 @@ fn cli_prints_the_table_and_json() {
         return;
     }
     let examples = common::examples_out();
-    shim();
+    common::shim();
     let out = common::hybox()
         .args(["conformance", "--json", "--case", "af_vsock", "--examples"])
         .arg(&examples)

@@ -7,8 +7,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hybox::backend::{native, BackendError, BackendRun, Launch};
@@ -17,26 +16,6 @@ use hybox::report::Outcome;
 use hybox::workload::Artifact;
 use hybox::{HostConfig, Stdio};
 use serde_json::Value;
-
-/// The shim binary: a separate package, so build it once (same profile) and point at it.
-fn shim() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let built = common::repo().join("target/debug/hybox-shim");
-    // `scripts/test` builds every binary first; build here only when run on its own (and never inside
-    // the VM suite, where cargo under emulation takes minutes).
-    if built.exists() && std::env::var_os("HYBOX_TEST_REBUILD_SHIM").is_none() {
-        return built;
-    }
-    BUILD.call_once(|| {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "hybox-shim", "--bin", "hybox-shim"])
-            .current_dir(common::repo())
-            .status()
-            .expect("run cargo build -p hybox-shim");
-        assert!(st.success(), "building hybox-shim failed");
-    });
-    common::repo().join("target/debug/hybox-shim")
-}
 
 /// Whether this kernel's Landlock ABI covers everything the shim enforces (fs, TCP, scoping: ABI 6).
 fn full_landlock() -> bool {
@@ -104,7 +83,7 @@ fn run_artifact(
     let artifact = Artifact::detect(path).expect("detect guest");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let host = HostConfig {
-        shim_path: Some(shim()),
+        shim_path: Some(common::shim()),
         ..Default::default()
     };
     let stdio = Stdio::Capture { stdin: Vec::new() };
@@ -542,7 +521,7 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
     let p = policy(r#"{"version": 1}"#);
     let artifact = Artifact::detect(&common::native_guest("hello")).unwrap();
     let host = HostConfig {
-        shim_path: Some(shim()),
+        shim_path: Some(common::shim()),
         ..Default::default()
     };
     let stdio = Stdio::Capture { stdin: Vec::new() };

@@ -1062,15 +1062,7 @@ fn run_one(
     args: &[String],
     stdin: &[u8],
 ) -> Result<crate::RunResult, String> {
-    let chain = |e: &dyn std::error::Error| {
-        let mut msg = e.to_string();
-        let mut src = e.source();
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        msg
-    };
+    let chain = |e: &dyn std::error::Error| crate::error_chain(e);
     let workload = Workload::detect(path).map_err(|e| chain(&e))?;
     let sandbox = Sandbox::new(workload, policy.clone(), Some(backend)).map_err(|e| chain(&e))?;
     sandbox

@@ -201,7 +201,7 @@ impl NativePool {
                     self.changed.notify_all();
                 }
                 Err(e) => {
-                    let why = crate::serve::error_chain(&e);
+                    let why = crate::error_chain(&e);
                     tracing::warn!("native pool: pre-building a sandbox failed: {why}");
                     self.lock().last_error = Some(why);
                     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -35,4 +35,16 @@ pub mod units;
 pub mod workload;
 
 pub use function::{Function, FunctionOptions, Invocation};
+
+/// One error and its sources, `: `-separated, for a one-line message that keeps the cause (the
+/// file, field or syscall a source names).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
 pub use sandbox::{Error, HostConfig, RunOptions, RunResult, Sandbox, Stdio};

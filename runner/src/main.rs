@@ -95,13 +95,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
 
 /// Prints an error with its source chain, one line.
 fn fail(e: &dyn std::error::Error, status: i32) -> i32 {
-    let mut msg = format!("hybox: error: {e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    eprintln!("{msg}");
+    eprintln!("hybox: error: {}", hybox::error_chain(e));
     status
 }
 

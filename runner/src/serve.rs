@@ -87,17 +87,6 @@ pub struct Skipped {
     pub error: String,
 }
 
-/// One error and its sources, `: `-separated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
-
 /// Loads every bundle directory in `dir` (sorted by name). A directory that fails (bad manifest,
 /// bad artifact, no backend, compile error, duplicate name) is reported on stderr and skipped.
 pub fn load_functions(
@@ -158,10 +147,10 @@ fn load_one(
     if !dir.join(MANIFEST).exists() {
         return Err(format!("no {MANIFEST} (not a function bundle)"));
     }
-    let workload = Workload::detect(dir).map_err(|e| error_chain(&e))?;
+    let workload = Workload::detect(dir).map_err(|e| crate::error_chain(&e))?;
     let mut policy = match &workload {
         Workload::Bundle(b) => match &b.policy {
-            Some(p) => Policy::from_file(p).map_err(|e| error_chain(&e))?,
+            Some(p) => Policy::from_file(p).map_err(|e| crate::error_chain(&e))?,
             None => Policy::default(),
         },
         Workload::Single(_) => Policy::default(),
@@ -172,9 +161,9 @@ fn load_one(
                 timeout,
                 ..Overrides::default()
             })
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
     }
-    Function::load(dir, Some(policy), opts).map_err(|e| error_chain(&e))
+    Function::load(dir, Some(policy), opts).map_err(|e| crate::error_chain(&e))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -647,7 +636,7 @@ async fn invoke(
         Ok(c) => c,
         Err(e) => {
             m.errors.get_or_create(&served.labels).inc();
-            return error(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e));
+            return error(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(&e));
         }
     };
     record(m, served, &call, elapsed);

@@ -241,27 +241,14 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let mut child = match spawned {
         // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
         Err(e) if os_sandbox && userns_refused(&e) => {
-            let why = format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}");
-            match policy.on_unenforceable {
-                OnUnenforceable::Fail => {
-                    return Err(BackendError::Preflight {
-                        what: "wasm.os_sandbox".into(),
-                        why,
-                        hint: Some(
-                            "enable unprivileged user namespaces, set wasm.os_sandbox to false, or on_unenforceable to \"degrade\"".into(),
-                        ),
-                    })
-                }
-                OnUnenforceable::Degrade => {
-                    degradations.push(Degradation {
-                        what: "wasm.os_sandbox".into(),
-                        why,
-                    });
-                    os_sandbox = false;
-                    job.policy.wasm.os_sandbox = false;
-                    spawn_worker(&exe, launch.stdio, &job_r, &res_w, false, loopback)
-                }
-            }
+            degradations.push(os_sandbox_unavailable(
+                policy,
+                format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}"),
+                "enable unprivileged user namespaces, ",
+            )?);
+            os_sandbox = false;
+            job.policy.wasm.os_sandbox = false;
+            spawn_worker(&exe, launch.stdio, &job_r, &res_w, false, loopback)
         }
         r => r,
     }
@@ -390,6 +377,29 @@ pub(crate) fn os_sandbox_degradation(
                 .unwrap_or_else(|_| "none".into())
         ),
     })
+}
+
+/// `wasm.os_sandbox` cannot be had on this host (`why`): refuse with an actionable message, or, if the
+/// policy allows degrading, return the degradation the report must list. `fix` is what the host could
+/// change, prepended to the policy-side alternatives.
+pub(crate) fn os_sandbox_unavailable(
+    policy: &crate::policy::Policy,
+    why: String,
+    fix: &str,
+) -> Result<Degradation, BackendError> {
+    match policy.on_unenforceable {
+        OnUnenforceable::Fail => Err(BackendError::Preflight {
+            what: "wasm.os_sandbox".into(),
+            why,
+            hint: Some(format!(
+                "{fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\""
+            )),
+        }),
+        OnUnenforceable::Degrade => Ok(Degradation {
+            what: "wasm.os_sandbox".into(),
+            why,
+        }),
+    }
 }
 
 /// Whether a failed worker spawn is the kernel refusing the user namespace (EPERM: disallowed by

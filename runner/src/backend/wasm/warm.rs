@@ -171,23 +171,11 @@ impl WarmFunction {
         }
         let mut degradations = Vec::new();
         if policy.wasm.os_sandbox {
-            let why = "namespaces and a seccomp filter around the warm wasm worker are not implemented in this build".to_string();
-            match policy.on_unenforceable {
-                OnUnenforceable::Fail => {
-                    return Err(BackendError::Preflight {
-                        what: "wasm.os_sandbox".into(),
-                        why,
-                        hint: Some(
-                            "set wasm.os_sandbox to false, or on_unenforceable to \"degrade\""
-                                .into(),
-                        ),
-                    })
-                }
-                OnUnenforceable::Degrade => degradations.push(Degradation {
-                    what: "wasm.os_sandbox".into(),
-                    why,
-                }),
-            }
+            degradations.push(super::os_sandbox_unavailable(
+                policy,
+                "namespaces and a seccomp filter around the warm wasm worker are not implemented in this build".into(),
+                "",
+            )?);
         }
         let run_id = format!("warm-{}", crate::sandbox::new_run_id());
         let envelope = match Envelope::create(
@@ -828,7 +816,7 @@ fn watchdog(engine: &Engine, shared: &Shared, replies: &File) -> i32 {
             details.insert("timeout_in".into(), "host call (worker watchdog)".into());
             details.insert("worker_exiting".into(), true.into());
             let captured = g.captured.clone();
-            let r = result(
+            let r = super::worker::result_for(
                 Outcome::Timeout,
                 captured.as_ref(),
                 0,
@@ -857,31 +845,6 @@ fn watchdog(engine: &Engine, shared: &Shared, replies: &File) -> i32 {
 fn snapshots(c: Option<&Captured>) -> (Vec<u8>, Vec<u8>) {
     c.map(|c| (c.stdout.snapshot().0, c.stderr.snapshot().0))
         .unwrap_or_default()
-}
-
-fn result(
-    outcome: Outcome,
-    captured: Option<&Captured>,
-    instantiate_us: u64,
-    run_us: u64,
-    details: serde_json::Map<String, serde_json::Value>,
-) -> WorkerResult {
-    let (o, e) = captured
-        .map(|c| (c.stdout.snapshot().1, c.stderr.snapshot().1))
-        .unwrap_or((0, 0));
-    let (omax, emax) = captured
-        .map(|c| (c.stdout.cap() as u64, c.stderr.cap() as u64))
-        .unwrap_or((u64::MAX, u64::MAX));
-    WorkerResult {
-        outcome,
-        startup_us: instantiate_us,
-        run_us,
-        stdout_bytes: o,
-        stderr_bytes: e,
-        stdout_truncated: o > omax,
-        stderr_truncated: e > emax,
-        details,
-    }
 }
 
 /// The guest thread: one request at a time until the pipe closes.
@@ -986,7 +949,7 @@ impl Served {
         };
         let setup = |step: String, details| {
             (
-                result(Outcome::SetupError { step }, None, 0, 0, details),
+                super::worker::result_for(Outcome::SetupError { step }, None, 0, 0, details),
                 None,
             )
         };
@@ -1098,7 +1061,8 @@ impl Served {
         details.insert("prepare_us".into(), prepare_us.into());
         details.insert("instantiate_us".into(), instantiate_us.into());
         details.insert("drop_us".into(), drop_us.into());
-        let r = result(outcome, Some(&captured), instantiate_us, run_us, details);
+        let r =
+            super::worker::result_for(outcome, Some(&captured), instantiate_us, run_us, details);
         (r, Some(captured))
     }
 }

@@ -437,7 +437,7 @@ pub fn worker_main() -> i32 {
         .os_sandbox
         .then(|| super::hardened::confine(&job))
     {
-        Some(Err(step)) => return setup_failed(&mut result_out, &job, None, step),
+        Some(Err(step)) => return setup_failed(&mut result_out, None, step),
         Some(Ok(detail)) => Some(detail),
         None => None,
     };
@@ -451,7 +451,7 @@ pub fn worker_main() -> i32 {
         Ok(e) => e,
         Err(e) => {
             let step = format!("wasm engine: {e:#}");
-            return setup_failed(&mut result_out, &job, captured.as_ref(), step);
+            return setup_failed(&mut result_out, captured.as_ref(), step);
         }
     };
     mark(&mut phases, "engine_ready");
@@ -483,7 +483,7 @@ pub fn worker_main() -> i32 {
         });
     if let Err(e) = spawned {
         let step = format!("spawn guest thread: {e}");
-        return setup_failed(&mut result_out, &job, captured.as_ref(), step);
+        return setup_failed(&mut result_out, captured.as_ref(), step);
     }
     let wait = deadline.saturating_duration_since(Instant::now()) + WATCHDOG_GRACE;
     let done = match rx.recv_timeout(wait) {
@@ -511,7 +511,6 @@ pub fn worker_main() -> i32 {
     }
     let r = result_for(
         done.outcome,
-        &job,
         captured.as_ref(),
         done.startup_us,
         done.run_us,
@@ -520,9 +519,9 @@ pub fn worker_main() -> i32 {
     write_result(&mut result_out, &r, captured.as_ref())
 }
 
-fn result_for(
+/// The worker's result: outcome, timings, and the captured streams' sizes against their caps.
+pub(crate) fn result_for(
     outcome: Outcome,
-    job: &Job,
     captured: Option<&Captured>,
     startup_us: u64,
     run_us: u64,
@@ -531,7 +530,9 @@ fn result_for(
     let (o, e) = captured
         .map(|c| (c.stdout.snapshot().1, c.stderr.snapshot().1))
         .unwrap_or((0, 0));
-    let (omax, emax) = job.capture.unwrap_or((u64::MAX, u64::MAX));
+    let (omax, emax) = captured
+        .map(|c| (c.stdout.cap() as u64, c.stderr.cap() as u64))
+        .unwrap_or((u64::MAX, u64::MAX));
     WorkerResult {
         outcome,
         startup_us,
@@ -545,15 +546,8 @@ fn result_for(
 }
 
 /// Reports a `setup_error` naming `step` (nothing of the guest ran).
-fn setup_failed(out: &mut File, job: &Job, captured: Option<&Captured>, step: String) -> i32 {
-    let r = result_for(
-        Outcome::SetupError { step },
-        job,
-        None,
-        0,
-        0,
-        Default::default(),
-    );
+fn setup_failed(out: &mut File, captured: Option<&Captured>, step: String) -> i32 {
+    let r = result_for(Outcome::SetupError { step }, None, 0, 0, Default::default());
     write_result(out, &r, captured)
 }
 
