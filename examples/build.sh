@@ -9,6 +9,8 @@ for t in wasm32-wasip1 wasm32-wasip2; do
   rustup target list --installed 2>/dev/null | grep -qx $t || rustup target add $t >&2
 done
 cd "$here/guests"
+# The guests are their own workspace with their own target dir, wherever CARGO_TARGET_DIR points.
+export CARGO_TARGET_DIR="$here/guests/target"
 # Native guests are static (crt-static): they run in any rootfs, with no loader to mount.
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --target x86_64-unknown-linux-gnu
 cargo build --quiet --release --target wasm32-wasip1
