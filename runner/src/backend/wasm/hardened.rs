@@ -18,8 +18,9 @@
 //!   of the guest and before it starts any thread: Landlock (read/exec on the binary and the system
 //!   libraries, read on the guest file, rw on the compile cache and `/tmp`, the preopens as granted;
 //!   TCP bind/connect denied unless the policy grants loopback; signals and abstract unix sockets
-//!   scoped), then the seccomp filters from [`filters_json`], compiled by seccompiler and installed
-//!   with TSYNC on all threads.
+//!   scoped), then the seccomp filters of [`compile_filters`] (two small errno filters on arguments
+//!   from seccompiler, the allow-list from libseccomp's binary tree, as for the native shim),
+//!   installed with TSYNC on all threads.
 
 use std::path::{Path, PathBuf};
 
@@ -205,7 +206,8 @@ pub const WORKER_ALLOW: &[&str] = &[
     "mincore",
     "prlimit64",
     "getrlimit",
-    // Answered by the errno filters (a KILL here would win over their errno).
+    // Answered with an errno: by the allow-list itself (ENOSYS, `WORKER_ENOSYS`) or by the filters on
+    // arguments before it (a KILL here would win over their errno).
     "memfd_create",
     "clone3",
     "io_uring_setup",
@@ -246,23 +248,10 @@ const IOCTL_ALLOW: &[u64] = &[
     libc::FIONREAD,
 ];
 
-/// The filters as seccompiler JSON, in install order: the errno filters first (each lets through
-/// what it does not match), the default-deny allow-list last.
-pub fn filters_json(network: Network) -> serde_json::Value {
+/// The errno filters on arguments as seccompiler JSON, in install order (each lets through what it
+/// does not match); the allow-list after them is [`compile_filters`]'s.
+pub fn filters_json() -> serde_json::Value {
     use serde_json::json;
-    // memfd_create: ENOSYS, not EPERM, so wasmtime falls back to anonymous mmap (`shared/wasm.md`).
-    // clone3 keeps its flags in memory where BPF cannot look: ENOSYS makes glibc fall back to clone.
-    // io_uring performs its operations outside seccomp's view.
-    let enosys: Vec<_> = [
-        "memfd_create",
-        "clone3",
-        "io_uring_setup",
-        "io_uring_enter",
-        "io_uring_register",
-    ]
-    .iter()
-    .map(|s| json!({"syscall": s}))
-    .collect();
     // Any other ioctl (TIOCSTI and friends; compared as 32-bit words, CVE-2017-5226): ENOTTY.
     let ioctl_other = json!({"syscall": "ioctl", "args": IOCTL_ALLOW.iter().map(|c| {
         json!({"index": 1, "type": "dword", "op": "ne", "val": c})
@@ -275,35 +264,55 @@ pub fn filters_json(network: Network) -> serde_json::Value {
         {"index": 0, "type": "dword", "op": "ne", "val": libc::PR_GET_NAME},
         {"index": 0, "type": "dword", "op": "ne", "val": libc::PR_GET_NO_NEW_PRIVS},
     ]});
-    let mut allow: Vec<_> = WORKER_ALLOW.iter().map(|s| json!({"syscall": s})).collect();
-    if network == Network::Loopback {
-        allow.extend(SOCKET_ALLOW.iter().map(|s| json!({"syscall": s})));
-    }
-    // Threads only: CLONE_THREAD set and no CLONE_NEW* bit (a new process or namespace kills).
-    allow.push(json!({"syscall": "clone", "args": [
-        {"index": 0, "type": "qword", "op": {"masked_eq": libc::CLONE_THREAD as u64}, "val": libc::CLONE_THREAD as u64},
-        {"index": 0, "type": "qword", "op": {"masked_eq": hybox_shim::seccomp::CLONE_NEW_MASK}, "val": 0},
-    ]}));
     json!({
-        "1_enosys": {"mismatch_action": "allow", "match_action": {"errno": libc::ENOSYS}, "filter": enosys},
-        "2_errno": {"mismatch_action": "allow", "match_action": {"errno": libc::ENOTTY}, "filter": [ioctl_other]},
-        "3_eperm": {"mismatch_action": "allow", "match_action": {"errno": libc::EPERM}, "filter": [prctl_other]},
-        "4_allow": {"mismatch_action": "kill_process", "match_action": "allow", "filter": allow},
+        "1_errno": {"mismatch_action": "allow", "match_action": {"errno": libc::ENOTTY}, "filter": [ioctl_other]},
+        "2_eperm": {"mismatch_action": "allow", "match_action": {"errno": libc::EPERM}, "filter": [prctl_other]},
     })
 }
 
-/// Compiles [`filters_json`] to BPF for x86_64, in install order.
+/// Syscalls the worker's allow-list answers with `ENOSYS`: memfd_create (not EPERM, so wasmtime falls
+/// back to anonymous mmap, `shared/wasm.md`); clone3, which keeps its flags in memory where BPF cannot
+/// look (glibc falls back to clone); io_uring, which performs its operations outside seccomp's view.
+const WORKER_ENOSYS: &[&str] = &[
+    "memfd_create",
+    "clone3",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+];
+
+/// The worker's filters for x86_64, in install order: the errno filters of [`filters_json`], then the
+/// default-deny allow-list.
 pub fn compile_filters(network: Network) -> Result<Vec<seccompiler::BpfProgram>, String> {
-    let text = filters_json(network).to_string();
+    let text = filters_json().to_string();
     let mut map = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
         .map_err(|e| format!("compile the worker's seccomp filter: {e}"))?;
-    ["1_enosys", "2_errno", "3_eperm", "4_allow"]
+    let mut out: Vec<seccompiler::BpfProgram> = ["1_errno", "2_eperm"]
         .iter()
         .map(|n| {
             map.remove(*n)
                 .ok_or_else(|| format!("seccomp filter {n} missing"))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let mut allow: Vec<&str> = WORKER_ALLOW
+        .iter()
+        .copied()
+        .filter(|n| !WORKER_ENOSYS.contains(n))
+        .collect();
+    if network == Network::Loopback {
+        allow.extend(SOCKET_ALLOW);
+    }
+    // Threads only: CLONE_THREAD set and no CLONE_NEW* bit (a new process or namespace kills).
+    let clone_thread = hybox_shim::seccomp::MaskedArg0 {
+        syscall: "clone",
+        mask: libc::CLONE_THREAD as u64 | hybox_shim::seccomp::CLONE_NEW_MASK,
+        value: libc::CLONE_THREAD as u64,
+    };
+    out.push(
+        hybox_shim::seccomp::compile_allow_list(&allow, &[clone_thread], WORKER_ENOSYS)
+            .map_err(|e| format!("compile the worker's seccomp filter: {e}"))?,
+    );
+    Ok(out)
 }
 
 /// Paths the worker may read and execute: its own binary and the system's shared libraries (already
@@ -404,8 +413,9 @@ fn landlock(job: &Job) -> Result<String, String> {
 /// Landlock, then seccomp (last: after it, neither landlock_* nor seccomp(2) are allowed). Returns the
 /// report's `os_sandbox` detail.
 pub fn confine(job: &Job) -> Result<serde_json::Value, String> {
-    let landlock = landlock(job)?;
+    // Compiled first: it needs nothing Landlock takes away, and a failure leaves nothing half-done.
     let filters = compile_filters(job.policy.network)?;
+    let landlock = landlock(job)?;
     for f in &filters {
         seccompiler::apply_filter_all_threads(f).map_err(|e| format!("install seccomp: {e}"))?;
     }
@@ -426,7 +436,7 @@ mod tests {
     fn filters_compile() {
         for n in [Network::None, Network::Loopback] {
             let f = compile_filters(n).unwrap();
-            assert_eq!(f.len(), 4);
+            assert_eq!(f.len(), 3);
         }
     }
 
