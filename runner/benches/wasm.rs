@@ -180,42 +180,51 @@ fn oneshot(c: &mut Criterion) {
 }
 
 fn warm(c: &mut Criterion) {
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_memories(100)
-        .total_tables(100)
-        .total_core_instances(100)
-        .max_memory_size(64 << 20);
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config).unwrap();
-    let module = Module::from_file(&engine, hello()).unwrap();
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
-    let pre = linker.instantiate_pre(&module).unwrap();
     let mut g = c.benchmark_group("warm");
-    g.bench_function("instantiate_run_drop", |b| {
-        b.iter(|| {
-            let out = MemoryOutputPipe::new(4096);
-            let mut store = Store::new(
-                &engine,
-                WasiCtxBuilder::new()
-                    .arg("hello.wasm")
-                    .stdout(out.clone())
-                    .build_p1(),
-            );
-            store.set_epoch_deadline(1_000);
-            let instance = pre.instantiate(&mut store).unwrap();
-            instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .unwrap()
-                .call(&mut store, ())
-                .unwrap();
-            drop(store);
-            assert_eq!(out.contents().len(), 17);
-        })
-    });
+    // wasmtime's pooling defaults, then the warm worker's settings (`backend/wasm/warm.rs`): the
+    // first 64 KiB of each table and linear memory kept resident between instances.
+    for (name, keep) in [
+        ("instantiate_run_drop", 0usize),
+        ("instantiate_run_drop_keep_resident", 64 << 10),
+    ] {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_memories(100)
+            .total_tables(100)
+            .total_core_instances(100)
+            .max_memory_size(64 << 20)
+            .table_keep_resident(keep)
+            .linear_memory_keep_resident(keep);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        let module = Module::from_file(&engine, hello()).unwrap();
+        let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s| s).unwrap();
+        let pre = linker.instantiate_pre(&module).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let out = MemoryOutputPipe::new(4096);
+                let mut store = Store::new(
+                    &engine,
+                    WasiCtxBuilder::new()
+                        .arg("hello.wasm")
+                        .stdout(out.clone())
+                        .build_p1(),
+                );
+                store.set_epoch_deadline(1_000);
+                let instance = pre.instantiate(&mut store).unwrap();
+                instance
+                    .get_typed_func::<(), ()>(&mut store, "_start")
+                    .unwrap()
+                    .call(&mut store, ())
+                    .unwrap();
+                drop(store);
+                assert_eq!(out.contents().len(), 17);
+            })
+        });
+    }
     // The library API: `WarmFunction::invoke` of hello under the benchmark policy, in its own envelope
     // (needs root for the cgroup). Criterion times the caller's round trip; the worker-side
     // instantiate + run + drop of every call is collected and its median printed separately.
