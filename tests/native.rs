@@ -552,3 +552,57 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
     assert!(u.cpu_user_us + u.cpu_system_us > 0, "{u:?}");
     env.destroy().unwrap();
 }
+
+/// `RunOptions::detach_teardown`: the result comes back complete (outcome, output, usage) and says
+/// the teardown went to the background; once `pending_teardowns()` is 0, no leaf of the run is left
+/// in any hierarchy. Both backends.
+#[test]
+fn a_detached_teardown_leaves_nothing_behind() {
+    if !common::privileged("a_detached_teardown_leaves_nothing_behind") {
+        return;
+    }
+    for guest in [common::native_guest("hello"), common::wasm_guest("hello")] {
+        let sandbox = hybox::Sandbox::new(
+            hybox::workload::Workload::detect(&guest).unwrap(),
+            policy(r#"{"version": 1}"#),
+            None,
+        )
+        .unwrap();
+        let host = HostConfig {
+            shim_path: Some(common::shim()),
+            hybox_path: Some(env!("CARGO_BIN_EXE_hybox").into()),
+            ..Default::default()
+        };
+        let r = sandbox
+            .run(&hybox::RunOptions {
+                stdio: Stdio::Capture { stdin: Vec::new() },
+                host,
+                detach_teardown: true,
+                ..Default::default()
+            })
+            .expect("run");
+        let report = &r.report;
+        assert_eq!(report.outcome, Outcome::Exited { code: 0 }, "{report:?}");
+        assert_eq!(r.stdout, b"hello from hybox\n");
+        assert_eq!(report.details["teardown"], "background", "{report:?}");
+        assert!(report.usage.peak_memory_bytes > 0, "{report:?}");
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while hybox::sandbox::pending_teardowns() > 0 {
+            assert!(
+                Instant::now() < give_up,
+                "teardown still pending after 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left: Vec<_> = ["memory", "cpu", "cpuacct", "pids", "unified", ""]
+            .iter()
+            .map(|c| Path::new("/sys/fs/cgroup").join(c).join("hybox"))
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&report.run_id))
+            .collect();
+        assert!(left.is_empty(), "{guest:?}: left behind {left:?}");
+    }
+}

@@ -71,6 +71,17 @@ fn main() {
     let limits = Limits::from(&policy.resources);
     let (mut full, mut sandboxed, mut bare, mut bwrap, mut bwrap_env) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The public API end to end (`Sandbox::run`: envelope, sandbox, report), with the teardown on
+    // the caller's path (the CLI's and the default) and detached (`RunOptions::detach_teardown`,
+    // what `hybox serve` uses: the result is complete, the kernel is still dismantling the
+    // namespaces and the envelope is removed by a background thread, waited for outside the timing).
+    let sandbox = hybox::Sandbox::new(
+        hybox::workload::Workload::detect(&hello).expect("detect hello"),
+        policy.clone(),
+        None,
+    )
+    .expect("sandbox");
+    let (mut api, mut api_detached, mut api_detached_total) = (Vec::new(), Vec::new(), Vec::new());
     // Envelope create, sandbox run in it, envelope destroy.
     let mut parts: [Vec<Duration>; 3] = Default::default();
     for i in 0..n {
@@ -100,6 +111,28 @@ fn main() {
         let r = native::run(&launch(&policy, &artifact, &stdio, &host, None)).expect("native run");
         assert_eq!(r.outcome, Outcome::Exited { code: 0 });
         sandboxed.push(t.elapsed());
+
+        for detach in [false, true] {
+            let opts = hybox::RunOptions {
+                stdio: Stdio::Capture { stdin: Vec::new() },
+                host: host.clone(),
+                detach_teardown: detach,
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let r = sandbox.run(&opts).expect("Sandbox::run");
+            let result_at = t.elapsed();
+            assert_eq!(r.report.outcome, Outcome::Exited { code: 0 });
+            if detach {
+                api_detached.push(result_at);
+                while hybox::sandbox::pending_teardowns() > 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                api_detached_total.push(t.elapsed());
+            } else {
+                api.push(result_at);
+            }
+        }
 
         let t = Instant::now();
         let o = Command::new(&hello)
@@ -182,6 +215,24 @@ fn main() {
         ms(median(&mut parts[0])),
         ms(median(&mut parts[1])),
         ms(median(&mut parts[2]))
+    );
+    let (a, ad, adt) = (
+        median(&mut api),
+        median(&mut api_detached),
+        median(&mut api_detached_total),
+    );
+    println!(
+        "  Sandbox::run (envelope+sandbox+report) median {:8.3} ms  ({:.1}x bare{})",
+        ms(a),
+        ms(a) / ms(b),
+        vs_bwrap(a)
+    );
+    println!(
+        "  Sandbox::run, teardown detached: result median {:8.3} ms  ({:.1}x bare{}); all torn down {:.3} ms",
+        ms(ad),
+        ms(ad) / ms(b),
+        vs_bwrap(ad),
+        ms(adt)
     );
     println!(
         "  hybox native, no envelope  median {:8.3} ms  ({:.1}x bare{})",

@@ -2,15 +2,20 @@
 //!
 //! 1. `oneshot/*`: one run of `examples/out/wasm/hello.wasm` with a warm compile cache.
 //!    - `oneshot/hybox_backend`: `backend::wasm::run` (spawn the `hybox __wasm-worker` process, send
-//!      the job, load the MAC-verified cache entry, instantiate, run, report). No envelope (the
-//!      envelope lands in another branch).
-//!    - `oneshot/minimal_embedding_process`: the baseline, timed the same way: a fresh process (this
+//!      the job, load the MAC-verified cache entry, instantiate, run, report), called as a library,
+//!      without an envelope.
+//!    - `oneshot/minimal_embedding_process`: a baseline timed the same way: a fresh process (this
 //!      bench binary re-executed) that builds an engine, `Module::deserialize_file`s a `.cwasm` of the
-//!      same guest, links WASI p1, instantiates and runs it. `wasmtime run` would be the natural
-//!      baseline, but the wasmtime CLI is not installed on this machine.
+//!      same guest, links WASI p1, instantiates and runs it.
+//!    - `oneshot/hybox_cli` and `oneshot/wasmtime_cli`: the comparison the issue asks for, process
+//!      for process: `hybox run --policy policies/benchmark.json hello.wasm` (envelope included)
+//!      against `wasmtime run -C cache=y hello.wasm`, both caches warm (wasmtime from
+//!      $HYBOX_BENCH_WASMTIME or PATH; skipped without it).
 //!    - `oneshot/minimal_embedding_in_process`: the same embedding without the process start.
 //! 2. `warm/instantiate_run_drop`: serverless shape: one pooling engine, one linker, one `InstancePre`;
 //!    per call a fresh store and WASI context, instantiate, run `_start`, drop. Goal <= 30 us median.
+//!    `_keep_resident` is the same with the warm worker's pool settings; `warm_function_invoke` is
+//!    hybox's own `WarmFunction` (its worker-side instantiate + run + drop median is printed).
 //!
 //! Run: `cargo bench -p hybox --bench wasm` (needs `examples/build.sh` to have run).
 
@@ -169,6 +174,41 @@ fn oneshot(c: &mut Criterion) {
             assert_eq!(out.stdout, b"hello from hybox\n");
         })
     });
+    // The issue's comparison, process for process: the `hybox run` CLI (envelope, worker, report)
+    // against `wasmtime run` of the same module, each with its compile cache warm. wasmtime comes
+    // from $HYBOX_BENCH_WASMTIME or PATH (`cargo install wasmtime-cli --version 48.0.8`); without
+    // it this pair is skipped and the minimal embedding above is the baseline.
+    let xdg = tempfile::tempdir().unwrap();
+    let hybox_cli = || {
+        let out = std::process::Command::new(hybox_bin())
+            .args(["run", "-q", "--policy"])
+            .arg(repo().join("policies/benchmark.json"))
+            .arg(hello())
+            .env("XDG_CACHE_HOME", xdg.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"hello from hybox\n", "{out:?}");
+    };
+    hybox_cli();
+    g.bench_function("hybox_cli", |b| b.iter(hybox_cli));
+    let wasmtime = std::env::var_os("HYBOX_BENCH_WASMTIME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("wasmtime"));
+    let wasmtime_cli = || {
+        std::process::Command::new(&wasmtime)
+            .args(["run", "-C", "cache=y"])
+            .arg(hello())
+            .env("XDG_CACHE_HOME", xdg.path())
+            .output()
+    };
+    match wasmtime_cli() {
+        Ok(o) if o.stdout == b"hello from hybox\n" => {
+            g.bench_function("wasmtime_cli", |b| {
+                b.iter(|| assert!(wasmtime_cli().unwrap().status.success()))
+            });
+        }
+        other => eprintln!("oneshot/wasmtime_cli skipped: no usable `wasmtime` ({other:?})"),
+    }
     g.bench_function("minimal_embedding_in_process", |b| {
         b.iter(|| {
             let out = MemoryOutputPipe::new(4096);

@@ -423,6 +423,7 @@ fn sandboxed(sb: &Sandbox, args: &[String], host: &HostConfig) -> Result<Sample,
         stdio: Stdio::Capture { stdin: Vec::new() },
         host: host.clone(),
         run_id: None,
+        detach_teardown: false,
     };
     let r = sb.run(&opts).map_err(|e| {
         let mut msg = e.to_string();

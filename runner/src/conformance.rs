@@ -1073,6 +1073,7 @@ fn run_one(
             },
             host: cfg.host.clone(),
             run_id: None,
+            detach_teardown: false,
         })
         .map_err(|e| chain(&e))
 }

@@ -417,6 +417,8 @@ impl Function {
                             stdin: payload.to_vec(),
                         },
                         host: self.host.clone(),
+                        // As for a pre-built sandbox: the teardown is not the caller's latency.
+                        detach_teardown: true,
                         ..RunOptions::default()
                     })
                     .map_err(|e| FunctionError::Run {
@@ -597,5 +599,11 @@ impl Function {
 impl Drop for Function {
     fn drop(&mut self) {
         self.shutdown();
+        // Calls leave their teardown to background threads (`RunOptions::detach_teardown`): a host
+        // that drops its functions and exits must not leave sandboxes or envelopes behind.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while crate::sandbox::pending_teardowns() > 0 && std::time::Instant::now() < give_up {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }

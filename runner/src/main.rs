@@ -137,6 +137,7 @@ fn run(args: RunArgs) -> i32 {
         stdio: Stdio::Inherit,
         host: HostConfig::default(),
         run_id: None,
+        detach_teardown: false,
     };
     let result = match sandbox.run(&opts) {
         Ok(r) => r,

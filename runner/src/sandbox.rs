@@ -91,6 +91,13 @@ pub struct RunOptions {
     pub host: HostConfig,
     /// A run id; a fresh one when `None`.
     pub run_id: Option<String>,
+    /// Return as soon as the result is complete (outcome, output, usage) and leave the teardown
+    /// (reaping the native shim while the kernel dismantles its namespaces, killing and removing
+    /// the envelope) to a background thread, as [`Sandbox::run_prebuilt`] always does. For
+    /// long-lived hosts (`hybox serve`) where the caller's latency is what counts; wait for
+    /// [`pending_teardowns`] to reach 0 before exiting. Default `false`: everything is gone when
+    /// `run` returns.
+    pub detach_teardown: bool,
 }
 
 /// A finished run: the report, and the captured output (empty when stdio was inherited).
@@ -164,9 +171,16 @@ impl Sandbox {
             host: &opts.host,
         };
         let setup_us = t0.elapsed().as_micros() as u64;
-        let result = match backend {
-            Backend::Wasm => crate::backend::wasm::run(&launch),
-            Backend::Native => crate::backend::native::run(&launch),
+        let (result, teardown) = match (backend, opts.detach_teardown) {
+            (Backend::Wasm, detach) => (
+                crate::backend::wasm::run(&launch),
+                detach.then_some(Teardown::Detached(None)),
+            ),
+            (Backend::Native, false) => (crate::backend::native::run(&launch), None),
+            (Backend::Native, true) => match crate::backend::native::run_detached(&launch) {
+                Ok((run, reaper)) => (Ok(run), Some(Teardown::Detached(reaper))),
+                Err(e) => (Err(e), None),
+            },
         };
         self.complete(
             run_id,
@@ -174,7 +188,7 @@ impl Sandbox {
             result,
             setup_us,
             &opts.stdio,
-            None,
+            teardown,
         )
     }
 
@@ -257,8 +271,9 @@ impl Sandbox {
     }
 
     /// The one call of a pre-built sandbox: `stdin` is the workload's whole stdin (captured
-    /// output), the policy's timeout starts now. The sandbox and its envelope are destroyed before
-    /// this returns, whatever happened.
+    /// output), the policy's timeout starts now. The sandbox and its envelope are destroyed
+    /// whatever happened: in the background once the result is complete when the shim is still
+    /// exiting (see [`pending_teardowns`]), before this returns otherwise.
     pub fn run_prebuilt(&self, mut p: Prebuilt, stdin: Vec<u8>) -> Result<RunResult, Error> {
         let started = p.started.take().expect("a Prebuilt is used once");
         let envelope = p.envelope.take();
@@ -286,7 +301,7 @@ impl Sandbox {
             }),
             0,
             &Stdio::Capture { stdin },
-            exiting,
+            exiting.map(|r| Teardown::Detached(Some(r))),
         )?;
         r.report.details.insert("start".into(), "warm".into());
         Ok(r)
@@ -300,7 +315,7 @@ impl Sandbox {
         result: Result<crate::backend::BackendRun, BackendError>,
         setup_us: u64,
         stdio: &Stdio,
-        exiting: Option<crate::backend::native::Reaper>,
+        teardown: Option<Teardown>,
     ) -> Result<RunResult, Error> {
         let backend = self.decision.backend;
         let t_teardown = Instant::now();
@@ -325,9 +340,9 @@ impl Sandbox {
             ),
         };
         run.outcome = attribute(run.outcome, &usage, &self.policy);
-        if let Some(reaper) = exiting {
-            // The workload ended and its output is complete; the shim is still tearing down its
-            // namespaces. Reaping it and removing the envelope happen off the caller's path.
+        if let Some(Teardown::Detached(reaper)) = teardown {
+            // The workload ended and its output is complete; a native shim may still be tearing
+            // down its namespaces. Reaping it and removing the envelope happen off the caller's path.
             run.details.insert("teardown".into(), "background".into());
             background_teardown(reaper, envelope);
         } else if let Some(env) = envelope {
@@ -395,11 +410,20 @@ pub fn pending_teardowns() -> usize {
     PENDING_TEARDOWNS.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-fn background_teardown(reaper: crate::backend::native::Reaper, envelope: Option<Envelope>) {
+/// What is left of a run once its result is complete, when it is not done on the caller's path.
+enum Teardown {
+    /// Reap the native shim (if it is still exiting), then kill and remove the envelope, in the
+    /// background.
+    Detached(Option<crate::backend::native::Reaper>),
+}
+
+fn background_teardown(reaper: Option<crate::backend::native::Reaper>, envelope: Option<Envelope>) {
     use std::sync::atomic::Ordering;
     PENDING_TEARDOWNS.fetch_add(1, Ordering::SeqCst);
     let work = move || {
-        reaper.reap();
+        if let Some(reaper) = reaper {
+            reaper.reap();
+        }
         if let Some(env) = envelope {
             if let Err(e) = env.destroy() {
                 tracing::error!("envelope teardown failed: {e}");

@@ -43,6 +43,26 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     .map(|(run, _)| run)
 }
 
+/// As [`run`], but returns as soon as the shim reported how the workload ended and the output is
+/// complete; the shim may still be exiting (the kernel dismantling its namespaces), and the
+/// returned [`Reaper`] waits for it.
+pub(crate) fn run_detached(launch: &Launch) -> Result<(BackendRun, Option<Reaper>), BackendError> {
+    let started = start(launch, false)?;
+    let stdin = match launch.stdio {
+        Stdio::Capture { stdin } => stdin.clone(),
+        Stdio::Inherit => Vec::new(),
+    };
+    let (run, pending) = finish(
+        started,
+        launch.policy,
+        stdin,
+        launch.envelope,
+        launch.deadline,
+        true,
+    )?;
+    Ok((run, pending.map(|pidfd| Reaper { pidfd })))
+}
+
 /// A sandbox whose shim has its plan: namespaces, envelope membership and id maps done, the shim
 /// building the sandbox (or, with `wait_for_call`, built and waiting for its call).
 pub(crate) struct Started {
