@@ -281,6 +281,7 @@ fn warm(c: &mut Criterion) {
         Ok(mut f) => {
             let mut inside = Vec::new();
             let mut prepare = Vec::new();
+            let mut parts: [Vec<u64>; 3] = Default::default();
             g.bench_function("warm_function_invoke", |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
@@ -290,6 +291,9 @@ fn warm(c: &mut Criterion) {
                         total += t.elapsed();
                         assert_eq!(call.stdout, b"hello from hybox\n");
                         inside.push(call.instantiate_us + call.run_us + call.drop_us);
+                        parts[0].push(call.instantiate_us);
+                        parts[1].push(call.run_us);
+                        parts[2].push(call.drop_us);
                         prepare.push(call.prepare_us);
                     }
                     total
@@ -304,6 +308,12 @@ fn warm(c: &mut Criterion) {
                 inside.len(),
                 med(&mut inside),
                 med(&mut prepare)
+            );
+            println!(
+                "  of which (medians): instantiate {} us, run {} us, drop {} us",
+                med(&mut parts[0]),
+                med(&mut parts[1]),
+                med(&mut parts[2])
             );
         }
         Err(e) => eprintln!("warm/warm_function_invoke skipped: {e}"),
