@@ -233,8 +233,9 @@ impl CgroupFs for FakeFs {
         if !path.exists() {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
-        // Like cgroupfs: a cgroup with child cgroups is busy.
-        if !RealFs.list_dirs(path)?.is_empty() {
+        // Like cgroupfs: a cgroup with child cgroups or with tasks is busy.
+        let tasks = self.read(&path.join("cgroup.procs")).unwrap_or_default();
+        if !RealFs.list_dirs(path)?.is_empty() || !tasks.trim().is_empty() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         std::fs::remove_dir_all(path)

@@ -22,6 +22,12 @@ pub(crate) trait CgroupFs: Send + Sync + std::fmt::Debug {
     fn write(&self, path: &Path, value: &str) -> io::Result<()>;
     /// The whole control file.
     fn read(&self, path: &Path) -> io::Result<String>;
+    /// [`write`](CgroupFs::write), then the whole file as the kernel shows it afterwards (the
+    /// read-back every limit gets).
+    fn write_then_read(&self, path: &Path, value: &str) -> io::Result<String> {
+        self.write(path, value)?;
+        self.read(path)
+    }
     /// Removes an (emptied) cgroup directory.
     fn rmdir(&self, path: &Path) -> io::Result<()>;
     /// The names of the sub-directories (child cgroups) of `path`.
@@ -43,25 +49,23 @@ impl CgroupFs for RealFs {
     fn write(&self, path: &Path, value: &str) -> io::Result<()> {
         // No O_CREAT: a missing control file means a missing controller, never a file to create.
         let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
-        // cgroupfs parses each write(2) as one value: write it in one call and treat a short write
-        // as a failure rather than splitting the value.
-        let n = f.write(value.as_bytes())?;
-        if n != value.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short write: {n} of {} bytes", value.len()),
-            ));
-        }
-        Ok(())
+        write_value(&mut f, value)
     }
 
     fn read(&self, path: &Path) -> io::Result<String> {
-        // Not fs::read_to_string: it stats the file for a size hint, and cgroupfs reports size 0
-        // anyway. Control files are small; the buffer fits nearly all of them in one read.
-        use std::io::Read;
-        let mut text = String::with_capacity(256);
-        std::fs::File::open(path)?.read_to_string(&mut text)?;
-        Ok(text)
+        read_all(&std::fs::File::open(path)?)
+    }
+
+    fn write_then_read(&self, path: &Path, value: &str) -> io::Result<String> {
+        // One open for both: cgroupfs serves a read at offset 0 of a file opened read-write with
+        // the value as it stands after the write (an envelope's creation does this for every
+        // limit, so the saved open/close pairs are a measurable part of it).
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
+        write_value(&mut f, value)?;
+        read_all(&f)
     }
 
     fn rmdir(&self, path: &Path) -> io::Result<()> {
@@ -81,4 +85,34 @@ impl CgroupFs for RealFs {
         out.sort();
         Ok(out)
     }
+}
+
+/// cgroupfs parses each write(2) as one value: write it in one call and treat a short write as a
+/// failure rather than splitting the value.
+fn write_value(f: &mut std::fs::File, value: &str) -> io::Result<()> {
+    let n = f.write(value.as_bytes())?;
+    if n != value.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {} bytes", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The whole file from offset 0 with plain `pread(2)`s: not `read_to_string`, which first stats the
+/// file and seeks for a size hint, and cgroupfs reports size 0 anyway. Control files are small; one
+/// read takes nearly all of them.
+fn read_all(f: &std::fs::File) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = f.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

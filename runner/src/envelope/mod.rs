@@ -304,9 +304,28 @@ impl Inner {
         }
     }
 
+    /// The common case, an envelope whose tasks are all gone: `rmdir(2)` alone removes it. The
+    /// kernel refuses (`EBUSY`) while a task or a child cgroup is inside, and each task of the
+    /// envelope is in every one of its leaves, so a removal that succeeds proves there was nothing
+    /// left to kill. `false` at the first refusal: the full teardown then kills and removes what
+    /// is left (a leaf already removed here counts as removed there).
+    fn remove_if_empty(&self) -> bool {
+        self.dirs
+            .unique()
+            .into_iter()
+            .rev()
+            .all(|dir| match self.fs.rmdir(dir) {
+                Ok(()) => true,
+                Err(e) => e.raw_os_error() == Some(libc::ENOENT),
+            })
+    }
+
     /// Kill everything, then remove every directory (children first). `remove_tree` returns `Ok`
     /// only once `rmdir(2)` succeeded or the directory was already gone, so success means removed.
     fn teardown(&self) -> Result<(), EnvelopeError> {
+        if self.remove_if_empty() {
+            return Ok(());
+        }
         let killed = self.kill_all();
         let mut first_err = killed.err();
         for dir in self.dirs.unique().into_iter().rev() {
@@ -381,11 +400,9 @@ pub(crate) fn write_checked(
     value: &str,
     expect: &str,
 ) -> Result<(), EnvelopeError> {
-    fs.write(path, value)
-        .map_err(|e| EnvelopeError::io("write", path, e))?;
     let read = fs
-        .read(path)
-        .map_err(|e| EnvelopeError::io("read back", path, e))?;
+        .write_then_read(path, value)
+        .map_err(|e| EnvelopeError::io("write", path, e))?;
     if read.trim() != expect {
         return Err(EnvelopeError::Mismatch {
             path: path.to_path_buf(),

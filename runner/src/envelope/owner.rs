@@ -23,9 +23,18 @@ const MARK: &str = ".owner-";
 impl Owner {
     /// The current process.
     pub fn current() -> std::io::Result<Owner> {
+        // Read once per process (a forked child has another pid, hence the key): every envelope
+        // records it, and it cannot change.
+        static CURRENT: std::sync::Mutex<Option<Owner>> = std::sync::Mutex::new(None);
         let pid = std::process::id() as i32;
+        let mut cached = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = cached.filter(|o| o.pid == pid) {
+            return Ok(o);
+        }
         let start_time = start_time_of(Path::new("/proc/self/stat"))?;
-        Ok(Owner { pid, start_time })
+        let o = Owner { pid, start_time };
+        *cached = Some(o);
+        Ok(o)
     }
 
     /// Whether this owner is still running: its pid exists and started at the recorded time.

@@ -610,3 +610,34 @@ fn v1_kill_seals_with_pids_max_zero_then_kills_every_task() {
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     env.destroy().unwrap();
 }
+
+#[test]
+fn destroying_an_empty_envelope_is_rmdir_alone_and_a_busy_one_is_killed_first() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().unwrap();
+    let fs = Arc::new(v1_tree(t.path(), false));
+    // Empty: removed without sealing or signalling anything.
+    let env = create(&fs, "empty", &LIMITS).unwrap();
+    let dirs = env.dirs();
+    env.destroy().unwrap();
+    assert!(dirs.iter().all(|d| !d.exists()));
+    let leaf = me().leaf_name("empty");
+    let sealed = fs
+        .written()
+        .iter()
+        .any(|(p, v)| p == &format!("pids/hybox/{leaf}/pids.max") && v == "0");
+    assert!(!sealed, "an empty envelope needs no seal");
+    // A live task inside: the first rmdir is refused (EBUSY), so the task is killed, then removed.
+    let env = create(&fs, "busy", &LIMITS).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    for d in env.dirs() {
+        std::fs::write(d.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
+    }
+    let dirs = env.dirs();
+    env.destroy().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(dirs.iter().all(|d| !d.exists()));
+}
