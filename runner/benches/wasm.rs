@@ -222,7 +222,7 @@ fn oneshot(c: &mut Criterion) {
 fn warm(c: &mut Criterion) {
     let mut g = c.benchmark_group("warm");
     // wasmtime's pooling defaults, then the warm worker's settings (`backend/wasm/warm.rs`): the
-    // first 64 KiB of each table and linear memory kept resident between instances.
+    // first 64 KiB of each table kept resident between instances.
     for (name, keep) in [
         ("instantiate_run_drop", 0usize),
         ("instantiate_run_drop_keep_resident", 64 << 10),
@@ -232,8 +232,7 @@ fn warm(c: &mut Criterion) {
             .total_tables(100)
             .total_core_instances(100)
             .max_memory_size(64 << 20)
-            .table_keep_resident(keep)
-            .linear_memory_keep_resident(keep);
+            .table_keep_resident(keep);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
