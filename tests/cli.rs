@@ -210,6 +210,7 @@ fn doctor_json_lists_every_check() {
         [
             "privileges",
             "cgroups",
+            "cgroup entry",
             "user namespaces",
             "seccomp",
             "landlock"

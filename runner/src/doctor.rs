@@ -41,6 +41,7 @@ pub fn run(host: &crate::HostConfig) -> Vec<Check> {
     vec![
         privileges(),
         cgroups(host),
+        cgroup_entry(host),
         user_namespaces(),
         seccomp(),
         landlock(),
@@ -82,6 +83,57 @@ fn cgroups(host: &crate::HostConfig) -> Check {
             "no envelope can be built: runs fail unless the policy says on_unenforceable: degrade",
         ),
     }
+}
+
+/// How a run's process enters its envelope, and what that costs on this host.
+fn cgroup_entry(host: &crate::HostConfig) -> Check {
+    let Ok(layout) = crate::envelope::detect(&host.cgroup_root) else {
+        return check(
+            "cgroup entry",
+            Status::Warn,
+            "no usable cgroup layout",
+            "see the cgroups check",
+        );
+    };
+    if layout.version() == "v2" {
+        return check(
+            "cgroup entry",
+            Status::Ok,
+            "cgroup v2: the native shim is created inside its envelope (clone3 CLONE_INTO_CGROUP)",
+            "no migration on the native start path",
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let favoured = favordynmods(&mounts);
+    if favoured {
+        check(
+            "cgroup entry",
+            Status::Ok,
+            "cgroup v1: processes are moved into their envelope; a cgroup hierarchy is mounted with favordynmods",
+            "a move does not wait for an RCU grace period",
+        )
+    } else {
+        check(
+            "cgroup entry",
+            Status::Warn,
+            "cgroup v1: processes are moved into their envelope; no cgroup hierarchy is mounted with favordynmods",
+            "a move can wait for an RCU grace period (the kernel's cgroup_threadgroup_rwsem), milliseconds \
+             for a lone run; remounting any cgroup hierarchy with -o favordynmods (Linux >= 6.0; \
+             CONFIG_CGROUP_FAVOR_DYNMODS makes it the default) removes the wait and makes fork and exit \
+             slightly dearer: a host-wide choice hybox leaves to you",
+        )
+    }
+}
+
+/// Whether a cgroup or cgroup2 mount in `mounts` (the format of /proc/self/mounts) has the
+/// `favordynmods` option (it applies to the kernel's one threadgroup lock, so one mount is enough).
+fn favordynmods(mounts: &str) -> bool {
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3
+            && (f[2] == "cgroup" || f[2] == "cgroup2")
+            && f[3].split(',').any(|o| o == "favordynmods")
+    })
 }
 
 fn read_trim(path: &str) -> Option<String> {
@@ -210,4 +262,18 @@ pub fn render(checks: &[Check]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn favordynmods_is_found_on_any_cgroup_mount_only() {
+        let plain = "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
+                     cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        assert!(!super::favordynmods(plain));
+        let v2 = "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime,favordynmods 0 0\n";
+        assert!(super::favordynmods(v2));
+        let other = "tmpfs /favordynmods tmpfs rw,favordynmods 0 0\n";
+        assert!(!super::favordynmods(other));
+    }
 }
