@@ -173,6 +173,16 @@ fn garbage_corpus_is_refused_with_what_was_found() {
             write(d, "lib.so", &elf_header(true, 62, 3, 0)),
             "an ELF shared library without an entry point, not an executable".into(),
         ),
+        (
+            // An x86_64 executable whose one program header lies past the end of the file.
+            write(d, "cut.elf", &{
+                let mut h = elf_header(true, 62, 2, 0x1000);
+                h[32..40].copy_from_slice(&4096u64.to_le_bytes()); // e_phoff
+                h[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+                h
+            }),
+            "a malformed ELF file (reading 56 bytes at 4096: failed to fill whole buffer)".into(),
+        ),
     ];
     for (path, found) in cases {
         let want = format!("{}: cannot run this artifact: {found}", path.display());

@@ -306,13 +306,20 @@ impl Artifact {
             found,
         };
         let format = if head.starts_with(b"\x7fELF") {
-            // The program headers can sit anywhere in the file: parse the whole ELF.
-            let mut all = head;
-            f.read_to_end(&mut all).map_err(|e| WorkloadError::Read {
-                path: shown.clone(),
-                source: e,
-            })?;
-            Format::Elf(elf_info(&all).map_err(unsupported)?)
+            // Only the header, the program headers and the interpreter's name are read (with
+            // pread, wherever they sit): never the whole binary, which can be huge.
+            let at = |offset: u64, len: usize| -> Result<Vec<u8>, String> {
+                use std::os::unix::fs::FileExt;
+                if len > ELF_READ_MAX {
+                    return Err(format!("a malformed ELF file ({len} bytes of headers)"));
+                }
+                let mut buf = vec![0u8; len];
+                f.read_exact_at(&mut buf, offset).map_err(|e| {
+                    format!("a malformed ELF file (reading {len} bytes at {offset}: {e})")
+                })?;
+                Ok(buf)
+            };
+            Format::Elf(elf_info(&head, at).map_err(unsupported)?)
         } else {
             sniff(&head).map_err(unsupported)?
         };
@@ -445,17 +452,29 @@ pub fn host_machine() -> (u16, &'static str) {
     return (goblin::elf::header::EM_AARCH64, "aarch64");
 }
 
-fn elf_info(bytes: &[u8]) -> Result<ElfInfo, String> {
-    use goblin::elf::header;
-    let header_len = if bytes.get(header::EI_CLASS) == Some(&header::ELFCLASS32) {
+/// The most bytes of ELF headers read to classify a file (program headers and the interpreter
+/// name; a real executable needs a few KiB).
+const ELF_READ_MAX: usize = 1 << 20;
+
+/// Classifies an ELF from its first bytes (`head`); `at(offset, len)` reads more of the file (the
+/// program headers and `PT_INTERP` can sit anywhere).
+fn elf_info(
+    head: &[u8],
+    mut at: impl FnMut(u64, usize) -> Result<Vec<u8>, String>,
+) -> Result<ElfInfo, String> {
+    use goblin::elf::{header, program_header, Elf, ProgramHeader};
+    let header_len = if head.get(header::EI_CLASS) == Some(&header::ELFCLASS32) {
         header::header32::SIZEOF_EHDR
     } else {
         header::header64::SIZEOF_EHDR
     };
-    if bytes.len() < header_len {
-        return Err(format!("truncated ELF header ({} bytes)", bytes.len()));
+    if head.len() < header_len {
+        return Err(format!("truncated ELF header ({} bytes)", head.len()));
     }
-    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| format!("a malformed ELF file ({e})"))?;
+    let malformed = |e: goblin::error::Error| format!("a malformed ELF file ({e})");
+    let elf = Elf::parse_header(head)
+        .and_then(Elf::lazy_parse)
+        .map_err(malformed)?;
     let machine = header::machine_to_str(elf.header.e_machine);
     let (host, host_name) = host_machine();
     if !elf.is_64 || elf.header.e_machine != host {
@@ -479,7 +498,28 @@ fn elf_info(bytes: &[u8]) -> Result<ElfInfo, String> {
     if elf.entry == 0 {
         return Err("an ELF shared library without an entry point, not an executable".into());
     }
-    let interpreter = elf.interpreter.map(PathBuf::from);
+    let phnum = usize::from(elf.header.e_phnum);
+    let table = at(
+        elf.header.e_phoff,
+        phnum.saturating_mul(usize::from(elf.header.e_phentsize)),
+    )?;
+    // 64-bit little-endian: checked above.
+    let ctx = goblin::container::Ctx::new(
+        goblin::container::Container::Big,
+        goblin::container::Endian::Little,
+    );
+    let phdrs = ProgramHeader::parse(&table, 0, phnum, ctx).map_err(malformed)?;
+    let mut interpreter = None;
+    if let Some(ph) = phdrs
+        .iter()
+        .find(|p| p.p_type == program_header::PT_INTERP && p.p_filesz != 0)
+    {
+        let len = usize::try_from(ph.p_filesz - 1).unwrap_or(usize::MAX);
+        let name = at(ph.p_offset, len)?;
+        let name = String::from_utf8(name)
+            .map_err(|_| "a malformed ELF file (interpreter name is not UTF-8)".to_string())?;
+        interpreter = Some(PathBuf::from(name.trim_end_matches('\0')));
+    }
     Ok(ElfInfo {
         machine: host_name.to_string(),
         is_static: interpreter.is_none(),
