@@ -554,7 +554,7 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
 }
 
 /// `RunOptions::detach_teardown`: the result comes back complete (outcome, output, usage) and says
-/// the teardown went to the background; once `pending_teardowns()` is 0, no leaf of the run is left
+/// the teardown went to the background; once `wait_for_teardowns` says none is pending, no leaf of the run is left
 /// in any hierarchy. Both backends.
 #[test]
 fn a_detached_teardown_leaves_nothing_behind() {
@@ -586,14 +586,10 @@ fn a_detached_teardown_leaves_nothing_behind() {
         assert_eq!(r.stdout, b"hello from hybox\n");
         assert_eq!(report.details["teardown"], "background", "{report:?}");
         assert!(report.usage.peak_memory_bytes > 0, "{report:?}");
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while hybox::sandbox::pending_teardowns() > 0 {
-            assert!(
-                Instant::now() < give_up,
-                "teardown still pending after 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        assert!(
+            hybox::sandbox::wait_for_teardowns(Duration::from_secs(10)),
+            "teardown still pending after 10 s"
+        );
         let left: Vec<_> = ["memory", "cpu", "cpuacct", "pids", "unified", ""]
             .iter()
             .map(|c| Path::new("/sys/fs/cgroup").join(c).join("hybox"))

@@ -231,6 +231,7 @@ fn calls_are_isolated_on_both_backends() {
             );
             run_ids.push(header(&r, "x-hybox-run-id"));
         }
+        run_ids.sort();
         run_ids.dedup();
         assert_eq!(run_ids.len(), 3, "{f}: every call has its own report");
     }

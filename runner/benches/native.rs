@@ -125,9 +125,7 @@ fn main() {
             assert_eq!(r.report.outcome, Outcome::Exited { code: 0 });
             if detach {
                 api_detached.push(result_at);
-                while hybox::sandbox::pending_teardowns() > 0 {
-                    std::thread::sleep(Duration::from_micros(50));
-                }
+                assert!(hybox::sandbox::wait_for_teardowns(Duration::from_secs(10)));
                 api_detached_total.push(t.elapsed());
             } else {
                 api.push(result_at);

@@ -38,10 +38,11 @@ fn check(
 
 /// Runs every check. Cheap (no sandbox is started) and side-effect free.
 pub fn run(host: &crate::HostConfig) -> Vec<Check> {
+    let layout = crate::envelope::detect(&host.cgroup_root);
     vec![
         privileges(),
-        cgroups(host),
-        cgroup_entry(host),
+        cgroups(&layout),
+        cgroup_entry(&layout),
         user_namespaces(),
         seccomp(),
         landlock(),
@@ -68,8 +69,10 @@ fn privileges() -> Check {
     }
 }
 
-fn cgroups(host: &crate::HostConfig) -> Check {
-    match crate::envelope::detect(&host.cgroup_root) {
+type Detected = Result<crate::envelope::Layout, crate::envelope::EnvelopeError>;
+
+fn cgroups(layout: &Detected) -> Check {
+    match layout {
         Ok(layout) => check(
             "cgroups",
             Status::Ok,
@@ -86,8 +89,8 @@ fn cgroups(host: &crate::HostConfig) -> Check {
 }
 
 /// How a run's process enters its envelope, and what that costs on this host.
-fn cgroup_entry(host: &crate::HostConfig) -> Check {
-    let Ok(layout) = crate::envelope::detect(&host.cgroup_root) else {
+fn cgroup_entry(layout: &Detected) -> Check {
+    let Ok(layout) = layout else {
         return check(
             "cgroup entry",
             Status::Warn,

@@ -601,9 +601,6 @@ impl Drop for Function {
         self.shutdown();
         // Calls leave their teardown to background threads (`RunOptions::detach_teardown`): a host
         // that drops its functions and exits must not leave sandboxes or envelopes behind.
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while crate::sandbox::pending_teardowns() > 0 && std::time::Instant::now() < give_up {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        crate::sandbox::wait_for_teardowns(std::time::Duration::from_secs(5));
     }
 }

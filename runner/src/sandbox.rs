@@ -94,8 +94,8 @@ pub struct RunOptions {
     /// Return as soon as the result is complete (outcome, output, usage) and leave the teardown
     /// (reaping the native shim while the kernel dismantles its namespaces, killing and removing
     /// the envelope) to a background thread, as [`Sandbox::run_prebuilt`] always does. For
-    /// long-lived hosts (`hybox serve`) where the caller's latency is what counts; wait for
-    /// [`pending_teardowns`] to reach 0 before exiting. Default `false`: everything is gone when
+    /// long-lived hosts (`hybox serve`) where the caller's latency is what counts; call
+    /// [`wait_for_teardowns`] before exiting. Default `false`: everything is gone when
     /// `run` returns.
     pub detach_teardown: bool,
 }
@@ -172,14 +172,15 @@ impl Sandbox {
         };
         let setup_us = t0.elapsed().as_micros() as u64;
         let (result, teardown) = match (backend, opts.detach_teardown) {
-            (Backend::Wasm, detach) => (
+            (Backend::Wasm, false) => (crate::backend::wasm::run(&launch), Teardown::Now),
+            (Backend::Wasm, true) => (
                 crate::backend::wasm::run(&launch),
-                detach.then_some(Teardown::Detached(None)),
+                Teardown::Background(None),
             ),
-            (Backend::Native, false) => (crate::backend::native::run(&launch), None),
+            (Backend::Native, false) => (crate::backend::native::run(&launch), Teardown::Now),
             (Backend::Native, true) => match crate::backend::native::run_detached(&launch) {
-                Ok((run, reaper)) => (Ok(run), Some(Teardown::Detached(reaper))),
-                Err(e) => (Err(e), None),
+                Ok((run, reaper)) => (Ok(run), Teardown::Background(reaper)),
+                Err(e) => (Err(e), Teardown::Now),
             },
         };
         self.complete(
@@ -301,7 +302,10 @@ impl Sandbox {
             }),
             0,
             &Stdio::Capture { stdin },
-            exiting.map(|r| Teardown::Detached(Some(r))),
+            match exiting {
+                Some(reaper) => Teardown::Background(Some(reaper)),
+                None => Teardown::Now,
+            },
         )?;
         r.report.details.insert("start".into(), "warm".into());
         Ok(r)
@@ -315,7 +319,7 @@ impl Sandbox {
         result: Result<crate::backend::BackendRun, BackendError>,
         setup_us: u64,
         stdio: &Stdio,
-        teardown: Option<Teardown>,
+        teardown: Teardown,
     ) -> Result<RunResult, Error> {
         let backend = self.decision.backend;
         let t_teardown = Instant::now();
@@ -340,7 +344,7 @@ impl Sandbox {
             ),
         };
         run.outcome = attribute(run.outcome, &usage, &self.policy);
-        if let Some(Teardown::Detached(reaper)) = teardown {
+        if let Teardown::Background(reaper) = teardown {
             // The workload ended and its output is complete; a native shim may still be tearing
             // down its namespaces. Reaping it and removing the envelope happen off the caller's path.
             run.details.insert("teardown".into(), "background".into());
@@ -404,17 +408,32 @@ impl Sandbox {
 
 static PENDING_TEARDOWNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// Teardowns of finished pre-built sandboxes still running in the background (wait for 0 before
-/// exiting; [`crate::envelope::teardown_all`] is the backstop).
+/// Teardowns of finished runs still going on in the background (pre-built sandboxes, and runs with
+/// [`RunOptions::detach_teardown`]); wait for 0 before exiting ([`wait_for_teardowns`]);
+/// [`crate::envelope::teardown_all`] is the backstop.
 pub fn pending_teardowns() -> usize {
     PENDING_TEARDOWNS.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// What is left of a run once its result is complete, when it is not done on the caller's path.
+/// Blocks until no teardown is pending or `timeout` has passed; `true` when none is left.
+pub fn wait_for_teardowns(timeout: std::time::Duration) -> bool {
+    let give_up = Instant::now() + timeout;
+    while pending_teardowns() > 0 {
+        if Instant::now() >= give_up {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+    true
+}
+
+/// Where what is left of a run once its result is complete is torn down.
 enum Teardown {
-    /// Reap the native shim (if it is still exiting), then kill and remove the envelope, in the
-    /// background.
-    Detached(Option<crate::backend::native::Reaper>),
+    /// On the caller's path: the envelope is gone when the result is returned.
+    Now,
+    /// In the background: reap the native shim (if it is still exiting), then kill and remove the
+    /// envelope ([`pending_teardowns`] counts these).
+    Background(Option<crate::backend::native::Reaper>),
 }
 
 fn background_teardown(reaper: Option<crate::backend::native::Reaper>, envelope: Option<Envelope>) {

@@ -427,11 +427,8 @@ pub const ENOSYS_ANSWERED: &[&str] = &[
 ];
 
 /// Filter 1 as seccompiler JSON: the `EPERM` rules on arguments (each lets everything it does not
-/// match through).
-pub fn filters_json(extra_allow: &[String]) -> Result<serde_json::Value, FilterError> {
-    for name in extra_allow {
-        check_grantable(name).map_err(FilterError::NotGrantable)?;
-    }
+/// match through). The same for every policy: grants only extend the allow-list.
+pub fn filters_json() -> serde_json::Value {
     // A masked_eq condition matches when (arg & mask) == val; we need "any CLONE_NEW* bit set", so one rule
     // per bit (rules of one syscall are ORed).
     let bits: Vec<u64> = (0..64)
@@ -471,7 +468,7 @@ pub fn filters_json(extra_allow: &[String]) -> Result<serde_json::Value, FilterE
         {"index": 0, "type": "dword", "op": "eq", "val": libc::AF_NETLINK},
         {"index": 2, "type": "dword", "op": "ne", "val": libc::NETLINK_ROUTE},
     ]}));
-    Ok(serde_json::json!({ "1_eperm": errno_filter(libc::EPERM, eperm) }))
+    serde_json::json!({ "1_eperm": errno_filter(libc::EPERM, eperm) })
 }
 
 /// The names on the allow-list: [`DEFAULT_ALLOW`] and the policy's grants, without the
@@ -573,8 +570,9 @@ pub fn compile_allow_list(
 
 /// Compiles the filters to BPF for x86_64, in install order.
 pub fn compile(extra_allow: &[String]) -> Result<Vec<seccompiler::BpfProgram>, FilterError> {
-    let json = filters_json(extra_allow)?;
-    let text = json.to_string();
+    // First, so that a grant that may not be given is refused before anything is compiled.
+    let allow = allow_list(extra_allow)?;
+    let text = filters_json().to_string();
     let mut map = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
         .map_err(|e| FilterError::Compile {
             filter: "eperm",
@@ -584,7 +582,7 @@ pub fn compile(extra_allow: &[String]) -> Result<Vec<seccompiler::BpfProgram>, F
         filter: "eperm",
         message: "1_eperm missing".into(),
     })?;
-    let allow = compile_allow_list(&allow_list(extra_allow)?, &[], ENOSYS_ANSWERED)?;
+    let allow = compile_allow_list(&allow, &[], ENOSYS_ANSWERED)?;
     Ok(vec![eperm, allow])
 }
 
@@ -643,7 +641,7 @@ mod tests {
 
     #[test]
     fn only_namespaced_socket_families_pass() {
-        let json = filters_json(&[]).unwrap();
+        let json = filters_json();
         let rules: Vec<&serde_json::Value> = json["1_eperm"]["filter"]
             .as_array()
             .unwrap()

@@ -589,22 +589,10 @@ fn v1_kill_seals_with_pids_max_zero_then_kills_every_task() {
     let t = tempfile::tempdir().unwrap();
     let fs = Arc::new(v1_tree(t.path(), false));
     let env = create(&fs, "r", &LIMITS).unwrap();
-    // A real task of ours (a child), listed in every controller as the kernel would after a join.
-    let mut child = std::process::Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .unwrap();
-    for d in env.dirs() {
-        std::fs::write(d.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
-    }
+    let mut child = task_in_every_leaf(&env);
     env.kill_all().unwrap();
     // Sealed before any signal: pids.max = 0 is the first write of the kill.
-    let leaf = me().leaf_name("r");
-    let w = fs.written();
-    let seal = w
-        .iter()
-        .position(|(p, v)| p == &format!("pids/hybox/{leaf}/pids.max") && v == "0");
-    assert!(seal.is_some(), "{w:?}");
+    assert!(sealed(&fs, "r"), "{:?}", fs.written());
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGKILL));
@@ -621,23 +609,33 @@ fn destroying_an_empty_envelope_is_rmdir_alone_and_a_busy_one_is_killed_first() 
     let dirs = env.dirs();
     env.destroy().unwrap();
     assert!(dirs.iter().all(|d| !d.exists()));
-    let leaf = me().leaf_name("empty");
-    let sealed = fs
-        .written()
-        .iter()
-        .any(|(p, v)| p == &format!("pids/hybox/{leaf}/pids.max") && v == "0");
-    assert!(!sealed, "an empty envelope needs no seal");
+    assert!(!sealed(&fs, "empty"), "an empty envelope needs no seal");
     // A live task inside: the first rmdir is refused (EBUSY), so the task is killed, then removed.
     let env = create(&fs, "busy", &LIMITS).unwrap();
-    let mut child = std::process::Command::new("sleep")
+    let mut child = task_in_every_leaf(&env);
+    let dirs = env.dirs();
+    env.destroy().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(dirs.iter().all(|d| !d.exists()));
+}
+
+/// A real task of ours (a child), listed in every controller of `env` as the kernel would after a
+/// join.
+fn task_in_every_leaf(env: &Envelope) -> std::process::Child {
+    let child = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
         .unwrap();
     for d in env.dirs() {
         std::fs::write(d.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
     }
-    let dirs = env.dirs();
-    env.destroy().unwrap();
-    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
-    assert!(dirs.iter().all(|d| !d.exists()));
+    child
+}
+
+/// Whether the kill sealed the envelope of run `run_id` (`pids.max = 0` written).
+fn sealed(fs: &FakeFs, run_id: &str) -> bool {
+    let leaf = me().leaf_name(run_id);
+    fs.written()
+        .iter()
+        .any(|(p, v)| p == &format!("pids/hybox/{leaf}/pids.max") && v == "0")
 }

@@ -31,14 +31,7 @@ fn main() {
         }
         Some(("alloc", mib)) => {
             let mib: usize = mib.parse().unwrap_or(16);
-            let mut blocks: Vec<Vec<u8>> = Vec::new();
-            for _ in 0..mib {
-                let mut b = vec![0u8; 1 << 20];
-                for i in (0..b.len()).step_by(4096) {
-                    b[i] = 1;
-                }
-                blocks.push(b);
-            }
+            let blocks = hybox_examples::touch_mib(mib);
             println!("allocated {mib} MiB ({})", blocks.len());
             return;
         }

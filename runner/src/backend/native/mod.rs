@@ -27,26 +27,17 @@ pub use plan::{build_plan, host_ids, PlanError};
 /// Runs the launch's artifact natively. `Err` only when nothing of the workload started; a sandbox
 /// that failed to build inside the shim is `Outcome::SetupError`.
 pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
-    let started = start(launch, false)?;
-    let stdin = match launch.stdio {
-        Stdio::Capture { stdin } => stdin.clone(),
-        Stdio::Inherit => Vec::new(),
-    };
-    finish(
-        started,
-        launch.policy,
-        stdin,
-        launch.envelope,
-        launch.deadline,
-        false,
-    )
-    .map(|(run, _)| run)
+    run_until(launch, false).map(|(run, _)| run)
 }
 
 /// As [`run`], but returns as soon as the shim reported how the workload ended and the output is
 /// complete; the shim may still be exiting (the kernel dismantling its namespaces), and the
 /// returned [`Reaper`] waits for it.
 pub(crate) fn run_detached(launch: &Launch) -> Result<(BackendRun, Option<Reaper>), BackendError> {
+    run_until(launch, true)
+}
+
+fn run_until(launch: &Launch, early: bool) -> Result<(BackendRun, Option<Reaper>), BackendError> {
     let started = start(launch, false)?;
     let stdin = match launch.stdio {
         Stdio::Capture { stdin } => stdin.clone(),
@@ -58,7 +49,7 @@ pub(crate) fn run_detached(launch: &Launch) -> Result<(BackendRun, Option<Reaper
         stdin,
         launch.envelope,
         launch.deadline,
-        true,
+        early,
     )?;
     Ok((run, pending.map(|pidfd| Reaper { pidfd })))
 }

@@ -52,11 +52,10 @@ use crate::HostConfig;
 
 /// The extra argument that turns `hybox __wasm-worker` into the long-lived worker of a warm function.
 pub const SERVE_ARG: &str = "--serve";
-/// Bytes of each pooled table and linear memory kept resident between calls (see `load_served`).
-/// Linear memory: none; a Rust or C guest's stack and data start around 1 MiB, so its first pages
-/// are rarely the touched ones, and keeping more resident costs more memset than it saves.
+/// Bytes of each pooled table kept resident between calls (see `load_served`). Linear memory keeps
+/// wasmtime's default (none): a Rust or C guest's stack and data start around 1 MiB, so its first
+/// pages are rarely the touched ones, and keeping more resident costs more memset than it saves.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
-const MEMORY_KEEP_RESIDENT: usize = 0;
 /// Instance slots in the worker's pooling allocator. Calls are sequential (one at a time per
 /// function), so one slot is in use at a time; a few more let wasmtime decommit a slot lazily.
 pub const POOL_SLOTS: u32 = 4;
@@ -684,14 +683,13 @@ fn load_served(
         .total_tables(POOL_SLOTS.saturating_mul(per_component))
         .max_memory_size(slot_memory)
         .table_elements(usize::try_from(policy.wasm.max_table_elements).unwrap_or(usize::MAX))
-        // A freed slot's first bytes are reset with memset and kept mapped instead of being
+        // A freed slot's table is reset with memset and kept mapped instead of being
         // returned to the kernel with madvise: the next call then takes no page faults on them.
         // wasmtime still resets them to the module's initial image (nothing leaks between calls).
         // Measured on hello (runner/benches/wasm.rs, warm/*): the table's first 64 KiB save about
         // 8 us of ~40 per call; 64 KiB of linear memory changed nothing measurable and 1 MiB cost
         // +20 us (memset).
-        .table_keep_resident(TABLE_KEEP_RESIDENT)
-        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT);
+        .table_keep_resident(TABLE_KEEP_RESIDENT);
     let mut config = worker::engine_config(policy, false);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
