@@ -44,6 +44,7 @@ fn v1_files(controller: &str) -> Vec<(&'static str, &'static str)> {
         ]),
         "cpu" => f.extend([("cpu.cfs_period_us", "100000"), ("cpu.cfs_quota_us", "-1")]),
         "cpuacct" => f.extend([
+            ("cpuacct.usage", "0"),
             ("cpuacct.usage_user", "0"),
             ("cpuacct.usage_sys", "0"),
             ("cpuacct.stat", "user 0\nsystem 0\n"),

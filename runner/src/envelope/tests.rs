@@ -395,6 +395,7 @@ fn usage_is_parsed_from_v1_and_v2_files() {
     .unwrap();
     std::fs::write(d.cpuacct.join("cpuacct.usage_user"), "1500000\n").unwrap();
     std::fs::write(d.cpuacct.join("cpuacct.usage_sys"), "250000\n").unwrap();
+    std::fs::write(d.cpuacct.join("cpuacct.usage"), "1750000\n").unwrap();
     std::fs::write(d.pids.join("pids.events"), "max 7\n").unwrap();
     let u = env.try_usage().unwrap();
     assert_eq!(
@@ -413,6 +414,11 @@ fn usage_is_parsed_from_v1_and_v2_files() {
     std::fs::write(d.cpuacct.join("cpuacct.stat"), "user 150\nsystem 3\n").unwrap();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    std::fs::write(
+        d.cpuacct.join("cpuacct.usage"),
+        format!("{}\n", 153 * 1_000_000_000 / hz),
+    )
+    .unwrap();
     let u = env.try_usage().unwrap();
     assert_eq!(
         (u.cpu_user_us, u.cpu_system_us),

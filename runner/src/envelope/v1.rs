@@ -81,6 +81,11 @@ pub(crate) fn usage(fs: &dyn CgroupFs, d: &Dirs) -> Result<Usage, EnvelopeError>
             read_key(fs, &stat, "system")? * 1_000_000 / hz,
         )
     };
+    // The user/system split above is sampled at the scheduler tick (4 ms at HZ=250): a run shorter
+    // than a tick can show 0 of both. cpuacct.usage is the scheduler's exact total; split it in the
+    // sampled proportion, as the kernel itself does for cgroup v2's cpu.stat and /proc/PID/stat.
+    let total_us = read_u64(fs, &d.cpuacct.join("cpuacct.usage"))? / 1000;
+    let (cpu_user_us, cpu_system_us) = split_exact(total_us, cpu_user_us, cpu_system_us);
     Ok(Usage {
         cpu_user_us,
         cpu_system_us,
@@ -101,4 +106,31 @@ pub(crate) fn kill_all(fs: &dyn CgroupFs, d: &Dirs) -> Result<(), EnvelopeError>
         return Ok(());
     }
     seal_and_kill(fs, &d.pids, &files)
+}
+
+/// `total` split in the proportion of the sampled `user` and `system` times, the kernel's
+/// `cputime_adjust` rule: with no system sample all of it is user time, with no user sample all of
+/// it is system time.
+fn split_exact(total: u64, user: u64, system: u64) -> (u64, u64) {
+    if system == 0 {
+        (total, 0)
+    } else if user == 0 {
+        (0, total)
+    } else {
+        let sys = (u128::from(total) * u128::from(system) / (u128::from(user) + u128::from(system)))
+            as u64;
+        (total - sys, sys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_exact_total_is_split_like_the_kernel_does() {
+        assert_eq!(super::split_exact(1750, 1500, 250), (1500, 250));
+        assert_eq!(super::split_exact(3000, 4000, 4000), (1500, 1500));
+        // A run shorter than a tick: nothing sampled, the total still counts (as user time).
+        assert_eq!(super::split_exact(2300, 0, 0), (2300, 0));
+        assert_eq!(super::split_exact(2300, 0, 4000), (0, 2300));
+    }
 }
