@@ -171,6 +171,8 @@ fn inside_view_is_isolated() {
     }
     assert_eq!(v["NoNewPrivs"], "1");
     assert_eq!(v["Seccomp"], "2");
+    // The runner clones with every signal blocked; none of that reaches the workload.
+    assert_eq!(v["SigBlk"], "0000000000000000", "{v}");
     // Mapped to one unprivileged host id, never host 0.
     let uid_map: Vec<&str> = v["uid_map"]
         .as_str()
@@ -406,6 +408,54 @@ fn setup_errors_name_the_step() {
             step: "chdir /nowhere: ENOENT".into()
         }
     );
+}
+
+#[test]
+fn a_shim_that_cannot_start_is_a_clear_error() {
+    if !common::privileged("a_shim_that_cannot_start_is_a_clear_error") {
+        return;
+    }
+    // A file that is not an executable: the runner opens it, the child's execveat fails.
+    let not_elf = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(not_elf.path(), "not a program").expect("write");
+    let artifact = Artifact::detect(&common::native_guest("hello")).expect("detect hello");
+    let host = HostConfig {
+        shim_path: Some(not_elf.path().to_path_buf()),
+        ..Default::default()
+    };
+    let stdio = Stdio::Capture { stdin: Vec::new() };
+    let policy = policy(r#"{"version": 1}"#);
+    // The caller's signal mask is restored after the clone (which blocks every signal around it).
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset and written by pthread_sigmask.
+    let [mut usr1, mut before, mut after]: [libc::sigset_t; 3] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; SIG_BLOCK of SIGUSR1 in this test thread only.
+    unsafe {
+        libc::sigemptyset(&mut usr1);
+        libc::sigaddset(&mut usr1, libc::SIGUSR1);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, &mut before);
+    }
+    let err = native::run(&Launch {
+        run_id: "test",
+        policy: &policy,
+        artifact: &artifact,
+        args: &[],
+        env: Default::default(),
+        stdio: &stdio,
+        envelope: None,
+        deadline: Instant::now() + Duration::from_secs(10),
+        host: &host,
+    })
+    .expect_err("a shim that is not a program must not start");
+    // SAFETY: reads this thread's mask, then restores the one from before the test.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut after);
+        assert_eq!(libc::sigismember(&after, libc::SIGUSR1), 1);
+        assert_eq!(libc::sigismember(&after, libc::SIGUSR2), 0);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("execveat of the shim failed"), "{msg}");
+    assert!(msg.contains(&not_elf.path().display().to_string()), "{msg}");
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::os::fd::{BorrowedFd, FromRawFd};
 use std::path::{Path, PathBuf};
 
 use hybox_shim::plan::{
-    Bind, LandlockMode, Message, Plan, CONTROL_FD, MAX_PLAN_BYTES, WORKLOAD_FD,
+    Bind, LandlockMode, Message, Plan, CONTROL_FD, GO_BYTE, MAX_PLAN_BYTES, WORKLOAD_FD,
 };
 
 /// An errno, displayed by name ("EINVAL") as the setup error vocabulary promises.
@@ -217,6 +217,14 @@ fn main() {
 /// Steps 6-10 of `shared/security.md`, in order, for the whole sandbox. Returns the plan for the
 /// workload's own steps.
 fn setup() -> Result<(Plan, ())> {
+    // The runner cloned us with every signal blocked (so none of its handlers could run in the child
+    // before this exec); the shim's own mask is set below, on top of an empty one.
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
     // 6. Non-dumpable until exec: no ptrace, no /proc/1/{mem,exe,fd} for anyone but real root.
     check(
         // SAFETY: prctl with integer arguments.
@@ -382,10 +390,18 @@ fn plan_links(plan: &Plan) -> Vec<(PathBuf, PathBuf)> {
 fn read_plan() -> Result<Plan> {
     // SAFETY: CONTROL_FD was dup2'd here by the runner's child; ManuallyDrop keeps it open for `send`.
     let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(CONTROL_FD) });
-    let mut len = [0u8; 4];
-    f.read_exact(&mut len)
+    // The go byte, then the plan's length: the runner sends them once the id maps are written and
+    // this process is in the run's cgroup. Until then the shim waits here, having done nothing.
+    let mut head = [0u8; 5];
+    f.read_exact(&mut head)
         .map_err(|e| SetupError::ReadPlan(e.to_string()))?;
-    let len = u32::from_le_bytes(len);
+    if head[0] != GO_BYTE {
+        return Err(SetupError::ReadPlan(format!(
+            "expected the go byte, got {:#04x}",
+            head[0]
+        )));
+    }
+    let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
     if len > MAX_PLAN_BYTES {
         return Err(SetupError::ReadPlan(format!(
             "plan of {len} bytes is too large"

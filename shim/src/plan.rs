@@ -21,6 +21,10 @@ pub const MAX_PLAN_BYTES: u32 = 16 << 20;
 /// The byte a runner writes on the control socket to let a pre-built sandbox exec its workload.
 pub const CALL_BYTE: u8 = b'c';
 
+/// The first byte the runner sends on the control socket: the shim may start (its id maps are written
+/// and it is in the run's cgroup). The plan's length (u32, little endian) and the plan follow.
+pub const GO_BYTE: u8 = b'g';
+
 /// The shim's instructions, in setup order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -228,6 +228,7 @@ mod platform {
             "Uid",
             "Gid",
             "Groups",
+            "SigBlk",
         ] {
             let _ = write!(o, "{}:{},", esc(key), esc(&status_field(&status, key)));
         }

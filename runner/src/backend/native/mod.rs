@@ -197,7 +197,7 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         spawn::write_id_maps(pid, uid, gid, host_uid, host_gid)
             .map_err(|e| io_err("write id maps", e))?;
         let mut msg = Vec::with_capacity(plan_json.len() + 5);
-        msg.push(b'g');
+        msg.push(hybox_shim::plan::GO_BYTE);
         msg.extend_from_slice(&(plan_json.len() as u32).to_le_bytes());
         msg.extend_from_slice(&plan_json);
         control
@@ -207,8 +207,19 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
     })();
     if let Err(e) = setup {
         spawn::pidfd_kill(&pidfd);
-        let _ = spawn::wait_pidfd(&pidfd);
-        return Err(e);
+        // A child that ended by itself before our SIGKILL failed to start the shim: say so, rather
+        // than the step of ours that found it gone.
+        return Err(match spawn::wait_pidfd(&pidfd) {
+            Ok(spawn::WaitStatus::Exited(code @ (126 | 127))) => io_err(
+                &format!("start {}", shim_path.display()),
+                std::io::Error::other(if code == 127 {
+                    "execveat of the shim failed"
+                } else {
+                    "preparing the shim's capabilities or fds failed"
+                }),
+            ),
+            _ => e,
+        });
     }
     Ok(Started {
         pidfd,

@@ -132,43 +132,128 @@ pub fn drop_supplementary_groups() -> io::Result<()> {
     nix::unistd::setgroups(&[]).map_err(io::Error::from)
 }
 
-/// Starts the shim: `clone3` into the namespaces; the child waits for the go byte, moves its fds to
-/// their numbers, and executes the shim by fd.
 /// `CLONE_INTO_CGROUP` (Linux 5.7, linux/sched.h): the child starts in the cgroup v2 directory whose
 /// fd is `clone_args.cgroup`.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Starts the shim suspended in fresh namespaces. With `cgroup` (a cgroup v2 leaf's directory fd) the
-/// child is created inside that cgroup (`CLONE_INTO_CGROUP`): it is never outside the envelope, and
-/// no migration is needed (a migration takes the cgroup threadgroup lock for writing, which waits for
-/// an RCU grace period, milliseconds on a busy host). Returns `Ok(None)` when the kernel does not
-/// support that flag, so the caller can fall back to spawning first and joining after.
+/// The stack the `CLONE_VM` child runs on until its `execveat` (it needs well under 4 KiB).
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// Starts the shim in fresh namespaces, held at its first read of the control socket until the runner
+/// sends the go byte and the plan. With `cgroup` (a cgroup v2 leaf's directory fd) the child is
+/// created inside that cgroup (`CLONE_INTO_CGROUP`): it is never outside the envelope, and no
+/// migration is needed (a migration takes the cgroup threadgroup lock for writing, which waits for an
+/// RCU grace period, milliseconds on a busy host). Returns `Ok(None)` when the kernel does not support
+/// that flag, so the caller can fall back to [`spawn`] and join after.
 pub fn spawn_into(
     shim: &OwnedFd,
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
     cgroup: &OwnedFd,
 ) -> io::Result<Option<Child>> {
-    match spawn_with(shim, workload, stdio, Some(cgroup.as_raw_fd())) {
-        Ok(c) => Ok(Some(c)),
-        // EINVAL (an unknown flag) or E2BIG (a clone_args without the cgroup field): kernel < 5.7.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => Ok(None),
-        Err(e) => Err(e),
+    let (parent_sock, args) = prepare(shim, workload, stdio)?;
+    let mut pidfd: RawFd = -1;
+    let mut clone_args = CloneArgs {
+        flags: NAMESPACES | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    let blocked = SignalsBlocked::new()?;
+    // SAFETY: clone3 without a stack behaves like fork (a copy of the address space); the child only
+    // makes raw syscalls on memory prepared before the call, then execs or _exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut clone_args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: the child of a fork-like clone, with `args` prepared before it.
+        unsafe { child_after_clone(&args) }
     }
+    let pid = match cvt(pid) {
+        Ok(pid) => pid,
+        // EINVAL (an unknown flag) or E2BIG (a clone_args without the cgroup field): kernel < 5.7.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    drop(blocked);
+    drop(args);
+    // SAFETY: the kernel stored a fresh pidfd for us.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Some(Child {
+        pid: pid as i32,
+        pidfd,
+        control: parent_sock,
+    }))
 }
 
-/// Starts the shim suspended in fresh namespaces, in the runner's own cgroup (the caller joins it to
-/// the envelope before releasing it).
+/// Starts the shim in fresh namespaces, in the runner's own cgroup (the caller joins it to the
+/// envelope before releasing it), held like [`spawn_into`]'s.
+///
+/// The child shares the runner's memory until it has executed the shim (`CLONE_VM | CLONE_VFORK`, as
+/// `posix_spawn` does), instead of getting a copy: copying a large runner's page tables, tearing the
+/// copy down again in the child's exec, and the copy-on-write faults the runner then takes on every
+/// page it touches cost more than the rest of the clone. The runner's calling thread is suspended
+/// until the exec; the kernel dismantles nothing of it afterwards.
 pub fn spawn(shim: &OwnedFd, workload: &OwnedFd, stdio: Option<&StdioPipes>) -> io::Result<Child> {
-    spawn_with(shim, workload, stdio, None)
+    let (parent_sock, args) = prepare(shim, workload, stdio)?;
+    let mut pidfd: RawFd = -1;
+    let flags = NAMESPACES as libc::c_int
+        | libc::CLONE_PIDFD
+        | libc::CLONE_VM
+        | libc::CLONE_VFORK
+        | libc::SIGCHLD;
+    // 16-byte aligned; the stack grows down from its end.
+    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
+    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+    let blocked = SignalsBlocked::new()?;
+    // SAFETY: glibc's clone runs `child_entry` on `stack` in a child that shares this address space;
+    // with CLONE_VFORK this thread resumes only once the child executed the shim or exited, so `args`
+    // and `stack` outlive every use of them; `pidfd` receives the child's pidfd (CLONE_PIDFD through
+    // the parent-tid argument).
+    let pid = cvt(unsafe {
+        libc::clone(
+            child_entry,
+            top,
+            flags,
+            (&args as *const ChildArgs).cast_mut().cast(),
+            &mut pidfd as *mut RawFd,
+        )
+    } as libc::c_long)?;
+    drop(blocked);
+    drop((args, stack));
+    // SAFETY: the kernel stored a fresh pidfd for us.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Child {
+        pid: pid as i32,
+        pidfd,
+        control: parent_sock,
+    })
 }
 
-fn spawn_with(
+/// Everything the child touches between the clone and `execveat`, prepared before it.
+struct ChildArgs {
+    sock: RawFd,
+    workload: RawFd,
+    shim: RawFd,
+    stdio: Option<[RawFd; 3]>,
+    argv: [*const libc::c_char; 2],
+    envp: [*const libc::c_char; 1],
+    // The fds above stay open while the child may use them: the child's socket end is owned here.
+    _child_sock: OwnedFd,
+}
+
+fn prepare(
     shim: &OwnedFd,
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
-    cgroup: Option<RawFd>,
-) -> io::Result<Child> {
+) -> io::Result<(OwnedFd, ChildArgs)> {
     let mut socks = [0; 2];
     // SAFETY: a pointer to two ints.
     cvt(unsafe {
@@ -186,90 +271,67 @@ fn spawn_with(
             OwnedFd::from_raw_fd(socks[1]),
         )
     };
-
-    // Everything the child needs, computed before the fork.
-    let argv0 = c"hybox-shim";
-    let argv: [*const libc::c_char; 2] = [argv0.as_ptr(), std::ptr::null()];
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let empty = c"";
-    let (c_sock, c_wl, c_shim) = (
-        child_sock.as_raw_fd(),
-        workload.as_raw_fd(),
-        shim.as_raw_fd(),
-    );
-    let stdio_fds: Option<[RawFd; 3]> = stdio.map(|s| {
-        [
-            s.child[0].as_raw_fd(),
-            s.child[1].as_raw_fd(),
-            s.child[2].as_raw_fd(),
-        ]
-    });
-
-    let mut pidfd: RawFd = -1;
-    let mut args = CloneArgs {
-        flags: NAMESPACES | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..Default::default()
+    let args = ChildArgs {
+        sock: child_sock.as_raw_fd(),
+        workload: workload.as_raw_fd(),
+        shim: shim.as_raw_fd(),
+        stdio: stdio.map(|s| {
+            [
+                s.child[0].as_raw_fd(),
+                s.child[1].as_raw_fd(),
+                s.child[2].as_raw_fd(),
+            ]
+        }),
+        argv: [c"hybox-shim".as_ptr(), std::ptr::null()],
+        envp: [std::ptr::null()],
+        _child_sock: child_sock,
     };
-    if let Some(fd) = cgroup {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = fd as u64;
-    }
-    // SAFETY: clone3 without a stack behaves like fork; the child below only makes raw syscalls on
-    // memory prepared before the call, then execs or _exits.
-    let pid = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    })?;
-    if pid == 0 {
-        // SAFETY: the child: async-signal-safe syscalls only, then execveat or _exit.
-        unsafe {
-            child_after_clone(
-                c_sock,
-                c_wl,
-                c_shim,
-                stdio_fds,
-                &argv,
-                &envp,
-                empty.as_ptr(),
-            )
-        }
-    }
-    drop(child_sock);
-    // SAFETY: the kernel stored a fresh pidfd for us.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    Ok(Child {
-        pid: pid as i32,
-        pidfd,
-        control: parent_sock,
-    })
+    Ok((parent_sock, args))
 }
 
-/// The child between clone3 and execveat.
+/// Every signal blocked in the calling thread while it clones, restored on drop. The child inherits
+/// the full mask and executes the shim with it, so no handler of the runner's can run in the child
+/// (with `CLONE_VM` it would run on the runner's memory); the shim sets its own mask first thing.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn new() -> io::Result<SignalsBlocked> {
+        // SAFETY: sigset_t is plain data, initialised by sigfillset / written by pthread_sigmask.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            match libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) {
+                0 => Ok(SignalsBlocked(old)),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this child exec'd or exited.
+    unsafe { child_after_clone(&*arg.cast::<ChildArgs>()) }
+}
+
+/// The child between the clone and `execveat` of the shim (which then waits for the go byte).
 ///
 /// # Safety
-/// Only call in the child of `clone3`; every pointer must point to memory prepared before the clone.
-unsafe fn child_after_clone(
-    sock: RawFd,
-    wl: RawFd,
-    shim: RawFd,
-    stdio: Option<[RawFd; 3]>,
-    argv: &[*const libc::c_char; 2],
-    envp: &[*const libc::c_char; 1],
-    empty: *const libc::c_char,
-) -> ! {
+/// Only call in the child of the clone, with `args` prepared before it. It makes raw syscalls only:
+/// the runner may be multithreaded (no allocation, no locks, no Rust std I/O) and, for [`spawn`],
+/// shares this memory.
+unsafe fn child_after_clone(args: &ChildArgs) -> ! {
     // SAFETY: raw syscalls on fds and memory owned by this process; see the function's contract.
     unsafe {
-        // Die with the runner (also before the go byte arrives).
+        // Die with the runner (kept across the exec: no set-id, no file capabilities).
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-        let mut go = 0u8;
-        if libc::read(sock, (&mut go as *mut u8).cast(), 1) != 1 || go != b'g' {
-            libc::_exit(126);
-        }
         // The shim runs as a uid that is not 0 in the namespace (uid 0 is not mapped: one host id is
         // all the sandbox gets), so execve would drop the capabilities the new user namespace gave us.
         // Raising them as ambient keeps them across the exec of the shim (capabilities(7)); they are
@@ -299,8 +361,8 @@ unsafe fn child_after_clone(
         }
         // Move every fd high first (CLOEXEC), so the dup2s below cannot clobber one another.
         let hi = |fd: RawFd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
-        let (sock, wl, shim) = (hi(sock), hi(wl), hi(shim));
-        let stdio = stdio.map(|s| [hi(s[0]), hi(s[1]), hi(s[2])]);
+        let (sock, wl, shim) = (hi(args.sock), hi(args.workload), hi(args.shim));
+        let stdio = args.stdio.map(|s| [hi(s[0]), hi(s[1]), hi(s[2])]);
         if sock < 0 || wl < 0 || shim < 0 {
             libc::_exit(126);
         }
@@ -317,9 +379,9 @@ unsafe fn child_after_clone(
         libc::syscall(
             libc::SYS_execveat,
             shim,
-            empty,
-            argv.as_ptr(),
-            envp.as_ptr(),
+            c"".as_ptr(),
+            args.argv.as_ptr(),
+            args.envp.as_ptr(),
             libc::AT_EMPTY_PATH,
         );
         libc::_exit(127)
