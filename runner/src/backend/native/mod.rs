@@ -210,14 +210,13 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         // A child that ended by itself before our SIGKILL failed to start the shim: say so, rather
         // than the step of ours that found it gone.
         return Err(match spawn::wait_pidfd(&pidfd) {
-            Ok(spawn::WaitStatus::Exited(code @ (126 | 127))) => io_err(
-                &format!("start {}", shim_path.display()),
-                std::io::Error::other(if code == 127 {
-                    "execveat of the shim failed"
-                } else {
-                    "preparing the shim's capabilities or fds failed"
-                }),
-            ),
+            Ok(spawn::WaitStatus::Exited(code)) => match spawn::start_failure(code) {
+                Some(why) => io_err(
+                    &format!("start {}", shim_path.display()),
+                    std::io::Error::other(format!("{why} (exit {code})")),
+                ),
+                None => e,
+            },
             _ => e,
         });
     }
@@ -424,6 +423,17 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
         Some(spawn::WaitStatus::Exited(125)) => Outcome::SetupError {
             step: "hybox-shim exited before reporting (125)".into(),
         },
+        // Nothing was said: the child may have failed before the shim ran (the exec raced our setup).
+        Some(spawn::WaitStatus::Exited(code))
+            if messages.is_empty() && spawn::start_failure(code).is_some() =>
+        {
+            Outcome::SetupError {
+                step: format!(
+                    "start hybox-shim: {} (exit {code})",
+                    spawn::start_failure(code).unwrap_or_default()
+                ),
+            }
+        }
         Some(spawn::WaitStatus::Exited(code)) => Outcome::SetupError {
             step: format!("hybox-shim exited with {code} before the workload ended"),
         },

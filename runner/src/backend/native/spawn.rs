@@ -237,6 +237,20 @@ pub fn spawn(shim: &OwnedFd, workload: &OwnedFd, stdio: Option<&StdioPipes>) -> 
     })
 }
 
+/// The child's exit code when it could not prepare the shim's capabilities or fds.
+const CHILD_PREPARE_FAILED: libc::c_int = 126;
+/// The child's exit code when `execveat` of the shim failed.
+const CHILD_EXEC_FAILED: libc::c_int = 127;
+
+/// Why the shim never ran, from the exit code of a child that ended before sending anything.
+pub fn start_failure(code: i32) -> Option<&'static str> {
+    match code {
+        CHILD_PREPARE_FAILED => Some("preparing the shim's capabilities or fds failed"),
+        CHILD_EXEC_FAILED => Some("execveat of the shim failed"),
+        _ => None,
+    }
+}
+
 /// Everything the child touches between the clone and `execveat`, prepared before it.
 struct ChildArgs {
     sock: RawFd,
@@ -347,12 +361,12 @@ unsafe fn child_after_clone(args: &ChildArgs) -> ! {
             data.as_mut_ptr(),
         ) != 0
         {
-            libc::_exit(126);
+            libc::_exit(CHILD_PREPARE_FAILED);
         }
         data[0].inheritable = data[0].permitted;
         data[1].inheritable = data[1].permitted;
         if libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) != 0 {
-            libc::_exit(126);
+            libc::_exit(CHILD_PREPARE_FAILED);
         }
         for cap in 0..64 {
             if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap, 0, 0) != 0 {
@@ -364,15 +378,15 @@ unsafe fn child_after_clone(args: &ChildArgs) -> ! {
         let (sock, wl, shim) = (hi(args.sock), hi(args.workload), hi(args.shim));
         let stdio = args.stdio.map(|s| [hi(s[0]), hi(s[1]), hi(s[2])]);
         if sock < 0 || wl < 0 || shim < 0 {
-            libc::_exit(126);
+            libc::_exit(CHILD_PREPARE_FAILED);
         }
         if libc::dup2(sock, CONTROL_FD) < 0 || libc::dup2(wl, WORKLOAD_FD) < 0 {
-            libc::_exit(126);
+            libc::_exit(CHILD_PREPARE_FAILED);
         }
         if let Some(s) = stdio {
             for (i, fd) in s.iter().enumerate() {
                 if *fd < 0 || libc::dup2(*fd, i as RawFd) < 0 {
-                    libc::_exit(126);
+                    libc::_exit(CHILD_PREPARE_FAILED);
                 }
             }
         }
@@ -384,7 +398,7 @@ unsafe fn child_after_clone(args: &ChildArgs) -> ! {
             args.envp.as_ptr(),
             libc::AT_EMPTY_PATH,
         );
-        libc::_exit(127)
+        libc::_exit(CHILD_EXEC_FAILED)
     }
 }
 
