@@ -27,6 +27,15 @@ use hybox_shim::plan::{
     Bind, LandlockMode, Message, Plan, CONTROL_FD, GO_BYTE, MAX_PLAN_BYTES, WORKLOAD_FD,
 };
 
+/// The type of setrlimit's resource argument: glibc declares its own enum type, musl an int.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
+/// statvfs's `ST_RELATIME` (linux/statfs.h), which the libc crate has for glibc only.
+const ST_RELATIME: libc::c_ulong = 0x400;
+
 /// An errno, displayed by name ("EINVAL") as the setup error vocabulary promises.
 #[derive(Debug, Clone, Copy)]
 struct Errno(i32);
@@ -350,7 +359,7 @@ fn setup() -> Result<(Plan, ())> {
 
     // 9. rlimits (inherited by the workload). Never RLIMIT_AS.
     let r = &plan.rlimits;
-    let mut limits: Vec<(&'static str, libc::__rlimit_resource_t, u64)> = vec![
+    let mut limits: Vec<(&'static str, RlimitResource, u64)> = vec![
         ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE, r.nofile),
         ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE, r.fsize),
         ("RLIMIT_CORE", libc::RLIMIT_CORE, 0),
@@ -467,7 +476,7 @@ fn locked_flags(p: &Path) -> libc::c_ulong {
         (libc::ST_NOEXEC, libc::MS_NOEXEC),
         (libc::ST_NOATIME, libc::MS_NOATIME),
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (ST_RELATIME, libc::MS_RELATIME),
         (libc::ST_RDONLY, libc::MS_RDONLY),
     ] {
         if st.f_flag & st_flag != 0 {
@@ -673,14 +682,14 @@ fn loopback_up() -> Result<()> {
         ifr.ifr_name[i] = *b as libc::c_char;
     }
     // SAFETY: a socket fd, a request constant and a pointer to a live ifreq.
-    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) };
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) };
     let r = if r == -1 {
         r
     } else {
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
         unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
         // SAFETY: as above.
-        unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) }
+        unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) }
     };
     let e = Errno::last();
     // SAFETY: fd is ours.

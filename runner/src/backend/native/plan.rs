@@ -98,7 +98,7 @@ fn seccomp_programs(extra_allow: &[String]) -> Result<Vec<Vec<u64>>, PlanError> 
     {
         return Ok(p.clone());
     }
-    let programs: Vec<Vec<u64>> = hybox_shim::seccomp::compile(extra_allow)?
+    let programs: Vec<Vec<u64>> = crate::backend::seccomp::compile(extra_allow)?
         .iter()
         .map(|p| hybox_shim::plan::pack_filter(p))
         .collect();

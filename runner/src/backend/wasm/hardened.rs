@@ -303,13 +303,13 @@ pub fn compile_filters(network: Network) -> Result<Vec<seccompiler::BpfProgram>,
         allow.extend(SOCKET_ALLOW);
     }
     // Threads only: CLONE_THREAD set and no CLONE_NEW* bit (a new process or namespace kills).
-    let clone_thread = hybox_shim::seccomp::MaskedArg0 {
+    let clone_thread = crate::backend::seccomp::MaskedArg0 {
         syscall: "clone",
         mask: libc::CLONE_THREAD as u64 | hybox_shim::seccomp::CLONE_NEW_MASK,
         value: libc::CLONE_THREAD as u64,
     };
     out.push(
-        hybox_shim::seccomp::compile_allow_list(&allow, &[clone_thread], WORKER_ENOSYS)
+        crate::backend::seccomp::compile_allow_list(&allow, &[clone_thread], WORKER_ENOSYS)
             .map_err(|e| format!("compile the worker's seccomp filter: {e}"))?,
     );
     Ok(out)
