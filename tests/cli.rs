@@ -213,7 +213,8 @@ fn doctor_json_lists_every_check() {
             "cgroup entry",
             "user namespaces",
             "seccomp",
-            "landlock"
+            "landlock",
+            "shim"
         ]
     );
     for c in v.as_array().unwrap() {

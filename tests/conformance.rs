@@ -30,7 +30,6 @@ fn every_case_passes_on_this_host() {
     let cfg = Config {
         examples: common::examples_out(),
         host: HostConfig {
-            shim_path: Some(common::shim()),
             hybox_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_hybox"))),
             cache_dir: Some(cache.path().to_path_buf()),
             ..Default::default()
@@ -106,7 +105,6 @@ fn cli_prints_the_table_and_json() {
         return;
     }
     let examples = common::examples_out();
-    common::shim();
     let out = common::hybox()
         .args(["conformance", "--json", "--case", "af_vsock", "--examples"])
         .arg(&examples)

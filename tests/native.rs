@@ -82,10 +82,7 @@ fn run_artifact(
 ) -> Result<BackendRun, BackendError> {
     let artifact = Artifact::detect(path).expect("detect guest");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let host = HostConfig {
-        shim_path: Some(common::shim()),
-        ..Default::default()
-    };
+    let host = HostConfig::default();
     let stdio = Stdio::Capture { stdin: Vec::new() };
     let launch = Launch {
         run_id: "test",
@@ -583,10 +580,7 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
     .expect("envelope");
     let p = policy(r#"{"version": 1}"#);
     let artifact = Artifact::detect(&common::native_guest("hello")).unwrap();
-    let host = HostConfig {
-        shim_path: Some(common::shim()),
-        ..Default::default()
-    };
+    let host = HostConfig::default();
     let stdio = Stdio::Capture { stdin: Vec::new() };
     let r = native::run(&Launch {
         run_id: "test",
@@ -632,7 +626,6 @@ fn a_detached_teardown_leaves_nothing_behind() {
         )
         .unwrap();
         let host = HostConfig {
-            shim_path: Some(common::shim()),
             hybox_path: Some(env!("CARGO_BIN_EXE_hybox").into()),
             ..Default::default()
         };

@@ -18,8 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let payload = args.next().unwrap_or_else(|| "hello plugin".into());
     let calls: usize = args.next().map(|n| n.parse()).transpose()?.unwrap_or(3);
 
-    // Where hybox's own binaries are: `hybox` (the wasm worker) and `hybox-shim` (native PID 1) are
-    // built next to this example's directory (target/<profile>/).
+    // Where the `hybox` binary (the wasm worker) is: built next to this example's directory
+    // (target/<profile>/). The native sandbox's init, the shim, is embedded in the library.
     let bin_dir = std::env::current_exe()?
         .parent()
         .and_then(|p| p.parent())
@@ -28,7 +28,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let opts = FunctionOptions {
         host: HostConfig {
             hybox_path: Some(bin_dir.join("hybox")),
-            shim_path: Some(bin_dir.join("hybox-shim")),
             ..HostConfig::default()
         },
         ..FunctionOptions::default()

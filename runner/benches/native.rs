@@ -4,8 +4,8 @@
 //! hello`, alone and inside the same kind of envelope, in the same run. A plain timing harness
 //! (`harness = false`): medians of N runs, interleaved so drift hits every variant alike.
 //!
-//! Needs root, `examples/build.sh` run, and the shim built (`cargo build -p hybox-shim`):
-//! `cargo bench -p hybox --bench native` (N from HYBOX_BENCH_N, default 200).
+//! Needs root and `examples/build.sh` run: `cargo bench -p hybox --bench native` (N from
+//! HYBOX_BENCH_N, default 200; HYBOX_SHIM=FILE runs that shim instead of the embedded one).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -32,23 +32,11 @@ fn main() {
         .expect("repo root")
         .to_path_buf();
     let hello = repo.join("examples/out/native/hello");
-    let shim: PathBuf = std::env::var_os("HYBOX_SHIM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let release = repo.join("target/release/hybox-shim");
-            if release.exists() {
-                release
-            } else {
-                repo.join("target/debug/hybox-shim")
-            }
-        });
+    // The shim embedded in hybox (static), unless HYBOX_SHIM names a shim file to compare.
+    let shim: Option<PathBuf> = std::env::var_os("HYBOX_SHIM").map(PathBuf::from);
     // SAFETY: geteuid cannot fail.
-    if !hello.exists() || !shim.exists() || unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "native bench skipped: needs root, {} and {}",
-            hello.display(),
-            shim.display()
-        );
+    if !hello.exists() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("native bench skipped: needs root and {}", hello.display());
         return;
     }
     let n: usize = std::env::var("HYBOX_BENCH_N")
@@ -58,7 +46,7 @@ fn main() {
     let policy = Policy::from_json_str(r#"{"version": 1}"#, "bench.json").expect("policy");
     let artifact = Artifact::detect(&hello).expect("detect hello");
     let host = HostConfig {
-        shim_path: Some(shim.clone()),
+        shim_path: shim.clone(),
         ..Default::default()
     };
     let stdio = Stdio::Capture { stdin: Vec::new() };
@@ -199,7 +187,10 @@ fn main() {
     };
     println!(
         "native cold start, static hello, n={n} (shim {})",
-        shim.display()
+        shim.as_ref().map_or_else(
+            || format!("embedded, {}", native::shim::SHIM_TARGET),
+            |p| p.display().to_string()
+        )
     );
     println!("  bare spawn                 median {:8.3} ms", ms(b));
     println!(

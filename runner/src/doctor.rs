@@ -46,7 +46,43 @@ pub fn run(host: &crate::HostConfig) -> Vec<Check> {
         user_namespaces(),
         seccomp(),
         landlock(),
+        shim(host),
     ]
+}
+
+/// The native sandbox's init: the static shim embedded in this binary (sealed in a memory file when
+/// first used), a dynamically linked one (built without the musl target), or a file the host names.
+fn shim(host: &crate::HostConfig) -> Check {
+    if let Some(p) = &host.shim_path {
+        return check(
+            "shim",
+            Status::Warn,
+            format!("the native backend runs the shim file {}", p.display()),
+            "a shim on disk: whoever can write that file controls every native sandbox's PID 1",
+        );
+    }
+    let target = crate::backend::native::shim::SHIM_TARGET;
+    match crate::backend::native::shim::embedded() {
+        Ok(_) if target.ends_with("-musl") => check(
+            "shim",
+            Status::Ok,
+            format!("embedded, statically linked ({target}), executed from a sealed memory file"),
+            "no shim on disk to replace or write to; no dynamic loader on the sandbox's start path",
+        ),
+        Ok(_) => check(
+            "shim",
+            Status::Warn,
+            format!("embedded, dynamically linked ({target})"),
+            "hybox was built without the x86_64-unknown-linux-musl target: every native sandbox pays \
+             the dynamic loader (~0.4 ms); rustup target add x86_64-unknown-linux-musl and rebuild",
+        ),
+        Err(e) => check(
+            "shim",
+            Status::Fail,
+            e.to_string(),
+            "the native backend cannot start a sandbox",
+        ),
+    }
 }
 
 fn privileges() -> Check {

@@ -57,7 +57,8 @@ impl Default for Stdio {
 /// Where hybox finds its parts and keeps its state on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
-    /// The `hybox-shim` binary (native backend). Default: next to the current executable.
+    /// A `hybox-shim` file to run as the native sandbox's init instead of the shim embedded in this
+    /// binary (see [`backend::native::shim`](crate::backend::native::shim)); for work on the shim.
     pub shim_path: Option<PathBuf>,
     /// Parent of the per-run cgroups. Default `hybox`.
     pub cgroup_parent: String,

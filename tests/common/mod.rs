@@ -54,25 +54,6 @@ pub fn wasm_guest(name: &str) -> PathBuf {
     examples_out().join("wasm").join(format!("{name}.wasm"))
 }
 
-/// The native sandbox's init, next to the `hybox` binary under test. `scripts/test` builds every
-/// binary first; a test run on its own builds it once here (never inside the VM suite, where the
-/// binaries are prebuilt and cargo under emulation would take minutes).
-pub fn shim() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_hybox")).with_file_name("hybox-shim");
-    if !built.exists() {
-        BUILD.call_once(|| {
-            let st = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "hybox-shim", "--bin", "hybox-shim"])
-                .current_dir(repo())
-                .status()
-                .expect("run cargo build -p hybox-shim");
-            assert!(st.success(), "building hybox-shim failed");
-        });
-    }
-    built
-}
-
 /// The `hybox` binary under test.
 pub fn hybox() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hybox"))

@@ -8,10 +8,11 @@
 //! the deadline, feeding and draining stdio on threads.
 
 mod plan;
+pub mod shim;
 pub(crate) mod spawn;
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -129,14 +130,20 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
     plan.wait_for_call = wait_for_call;
     let plan_json = serde_json::to_vec(&plan)
         .map_err(|e| io_err("serialize plan", std::io::Error::other(e)))?;
-    let shim_path = match &launch.host.shim_path {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| io_err("locate hybox-shim", e))?
-            .with_file_name("hybox-shim"),
+    // The embedded shim (a sealed memory file), or a shim file the host names.
+    let shim_file = match &launch.host.shim_path {
+        Some(p) => Some(
+            spawn::open_exec(p).map_err(|e| io_err(&format!("open shim {}", p.display()), e))?,
+        ),
+        None => None,
     };
-    let shim = spawn::open_exec(&shim_path)
-        .map_err(|e| io_err(&format!("open shim {}", shim_path.display()), e))?;
+    let (shim, shim_name) = match (&shim_file, &launch.host.shim_path) {
+        (Some(f), Some(p)) => (f.as_fd(), p.display().to_string()),
+        _ => (
+            shim::embedded().map_err(|e| io_err("load hybox-shim", e))?,
+            "the embedded hybox-shim".to_string(),
+        ),
+    };
     let workload = spawn::open_exec(&launch.artifact.path).map_err(|e| {
         io_err(
             &format!("open workload {}", launch.artifact.path.display()),
@@ -164,7 +171,7 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         Some(dir) => {
             let fd = std::fs::File::open(&dir)
                 .map_err(|e| io_err(&format!("open cgroup {}", dir.display()), e))?;
-            spawn::spawn_into(&shim, &workload, capture.as_ref(), &fd.into()).map_err(clone_err)?
+            spawn::spawn_into(shim, &workload, capture.as_ref(), &fd.into()).map_err(clone_err)?
         }
         None => None,
     };
@@ -176,10 +183,10 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
     let born_inside = into.is_some();
     let child = match into {
         Some(c) => c,
-        None => spawn::spawn(&shim, &workload, capture.as_ref()).map_err(clone_err)?,
+        None => spawn::spawn(shim, &workload, capture.as_ref()).map_err(clone_err)?,
     };
     drop(workload);
-    drop(shim);
+    drop(shim_file);
     let spawn::Child {
         pid,
         pidfd,
@@ -212,7 +219,7 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         return Err(match spawn::wait_pidfd(&pidfd) {
             Ok(spawn::WaitStatus::Exited(code)) => match spawn::start_failure(code) {
                 Some(why) => io_err(
-                    &format!("start {}", shim_path.display()),
+                    &format!("start {shim_name}"),
                     std::io::Error::other(format!("{why} (exit {code})")),
                 ),
                 None => e,

@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use hybox_shim::plan::{CONTROL_FD, WORKLOAD_FD};
@@ -146,7 +146,7 @@ const CHILD_STACK_BYTES: usize = 64 * 1024;
 /// RCU grace period, milliseconds on a busy host). Returns `Ok(None)` when the kernel does not support
 /// that flag, so the caller can fall back to [`spawn`] and join after.
 pub fn spawn_into(
-    shim: &OwnedFd,
+    shim: BorrowedFd<'_>,
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
     cgroup: &OwnedFd,
@@ -201,7 +201,11 @@ pub fn spawn_into(
 /// copy down again in the child's exec, and the copy-on-write faults the runner then takes on every
 /// page it touches cost more than the rest of the clone. The runner's calling thread is suspended
 /// until the exec; the kernel dismantles nothing of it afterwards.
-pub fn spawn(shim: &OwnedFd, workload: &OwnedFd, stdio: Option<&StdioPipes>) -> io::Result<Child> {
+pub fn spawn(
+    shim: BorrowedFd<'_>,
+    workload: &OwnedFd,
+    stdio: Option<&StdioPipes>,
+) -> io::Result<Child> {
     let (parent_sock, args) = prepare(shim, workload, stdio)?;
     let mut pidfd: RawFd = -1;
     let flags = NAMESPACES as libc::c_int
@@ -264,7 +268,7 @@ struct ChildArgs {
 }
 
 fn prepare(
-    shim: &OwnedFd,
+    shim: BorrowedFd<'_>,
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
 ) -> io::Result<(OwnedFd, ChildArgs)> {
