@@ -656,6 +656,9 @@ struct Served {
     pre: Pre,
     fuel: Option<u64>,
     tmp_base: Option<PathBuf>,
+    /// `tmp_base` opened once: each call's directory is made and removed relative to it (one short
+    /// syscall each, instead of walking the whole path several times per call).
+    tmp_base_dir: Option<std::os::fd::OwnedFd>,
     calls: u64,
     /// The next call's `/tmp`, created ahead of it.
     prepared_tmp: Option<PathBuf>,
@@ -725,12 +728,18 @@ fn load_served(
     };
     let fuel = fuel_budget(&job.policy);
     let tmp_base = job.tmp_dir.take();
+    // No fd (e.g. not openable here): the calls' directories are made and removed by path.
+    let tmp_base_dir = tmp_base
+        .as_ref()
+        .and_then(|b| std::fs::File::open(b).ok())
+        .map(std::os::fd::OwnedFd::from);
     Ok(Served {
         engine,
         job,
         pre,
         fuel,
         tmp_base,
+        tmp_base_dir,
         calls: 0,
         prepared_tmp: None,
         handed_out: None,
@@ -904,7 +913,7 @@ fn serve_loop(mut served: Served, mut requests: File, replies: &File, shared: &S
         // the next call's fresh, empty /tmp is made ready (directory operations on the host's
         // filesystem cost more than the rest of a small call).
         if let Some(t) = tmp {
-            let _ = std::fs::remove_dir_all(t);
+            served.remove_call_tmp(&t);
         }
         served.prepare_tmp();
     };
@@ -938,10 +947,30 @@ impl Served {
             return;
         };
         self.calls += 1;
-        let dir = base.join(format!("call-{}-{}", std::process::id(), self.calls));
-        if std::fs::create_dir(&dir).is_ok() {
-            self.prepared_tmp = Some(dir);
+        let name = format!("call-{}-{}", std::process::id(), self.calls);
+        let made = match &self.tmp_base_dir {
+            Some(fd) => nix::sys::stat::mkdirat(
+                fd,
+                name.as_str(),
+                nix::sys::stat::Mode::from_bits_truncate(0o777),
+            )
+            .is_ok(),
+            None => std::fs::create_dir(base.join(&name)).is_ok(),
+        };
+        if made {
+            self.prepared_tmp = Some(base.join(name));
         }
+    }
+
+    /// Removes a call's `/tmp`: an empty one (the common case) with one `rmdir`, one the call wrote
+    /// to with everything in it.
+    fn remove_call_tmp(&self, dir: &Path) {
+        if let (Some(fd), Some(name)) = (&self.tmp_base_dir, dir.file_name()) {
+            if nix::unistd::unlinkat(fd, name, nix::unistd::UnlinkatFlags::RemoveDir).is_ok() {
+                return;
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn call(
