@@ -80,18 +80,41 @@ fn assert_hardened(r: &BackendRun) {
     }
 }
 
-/// The interfaces of a process started the way the worker is (`enter_namespaces`), as `ip` sees them.
+/// The interfaces of a process started the way the worker is (in `CLONE_FLAGS`' namespaces, then
+/// `in_new_namespaces`), as `ip` sees them.
 fn links_in_worker_netns(loopback: bool) -> String {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["-o", "link", "show"]);
-    // SAFETY: enter_namespaces only makes async-signal-safe syscalls and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || wasm::hardened::enter_namespaces(loopback));
-    }
-    let o = cmd.output().expect("run ip in the worker's namespaces");
-    assert!(o.status.success(), "{o:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists())
+        .expect("iproute2's ip");
+    let (mut out_r, out_w) = std::io::pipe().expect("pipe");
+    let w = out_w.as_raw_fd();
+    let prepare = move || {
+        wasm::hardened::in_new_namespaces(loopback)?;
+        // SAFETY: dup2 between fds of this process.
+        if unsafe { libc::dup2(w, 1) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let program = hybox::backend::process::Program {
+        program: ip,
+        args: &["-o", "link", "show"],
+        namespaces: wasm::hardened::CLONE_FLAGS,
+        null_stdin_stdout: false,
+    };
+    // SAFETY: `prepare` makes only raw syscalls and allocates nothing.
+    let mut child = unsafe { hybox::backend::process::spawn(&program, &prepare) }
+        .expect("start ip in the worker's namespaces");
+    drop(out_w);
+    let mut links = String::new();
+    out_r.read_to_string(&mut links).expect("read ip's output");
+    let status = child.wait().expect("wait for ip");
+    assert!(status.success(), "{status:?}: {links}");
+    links
 }
 
 #[test]

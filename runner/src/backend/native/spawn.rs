@@ -160,7 +160,7 @@ pub fn spawn_into(
         cgroup: cgroup.as_raw_fd() as u64,
         ..Default::default()
     };
-    let blocked = SignalsBlocked::new()?;
+    let blocked = crate::backend::process::SignalsBlocked::new()?;
     // SAFETY: clone3 without a stack behaves like fork (a copy of the address space); the child only
     // makes raw syscalls on memory prepared before the call, then execs or _exits.
     let pid = unsafe {
@@ -216,7 +216,7 @@ pub fn spawn(
     // 16-byte aligned; the stack grows down from its end.
     let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
     let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
-    let blocked = SignalsBlocked::new()?;
+    let blocked = crate::backend::process::SignalsBlocked::new()?;
     // SAFETY: glibc's clone runs `child_entry` on `stack` in a child that shares this address space;
     // with CLONE_VFORK this thread resumes only once the child executed the shim or exited, so `args`
     // and `stack` outlive every use of them; `pidfd` receives the child's pidfd (CLONE_PIDFD through
@@ -305,33 +305,6 @@ fn prepare(
         _child_sock: child_sock,
     };
     Ok((parent_sock, args))
-}
-
-/// Every signal blocked in the calling thread while it clones, restored on drop. The child inherits
-/// the full mask and executes the shim with it, so no handler of the runner's can run in the child
-/// (with `CLONE_VM` it would run on the runner's memory); the shim sets its own mask first thing.
-struct SignalsBlocked(libc::sigset_t);
-
-impl SignalsBlocked {
-    fn new() -> io::Result<SignalsBlocked> {
-        // SAFETY: sigset_t is plain data, initialised by sigfillset / written by pthread_sigmask.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            match libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) {
-                0 => Ok(SignalsBlocked(old)),
-                e => Err(io::Error::from_raw_os_error(e)),
-            }
-        }
-    }
-}
-
-impl Drop for SignalsBlocked {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
-    }
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {

@@ -2,9 +2,9 @@
 //! Landlock and a seccomp filter tailored to wasmtime (defense in depth, `shared/wasm.md`).
 //!
 //! Two halves:
-//! - [`enter_namespaces`] runs in the supervisor's forked child between fork and exec (the child is
-//!   single-threaded, so `unshare(CLONE_NEWUSER)` is allowed): new user, mount, network, IPC and UTS
-//!   namespaces, an empty capability bounding set, `no_new_privs`. No uid/gid map is written: in-ns
+//! - The supervisor creates the worker in new user, mount, network, IPC and UTS namespaces
+//!   ([`CLONE_FLAGS`], at clone time), and [`in_new_namespaces`] runs in that child before its exec:
+//!   `lo` up when granted, an empty capability bounding set, `no_new_privs`. No uid/gid map is written: in-ns
 //!   uid 0 is unmapped, so `execve` grants the worker no capabilities at all (capabilities(7), "Effect
 //!   of user ID changes on capabilities": only a process whose euid is the namespace's root gets
 //!   them) and the worker's `CapEff`/`CapPrm` are 0. The worker keeps its host uid for DAC (it must
@@ -30,19 +30,17 @@ use crate::policy::{Access, Network};
 /// The namespaces the worker is started in.
 pub const NAMESPACES: &[&str] = &["user", "mnt", "net", "ipc", "uts"];
 
-const UNSHARE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
+/// The worker's namespaces as clone flags.
+pub const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS;
 
-/// Between fork and exec in the supervisor's child: new namespaces, empty bounding set, no_new_privs.
-/// Only raw syscalls (async-signal-safe); allocates nothing.
-pub fn enter_namespaces(loopback: bool) -> std::io::Result<()> {
-    // SAFETY: unshare with constant flags, in the single-threaded child of fork.
-    if unsafe { libc::unshare(UNSHARE_FLAGS) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+/// In the supervisor's child, created in [`CLONE_FLAGS`]'s namespaces, before its exec: `lo` up when
+/// granted, an empty bounding set, no_new_privs. Only raw syscalls (async-signal-safe); allocates
+/// nothing.
+pub fn in_new_namespaces(loopback: bool) -> std::io::Result<()> {
     if loopback {
         // `network: loopback` grants the guest 127.0.0.1 inside the worker's own network namespace;
         // `lo` starts down there. CAP_NET_ADMIN of the new user namespace allows this until exec.

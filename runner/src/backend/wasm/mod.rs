@@ -22,9 +22,8 @@ pub mod worker;
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -421,28 +420,24 @@ fn spawn_worker(
     res_w: &OwnedFd,
     os_sandbox: bool,
     loopback: bool,
-) -> std::io::Result<std::process::Child> {
-    let mut cmd = Command::new(exe);
-    cmd.arg(WORKER_SUBCOMMAND).env_clear();
-    match stdio {
-        Stdio::Inherit => {}
-        Stdio::Capture { .. } => {
-            cmd.stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null());
-        }
-    }
+) -> std::io::Result<crate::backend::process::Spawned> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (unshare, prctl, fcntl, dup2, close_range); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if os_sandbox {
-                hardened::enter_namespaces(loopback)?;
-            }
-            place_worker_fds(j, r)
-        });
-    }
-    cmd.spawn()
+    let program = crate::backend::process::Program {
+        program: exe,
+        args: &[WORKER_SUBCOMMAND],
+        namespaces: if os_sandbox { hardened::CLONE_FLAGS } else { 0 },
+        null_stdin_stdout: matches!(stdio, Stdio::Capture { .. }),
+    };
+    let prepare = move || {
+        if os_sandbox {
+            hardened::in_new_namespaces(loopback)?;
+        }
+        // SAFETY: in the child before exec, with both pipe ends open.
+        unsafe { place_worker_fds(j, r) }
+    };
+    // SAFETY: `prepare` makes only raw syscalls (ioctl, prctl, fcntl, dup2, close_range), allocates
+    // nothing and cannot panic.
+    unsafe { crate::backend::process::spawn(&program, &prepare) }
 }
 
 /// In the worker between fork and exec: the job pipe becomes [`JOB_FD`], the result pipe

@@ -22,12 +22,12 @@
 //! encoding (stdout then stderr as raw bytes) whose `details` carry `prepare_us`, `instantiate_us`,
 //! `drop_us` and `worker_exiting`.
 
+use crate::backend::process::Spawned;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,7 +113,7 @@ pub struct WarmCall {
 
 /// The running worker, seen from the supervisor.
 struct Worker {
-    child: Child,
+    child: Spawned,
     requests: File,
     replies: File,
 }
@@ -532,20 +532,19 @@ impl Drop for WarmFunction {
 /// Starts `hybox __wasm-worker --serve` with the request pipe at fd 3, the reply pipe at fd 4, no other
 /// fds, an empty environment, stdin and stdout on /dev/null (the guest's stdio is captured per call),
 /// stderr inherited for the worker's own diagnostics.
-fn spawn_serve_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::Result<Child> {
-    let mut cmd = Command::new(exe);
-    cmd.arg(WORKER_SUBCOMMAND)
-        .arg(SERVE_ARG)
-        .env_clear()
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
+fn spawn_serve_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::Result<Spawned> {
     let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (fcntl, dup2, close_range); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || super::place_worker_fds(j, r));
-    }
-    cmd.spawn()
+    let program = crate::backend::process::Program {
+        program: exe,
+        args: &[WORKER_SUBCOMMAND, SERVE_ARG],
+        namespaces: 0,
+        null_stdin_stdout: true,
+    };
+    // SAFETY: in the child before exec, with both pipe ends open.
+    let prepare = move || unsafe { super::place_worker_fds(j, r) };
+    // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
+    // cannot panic.
+    unsafe { crate::backend::process::spawn(&program, &prepare) }
 }
 
 /// Writes one `u32 LE length | message`.

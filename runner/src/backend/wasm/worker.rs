@@ -399,6 +399,8 @@ struct GuestDone {
 /// Entry point of `hybox __wasm-worker`: reads the job from fd 3, runs it, writes the result to fd 4.
 /// Returns the worker's exit code (0 when a result was written, whatever the guest did).
 pub fn worker_main() -> i32 {
+    // Started by `backend::process::spawn` with every signal blocked.
+    crate::backend::process::unblock_all_signals();
     // `hybox __wasm-worker --serve`: the long-lived worker of a warm function (see `super::warm`).
     if std::env::args_os()
         .nth(2)
