@@ -2,10 +2,11 @@
 //!
 //! [`run`] does steps 1-5 of `shared/security.md` on the runner's side: preflight, the [`Plan`](hybox_shim::plan::Plan) (mounts,
 //! ids, rlimits, Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared
-//! *before* the fork because the runner may be multithreaded. The child of `clone3` only does
-//! async-signal-safe raw syscalls: wait for "go", move fds into place, `execveat` the shim by fd. The
-//! parent joins it to the envelope, writes the id maps, sends the plan, then waits on the pidfd with
-//! the deadline, feeding and draining stdio on threads.
+//! *before* the clone because the runner may be multithreaded. The child (sharing the runner's memory
+//! until its exec on cgroup v1, created inside the envelope by `clone3` on v2; see `spawn`) only does
+//! async-signal-safe raw syscalls: move fds into place, `execveat` the shim (embedded: [`shim`]) by fd.
+//! The shim waits for "go" while the parent joins it to the envelope, writes the id maps and sends the
+//! plan; the parent then waits on the pidfd with the deadline, feeding and draining stdio on threads.
 
 mod plan;
 pub mod shim;
