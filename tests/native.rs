@@ -658,3 +658,36 @@ fn a_detached_teardown_leaves_nothing_behind() {
         assert!(left.is_empty(), "{guest:?}: left behind {left:?}");
     }
 }
+
+#[test]
+fn a_prebuilt_sandbox_is_ready_or_says_why_not() {
+    if !common::privileged("a_prebuilt_sandbox_is_ready_or_says_why_not") {
+        return;
+    }
+    let hello = common::native_guest("hello");
+    let sandbox = |json: &str| {
+        hybox::Sandbox::new(
+            hybox::workload::Workload::detect(&hello).expect("detect hello"),
+            policy(json),
+            None,
+        )
+        .expect("sandbox")
+    };
+    // Ready: the call only releases the exec.
+    let ok = sandbox(r#"{"version": 1}"#);
+    let p = ok.prebuild(&HostConfig::default()).expect("prebuild");
+    let r = ok.run_prebuilt(p, Vec::new()).expect("call");
+    assert_eq!(r.report.outcome, Outcome::Exited { code: 0 });
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "hello from hybox\n");
+    // Not ready: prebuild returns once the shim said why, and the call reports that step.
+    let bad = sandbox(r#"{"version": 1, "filesystem": {"workdir": "/nowhere"}}"#);
+    let p = bad.prebuild(&HostConfig::default()).expect("prebuild");
+    let r = bad.run_prebuilt(p, Vec::new()).expect("call");
+    assert_eq!(
+        r.report.outcome,
+        Outcome::SetupError {
+            step: "chdir /nowhere: ENOENT".into()
+        }
+    );
+    assert!(hybox::sandbox::wait_for_teardowns(Duration::from_secs(10)));
+}

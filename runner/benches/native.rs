@@ -123,9 +123,8 @@ fn main() {
             }
         }
 
+        // Returns once the sandbox is ready (its workload's process waits for the call).
         let p = sandbox.prebuild(&host).expect("prebuild");
-        // Let the pre-built sandbox settle (its shim waits for the call), as in a pool.
-        std::thread::sleep(Duration::from_millis(2));
         let t = Instant::now();
         let r = sandbox.run_prebuilt(p, Vec::new()).expect("run_prebuilt");
         pooled.push(t.elapsed());

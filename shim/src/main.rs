@@ -873,6 +873,8 @@ fn prepare_workload(plan: &Plan) -> Result<()> {
     //   by killing PID 1, which takes the whole pid namespace with it);
     // - the call's own inputs (stdin) arrive on the stdio pipes, which were fds 0-2 all along.
     if plan.wait_for_call {
+        // The runner counts the sandbox as ready (a pool hands it out) from here on.
+        send(&Message::Ready);
         let mut b = 0u8;
         loop {
             // SAFETY: reading one byte into a live u8 from an fd this process owns.

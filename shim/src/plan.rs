@@ -124,6 +124,8 @@ pub enum LandlockMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
 pub enum Message {
+    /// A pre-built sandbox is complete (every step but the exec) and waits for its call.
+    Ready,
     /// The sandbox is built; the workload's `execveat` comes next. `landlock` is `fully_enforced`,
     /// `partially_enforced`, `not_enforced` or `off`.
     Exec { landlock: String },
@@ -138,7 +140,7 @@ pub enum Message {
 impl Message {
     /// Whether the shim sends nothing after this (it exits next).
     pub fn is_final(&self) -> bool {
-        !matches!(self, Message::Exec { .. })
+        !matches!(self, Message::Exec { .. } | Message::Ready)
     }
 }
 

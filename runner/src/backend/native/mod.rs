@@ -68,6 +68,8 @@ pub(crate) struct Started {
     t_start: Instant,
     /// How the shim entered the envelope: `clone_into_cgroup` (v2), `migrated` (v1) or `none`.
     cgroup_entry: &'static str,
+    /// What the shim said so far (a pre-built sandbox: that it is ready, or why it is not).
+    reader: MessageReader,
 }
 
 impl Started {
@@ -80,8 +82,28 @@ impl Started {
 
 /// A pre-built sandbox for a native warm pool: everything done but the exec of the workload, which
 /// waits for [`call`] (the shim's workload process blocks on the control socket after seccomp).
+///
+/// Returns once the shim said the sandbox is ready (or why it will not be, which the call then
+/// reports), so a pool never hands out a sandbox that is still being built.
 pub(crate) fn prebuild(launch: &Launch) -> Result<Started, BackendError> {
-    start(launch, true)
+    let mut started = start(launch, true)?;
+    let ctl_fd = started.control.as_raw_fd();
+    loop {
+        let left = launch.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || !started.reader.messages.is_empty() || started.reader.eof {
+            break;
+        }
+        let ms = left.as_millis().min(i32::MAX as u128) as i32;
+        let (ctl_ready, pid_ready) =
+            spawn::poll2(ctl_fd, started.pidfd.as_raw_fd(), ms, started.reader.eof);
+        if ctl_ready {
+            started.reader.read_from(&mut started.control);
+        } else if pid_ready {
+            // The shim ended without a word; the call reports how.
+            break;
+        }
+    }
+    Ok(started)
 }
 
 /// A shim that reported its workload's end and is still exiting (namespace teardown).
@@ -236,6 +258,7 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         host_ids: (host_uid, host_gid),
         t_start,
         cgroup_entry,
+        reader: MessageReader::default(),
     })
 }
 
@@ -259,6 +282,7 @@ fn finish(
         host_ids: (host_uid, host_gid),
         t_start,
         cgroup_entry,
+        mut reader,
     } = started;
     let kill = |pidfd: &OwnedFd| spawn::pidfd_kill(pidfd);
 
@@ -282,7 +306,6 @@ fn finish(
     };
 
     // Wait: control messages and the pidfd, until the deadline.
-    let mut reader = MessageReader::default();
     let mut exec_at: Option<Instant> = None;
     let mut timed_out = false;
     let ctl_fd = control.as_raw_fd();
@@ -424,7 +447,7 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
                 };
             }
             Message::Signaled { signal } => return signaled(*signal),
-            Message::Exec { .. } => {}
+            Message::Exec { .. } | Message::Ready => {}
         }
     }
     match status {
