@@ -469,6 +469,41 @@ fn a_shim_that_cannot_start_is_a_clear_error() {
 }
 
 #[test]
+fn megabytes_of_stdin_and_stdout_pass_through() {
+    if !common::privileged("megabytes_of_stdin_and_stdout_pass_through") {
+        return;
+    }
+    // Many times a pipe's buffer each way: the runner must feed and drain at once.
+    let input: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let artifact = Artifact::detect(&common::native_guest("echo")).expect("detect echo");
+    let policy = policy(r#"{"version": 1, "resources": {"stdout_max": "8M"}}"#);
+    let stdio = Stdio::Capture {
+        stdin: input.clone(),
+    };
+    let r = native::run(&Launch {
+        run_id: "test",
+        policy: &policy,
+        artifact: &artifact,
+        args: &[],
+        env: Default::default(),
+        stdio: &stdio,
+        envelope: None,
+        deadline: Instant::now() + Duration::from_secs(20),
+        host: &HostConfig::default(),
+    })
+    .expect("native run starts");
+    assert_eq!(
+        r.outcome,
+        Outcome::Exited { code: 0 },
+        "{:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(r.stdout_bytes, input.len() as u64);
+    assert!(!r.stdout_truncated);
+    assert!(r.stdout == input, "stdout differs from stdin");
+}
+
+#[test]
 fn output_capture_is_capped() {
     if !common::privileged("output_capture_is_capped") {
         return;

@@ -12,8 +12,8 @@ mod plan;
 pub mod shim;
 pub(crate) mod spawn;
 
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -286,24 +286,18 @@ fn finish(
     } = started;
     let kill = |pidfd: &OwnedFd| spawn::pidfd_kill(pidfd);
 
-    // stdio threads.
-    let (stdout_t, stderr_t, stdin_t) = match stdio {
-        Some((stdin_w, out_r, err_r)) => {
-            let out_max = policy.resources.stdout_max.bytes();
-            let err_max = policy.resources.stderr_max.bytes();
-            let stdin_t = std::thread::spawn(move || {
-                let mut f = std::fs::File::from(stdin_w);
-                // The workload may not read its stdin; EPIPE is not an error of the run.
-                let _ = f.write_all(&stdin);
-            });
-            (
-                Some(std::thread::spawn(move || drain(out_r, out_max))),
-                Some(std::thread::spawn(move || drain(err_r, err_max))),
-                Some(stdin_t),
-            )
-        }
-        None => (None, None, None),
-    };
+    // stdio is pumped by this thread, in the same poll as the control socket and the pidfd: no
+    // thread per pipe to create and to switch to while the workload starts.
+    let mut pump = stdio.map(|(stdin_w, out_r, err_r)| {
+        Pump::new(
+            stdin_w,
+            stdin,
+            out_r,
+            policy.resources.stdout_max.bytes(),
+            err_r,
+            policy.resources.stderr_max.bytes(),
+        )
+    });
 
     // Wait: control messages and the pidfd, until the deadline.
     let mut exec_at: Option<Instant> = None;
@@ -319,8 +313,13 @@ fn finish(
                 .as_millis()
                 .min(i32::MAX as u128) as i32
         };
-        let (ctl_ready, pid_ready) =
-            spawn::poll2(ctl_fd, pidfd.as_raw_fd(), timeout_ms, reader.eof);
+        let (ctl_ready, pid_ready) = poll_run(
+            ctl_fd,
+            pidfd.as_raw_fd(),
+            pump.as_mut(),
+            timeout_ms,
+            reader.eof,
+        );
         if ctl_ready {
             reader.read_from(&mut control);
             if exec_at.is_none()
@@ -354,15 +353,11 @@ fn finish(
     while !reader.eof {
         reader.read_from(&mut control);
     }
-    if let Some(t) = stdin_t {
-        let _ = t.join();
-    }
-    let out = stdout_t
-        .map(|t| t.join().unwrap_or_default())
-        .unwrap_or_default();
-    let err = stderr_t
-        .map(|t| t.join().unwrap_or_default())
-        .unwrap_or_default();
+    // The output up to its end: every writer is gone or going (the pid namespace dies with the shim).
+    let (out, err) = match pump {
+        Some(p) => p.finish(),
+        None => Default::default(),
+    };
 
     let mut outcome = classify(&reader.messages, status, timed_out);
     // Still exiting (early return): the caller reaps it.
@@ -542,25 +537,216 @@ impl MessageReader {
 }
 
 /// Reads a pipe to EOF, keeping at most `max` bytes; returns (kept, total seen, truncated).
-fn drain(fd: OwnedFd, max: u64) -> (Vec<u8>, u64, bool) {
-    let mut f = std::fs::File::from(fd);
-    let mut kept = Vec::new();
-    let mut total = 0u64;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match f.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = max.saturating_sub(kept.len() as u64) as usize;
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-                total += n as u64;
+/// One pass of the run's wait: polls the control socket (unless at its end), the pidfd and the stdio
+/// pipes still open, feeds and drains what is ready, and returns whether the control socket and the
+/// pidfd are ready.
+fn poll_run(
+    ctl: RawFd,
+    pidfd: RawFd,
+    pump: Option<&mut Pump>,
+    timeout_ms: i32,
+    ctl_eof: bool,
+) -> (bool, bool) {
+    let mut fds = vec![
+        libc::pollfd {
+            fd: if ctl_eof { -1 } else { ctl },
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    if let Some(p) = &pump {
+        fds.extend(p.pollfds());
+    }
+    // SAFETY: a pointer to `fds.len()` live pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n <= 0 {
+        return (false, false);
+    }
+    if let Some(p) = pump {
+        p.serve(&fds[2..]);
+    }
+    (fds[0].revents != 0, fds[1].revents != 0)
+}
+
+/// A captured stream as the run reports it: (the bytes kept, how many were written, truncated).
+type Output = (Vec<u8>, u64, bool);
+
+/// Captured output of one stream: the first `max` bytes kept, all of them counted.
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    total: u64,
+    max: u64,
+}
+
+impl Captured {
+    fn take(&mut self, bytes: &[u8]) {
+        let room = self.max.saturating_sub(self.kept.len() as u64) as usize;
+        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.total += bytes.len() as u64;
+    }
+
+    fn done(self) -> Output {
+        let truncated = self.total > self.kept.len() as u64;
+        (self.kept, self.total, truncated)
+    }
+}
+
+/// The runner's ends of a captured run's stdio, non-blocking: stdin fed from `input`, stdout and
+/// stderr drained into [`Captured`] buffers. A pipe is closed (`None`) once done.
+struct Pump {
+    stdin: Option<OwnedFd>,
+    input: Vec<u8>,
+    written: usize,
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    captured: [Captured; 2],
+    chunk: Vec<u8>,
+}
+
+impl Pump {
+    fn new(
+        stdin: OwnedFd,
+        input: Vec<u8>,
+        out: OwnedFd,
+        out_max: u64,
+        err: OwnedFd,
+        err_max: u64,
+    ) -> Pump {
+        for fd in [&stdin, &out, &err] {
+            // SAFETY: fcntl on fds we own; O_NONBLOCK only changes how our reads and writes wait.
+            unsafe {
+                let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+        }
+        Pump {
+            // Nothing to write: the workload sees the end of its stdin at once.
+            stdin: (!input.is_empty()).then_some(stdin),
+            input,
+            written: 0,
+            out: Some(out),
+            err: Some(err),
+            captured: [
+                Captured {
+                    max: out_max,
+                    ..Default::default()
+                },
+                Captured {
+                    max: err_max,
+                    ..Default::default()
+                },
+            ],
+            chunk: vec![0u8; 64 * 1024],
         }
     }
-    let truncated = total > kept.len() as u64;
-    (kept, total, truncated)
+
+    /// stdin (for writing), stdout, stderr (for reading), in that order, -1 for a closed one.
+    fn pollfds(&self) -> [libc::pollfd; 3] {
+        let fd = |f: &Option<OwnedFd>| f.as_ref().map_or(-1, |f| f.as_raw_fd());
+        [
+            libc::pollfd {
+                fd: fd(&self.stdin),
+                events: libc::POLLOUT,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: fd(&self.out),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: fd(&self.err),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ]
+    }
+
+    /// Acts on what `poll` reported for [`Pump::pollfds`].
+    fn serve(&mut self, ready: &[libc::pollfd]) {
+        if ready[0].revents != 0 {
+            self.feed();
+        }
+        for (i, r) in ready[1..].iter().enumerate() {
+            if r.revents != 0 {
+                self.drain(i);
+            }
+        }
+    }
+
+    fn feed(&mut self) {
+        let Some(fd) = &self.stdin else { return };
+        while self.written < self.input.len() {
+            let rest = &self.input[self.written..];
+            // SAFETY: a write from a live buffer to an fd we own.
+            let n = unsafe { libc::write(fd.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
+            if n > 0 {
+                self.written += n as usize;
+                continue;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) => return,
+                Some(libc::EINTR) => continue,
+                // EPIPE: the workload does not read its stdin, which is not an error of the run.
+                _ => break,
+            }
+        }
+        self.stdin = None;
+    }
+
+    /// Reads stream `i` (0 stdout, 1 stderr) until it would block or ends.
+    fn drain(&mut self, i: usize) {
+        let slot = if i == 0 { &mut self.out } else { &mut self.err };
+        let Some(fd) = slot.as_ref() else { return };
+        loop {
+            // SAFETY: a read into a live buffer from an fd we own.
+            let n = unsafe {
+                libc::read(
+                    fd.as_raw_fd(),
+                    self.chunk.as_mut_ptr().cast(),
+                    self.chunk.len(),
+                )
+            };
+            if n > 0 {
+                self.captured[i].take(&self.chunk[..n as usize]);
+                continue;
+            }
+            if n < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::EINTR) => continue,
+                    _ => {}
+                }
+            }
+            // The end (or an error): closed.
+            *slot = None;
+            return;
+        }
+    }
+
+    /// Stops feeding stdin and drains stdout and stderr to their ends: ((stdout...), (stderr...)).
+    fn finish(mut self) -> (Output, Output) {
+        self.stdin = None;
+        while self.out.is_some() || self.err.is_some() {
+            let mut fds = self.pollfds();
+            // SAFETY: a pointer to three live pollfds (closed ones are -1 and ignored).
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+            if n > 0 {
+                self.serve(&fds);
+            }
+        }
+        let [out, err] = self.captured;
+        (out.done(), err.done())
+    }
 }
 
 /// The preflight error for a host that refuses to create the sandbox's user namespace.
