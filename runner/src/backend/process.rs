@@ -9,7 +9,6 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -116,7 +115,7 @@ struct ChildArgs<'a> {
     path: &'a CString,
     argv: &'a [*const libc::c_char],
     envp: [*const libc::c_char; 1],
-    null: RawFd,
+    null_stdin_stdout: bool,
     prepare: &'a (dyn Fn() -> io::Result<()> + Sync),
     /// The child's errno when `prepare` or the exec failed (the caller waits until the child has
     /// exec'd or exited, so it reads this after the child wrote it).
@@ -144,21 +143,11 @@ pub unsafe fn spawn(
         .chain(args.iter().map(|a| a.as_ptr()))
         .collect();
     argv.push(std::ptr::null());
-    let null = if p.null_stdin_stdout {
-        Some(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")?,
-        )
-    } else {
-        None
-    };
     let child = ChildArgs {
         path: &path,
         argv: &argv,
         envp: [std::ptr::null()],
-        null: null.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        null_stdin_stdout: p.null_stdin_stdout,
         prepare,
         error: AtomicI32::new(0),
     };
@@ -203,16 +192,21 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: ends this child without running any of the parent's exit handlers.
         unsafe { libc::_exit(127) }
     };
-    if c.null >= 0 {
-        for fd in [0, 1] {
-            // SAFETY: dup2 between fds of this process.
-            if unsafe { libc::dup2(c.null, fd) } < 0 {
-                fail(io::Error::last_os_error());
-            }
-        }
-    }
     if let Err(e) = (c.prepare)() {
         fail(e);
+    }
+    // After `prepare` has put its fds in place: one of them may have been 0 or 1 in the caller.
+    if c.null_stdin_stdout {
+        // SAFETY: open of a static NUL-terminated path; dup2/close between fds of this process.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(null, 1) < 0 {
+                fail(io::Error::last_os_error());
+            }
+            if null > 1 {
+                libc::close(null);
+            }
+        }
     }
     // SAFETY: a NUL-terminated path and NULL-terminated argv/envp arrays prepared before the clone.
     unsafe { libc::execve(c.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr()) };
