@@ -142,11 +142,17 @@ struct NativePool {
     state: Mutex<NativeState>,
     changed: Condvar,
     target: usize,
-    refill: Mutex<Option<std::thread::JoinHandle<()>>>,
+    refill: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// Sandboxes pre-built at once, at most: a build spends much of its time in the sandbox's own
+/// process (the shim's mounts), so two builders keep a 2-core machine busy where one leaves it idle.
+const POOL_BUILDERS: usize = 2;
 
 struct NativeState {
     ready: std::collections::VecDeque<Prebuilt>,
+    /// Sandboxes a builder is working on.
+    building: usize,
     closed: bool,
     /// The last pre-build failure (the pool retries after a pause; calls go cold meanwhile).
     last_error: Option<String>,
@@ -157,18 +163,31 @@ impl NativePool {
         let pool = Arc::new(NativePool {
             state: Mutex::new(NativeState {
                 ready: std::collections::VecDeque::new(),
+                building: 0,
                 closed: false,
                 last_error: None,
             }),
             changed: Condvar::new(),
             target,
-            refill: Mutex::new(None),
+            refill: Mutex::new(Vec::new()),
         });
-        let (p, sandbox, host) = (pool.clone(), sandbox.clone(), host.clone());
-        let handle = std::thread::Builder::new()
-            .name("hybox-native-pool".into())
-            .spawn(move || p.refill_loop(&sandbox, &host))?;
-        *pool.refill.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        for _ in 0..POOL_BUILDERS.min(target.max(1)) {
+            let (p, sandbox, host) = (pool.clone(), sandbox.clone(), host.clone());
+            let spawned = std::thread::Builder::new()
+                .name("hybox-native-pool".into())
+                .spawn(move || p.refill_loop(&sandbox, &host));
+            match spawned {
+                Ok(h) => pool
+                    .refill
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(h),
+                Err(e) => {
+                    pool.shutdown();
+                    return Err(e);
+                }
+            }
+        }
         Ok(pool)
     }
 
@@ -181,16 +200,21 @@ impl NativePool {
         loop {
             {
                 let mut g = self.lock();
-                while !g.closed && g.ready.len() >= self.target {
+                while !g.closed && g.ready.len() + g.building >= self.target {
                     g = self.changed.wait(g).unwrap_or_else(|e| e.into_inner());
                 }
                 if g.closed {
                     return;
                 }
+                g.building += 1;
             }
-            match sandbox.prebuild(host) {
+            let built = sandbox.prebuild(host);
+            // Counted as building until it is ready or failed, under one lock: the builders never
+            // overshoot the target.
+            let mut g = self.lock();
+            g.building -= 1;
+            match built {
                 Ok(p) => {
-                    let mut g = self.lock();
                     if g.closed {
                         drop(g);
                         drop(p);
@@ -203,14 +227,16 @@ impl NativePool {
                 Err(e) => {
                     let why = crate::error_chain(&e);
                     tracing::warn!("native pool: pre-building a sandbox failed: {why}");
-                    self.lock().last_error = Some(why);
+                    g.last_error = Some(why);
+                    drop(g);
+                    self.changed.notify_all();
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
             }
         }
     }
 
-    /// A ready sandbox, if there is one (the refill thread is woken to replace it).
+    /// A ready sandbox, if there is one (a builder is woken to replace it).
     fn take(&self) -> Result<Option<Prebuilt>, ()> {
         let mut g = self.lock();
         if g.closed {
@@ -229,8 +255,8 @@ impl NativePool {
         };
         self.changed.notify_all();
         drop(ready);
-        let handle = self.refill.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
+        let handles = std::mem::take(&mut *self.refill.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
             let _ = h.join();
         }
     }
@@ -240,7 +266,7 @@ impl NativePool {
             && self
                 .refill
                 .lock()
-                .map(|h| h.as_ref().is_none_or(|h| h.is_finished()))
+                .map(|hs| hs.iter().all(|h| h.is_finished()))
                 .unwrap_or(false)
     }
 }
@@ -327,7 +353,7 @@ impl Function {
             Backend::Native if opts.native_pool > 0 => Inner::Native(Some(
                 NativePool::start(&sandbox, &opts.host, opts.native_pool).map_err(|e| {
                     backend_err(BackendError::Io {
-                        step: "start the native pool's refill thread".into(),
+                        step: "start the native pool's builder threads".into(),
                         source: e,
                     })
                 })?,
