@@ -80,11 +80,29 @@ fn run_artifact(
     args: &[&str],
     timeout: Duration,
 ) -> Result<BackendRun, BackendError> {
+    run_fed(
+        policy,
+        path,
+        args,
+        Vec::new(),
+        &HostConfig::default(),
+        timeout,
+    )
+}
+
+/// A captured run of `path` with `stdin`, on `host`, without an envelope.
+fn run_fed(
+    policy: &Policy,
+    path: &Path,
+    args: &[&str],
+    stdin: Vec<u8>,
+    host: &HostConfig,
+    timeout: Duration,
+) -> Result<BackendRun, BackendError> {
     let artifact = Artifact::detect(path).expect("detect guest");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let host = HostConfig::default();
-    let stdio = Stdio::Capture { stdin: Vec::new() };
-    let launch = Launch {
+    let stdio = Stdio::Capture { stdin };
+    native::run(&Launch {
         run_id: "test",
         policy,
         artifact: &artifact,
@@ -93,9 +111,8 @@ fn run_artifact(
         stdio: &stdio,
         envelope: None,
         deadline: Instant::now() + timeout,
-        host: &host,
-    };
-    native::run(&launch)
+        host,
+    })
 }
 
 fn run(policy: &Policy, guest: &str, args: &[&str]) -> BackendRun {
@@ -415,12 +432,10 @@ fn a_shim_that_cannot_start_is_a_clear_error() {
     // A file that is not an executable: the runner opens it, the child's execveat fails.
     let not_elf = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(not_elf.path(), "not a program").expect("write");
-    let artifact = Artifact::detect(&common::native_guest("hello")).expect("detect hello");
     let host = HostConfig {
         shim_path: Some(not_elf.path().to_path_buf()),
         ..Default::default()
     };
-    let stdio = Stdio::Capture { stdin: Vec::new() };
     let policy = policy(r#"{"version": 1}"#);
     // The caller's signal mask is restored after the clone (which blocks every signal around it).
     // SAFETY: sigset_t is plain data, initialised by sigemptyset and written by pthread_sigmask.
@@ -431,17 +446,14 @@ fn a_shim_that_cannot_start_is_a_clear_error() {
         libc::sigaddset(&mut usr1, libc::SIGUSR1);
         libc::pthread_sigmask(libc::SIG_BLOCK, &usr1, &mut before);
     }
-    let result = native::run(&Launch {
-        run_id: "test",
-        policy: &policy,
-        artifact: &artifact,
-        args: &[],
-        env: Default::default(),
-        stdio: &stdio,
-        envelope: None,
-        deadline: Instant::now() + Duration::from_secs(10),
-        host: &host,
-    });
+    let result = run_fed(
+        &policy,
+        &common::native_guest("hello"),
+        &[],
+        Vec::new(),
+        &host,
+        Duration::from_secs(10),
+    );
     // SAFETY: reads this thread's mask, then restores the one from before the test.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut after);
@@ -475,22 +487,15 @@ fn megabytes_of_stdin_and_stdout_pass_through() {
     }
     // Many times a pipe's buffer each way: the runner must feed and drain at once.
     let input: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
-    let artifact = Artifact::detect(&common::native_guest("echo")).expect("detect echo");
     let policy = policy(r#"{"version": 1, "resources": {"stdout_max": "8M"}}"#);
-    let stdio = Stdio::Capture {
-        stdin: input.clone(),
-    };
-    let r = native::run(&Launch {
-        run_id: "test",
-        policy: &policy,
-        artifact: &artifact,
-        args: &[],
-        env: Default::default(),
-        stdio: &stdio,
-        envelope: None,
-        deadline: Instant::now() + Duration::from_secs(20),
-        host: &HostConfig::default(),
-    })
+    let r = run_fed(
+        &policy,
+        &common::native_guest("echo"),
+        &[],
+        input.clone(),
+        &HostConfig::default(),
+        Duration::from_secs(20),
+    )
     .expect("native run starts");
     assert_eq!(
         r.outcome,

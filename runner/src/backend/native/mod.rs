@@ -94,8 +94,13 @@ pub(crate) fn prebuild(launch: &Launch) -> Result<Started, BackendError> {
             break;
         }
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        let (ctl_ready, pid_ready) =
-            spawn::poll2(ctl_fd, started.pidfd.as_raw_fd(), ms, started.reader.eof);
+        let (ctl_ready, pid_ready) = poll_run(
+            ctl_fd,
+            started.pidfd.as_raw_fd(),
+            None,
+            ms,
+            started.reader.eof,
+        );
         if ctl_ready {
             started.reader.read_from(&mut started.control);
         } else if pid_ready {

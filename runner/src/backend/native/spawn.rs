@@ -447,28 +447,6 @@ pub fn wait_pidfd(pidfd: &OwnedFd) -> io::Result<WaitStatus> {
     }
 }
 
-/// Polls the control socket (unless it reached EOF) and the pidfd; returns which are ready.
-pub fn poll2(ctl: RawFd, pidfd: RawFd, timeout_ms: i32, ctl_eof: bool) -> (bool, bool) {
-    let mut fds = [
-        libc::pollfd {
-            fd: if ctl_eof { -1 } else { ctl },
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: pidfd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: a pointer to two live pollfds.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-    if n <= 0 {
-        return (false, false);
-    }
-    (fds[0].revents != 0, fds[1].revents != 0)
-}
-
 /// The syscall that `SECCOMP_RET_KILL_PROCESS` killed `pid` for, from the kernel's audit record
 /// (`type=1326 ... pid=P ... sig=31 ... syscall=N`) in `/dev/kmsg`. A parent's wait status carries only
 /// SIGSYS, and `/proc/PID/syscall` is gone once the process is dead; the audit record is the one place
