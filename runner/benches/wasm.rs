@@ -223,9 +223,10 @@ fn warm(c: &mut Criterion) {
     let mut g = c.benchmark_group("warm");
     // wasmtime's pooling defaults, then the warm worker's settings (`backend/wasm/warm.rs`): the
     // first 64 KiB of each table kept resident between instances.
-    for (name, keep) in [
-        ("instantiate_run_drop", 0usize),
-        ("instantiate_run_drop_keep_resident", 64 << 10),
+    for (name, keep, memory_keep) in [
+        ("instantiate_run_drop", 0usize, 0usize),
+        ("instantiate_run_drop_keep_resident", 64 << 10, 0),
+        ("instantiate_run_drop_pagemap_scan", 64 << 10, 4 << 20),
     ] {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_memories(100)
@@ -233,6 +234,10 @@ fn warm(c: &mut Criterion) {
             .total_core_instances(100)
             .max_memory_size(64 << 20)
             .table_keep_resident(keep);
+        if memory_keep > 0 {
+            pool.linear_memory_keep_resident(memory_keep)
+                .pagemap_scan(wasmtime::Enabled::Auto);
+        }
         let mut config = Config::new();
         config
             .epoch_interruption(true)
