@@ -3,8 +3,8 @@
 //! The runner starts this binary (by fd, `execveat`; hybox embeds it, statically linked) as the first
 //! process of fresh user, mount, pid, net, ipc and uts namespaces. The shim first waits for the go
 //! byte on [`CONTROL_FD`], which the runner sends once it wrote the id maps and joined this process to
-//! the run's cgroup (so the shim's own start overlaps that work), then reads the [`Plan`], builds the sandbox in the order of `shared/security.md`
-//! ([`setup`] for the shared part, [`exec_workload`] for the workload's own process), then stays as
+//! the run's cgroup (so the shim's own start overlaps that work), then reads the [`Plan`], builds the
+//! sandbox in the order of `shared/security.md` ([`setup`] for the shared part, [`exec_workload`] for the workload's own process), then stays as
 //! init: it reaps orphans, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to the workload and, when the
 //! workload ends, reports its status to the runner and exits (which kills whatever is left in the pid
 //! namespace).

@@ -1,14 +1,15 @@
-//! Starting hybox's helper processes (the wasm worker) the way `posix_spawn` does: the child shares
-//! the caller's memory until its `execve` (`CLONE_VM | CLONE_VFORK`) instead of getting a copy of it.
-//! For a runner as large as hybox, copying its page tables, tearing that copy down again in the
-//! child's exec, and the copy-on-write faults the caller then takes cost more than the rest of the
-//! start (the native shim is started the same way, in `native::spawn`).
+//! Starting hybox's processes the way `posix_spawn` does: the child shares the caller's memory until
+//! its exec (`CLONE_VM | CLONE_VFORK`, `clone_vfork`) instead of getting a copy of it. For a runner
+//! as large as hybox, copying its page tables, tearing that copy down again in the child's exec, and
+//! the copy-on-write faults the caller then takes cost more than the rest of the start. [`spawn`]
+//! starts a program (the wasm worker); `native::spawn` starts the shim with `clone_vfork` too.
 //!
 //! `std::process::Command` cannot do this once a step must run between clone and exec (it forks), and
 //! it cannot create namespaces at clone time; both are needed here.
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -101,6 +102,54 @@ impl Spawned {
     }
 }
 
+/// Runs `child` in a new process that shares this memory until it executes a program or exits
+/// (`CLONE_VM | CLONE_VFORK`, as `posix_spawn` does), on a stack of its own, with every signal blocked
+/// ([`SignalsBlocked`]). `flags` adds namespaces, `CLONE_PIDFD` (then `pidfd` receives the child's
+/// pidfd) and the exit signal. Returns once the child has exec'd or exited, with its pid.
+///
+/// # Safety
+/// `child` runs while the calling thread is suspended, on this process's memory: raw,
+/// async-signal-safe syscalls only (no allocation, no locks, no Rust std I/O), and it must end in an
+/// exec or `_exit`, never return or unwind.
+pub(crate) unsafe fn clone_vfork(
+    flags: libc::c_int,
+    child: &dyn Fn(),
+    pidfd: Option<&mut RawFd>,
+) -> io::Result<libc::pid_t> {
+    extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` points to the `&dyn Fn()` that `clone_vfork` keeps alive until this child
+        // exec'd or exited.
+        let child = unsafe { &*arg.cast::<&dyn Fn()>() };
+        child();
+        // `child` ends in an exec or `_exit`; this is never reached.
+        127
+    }
+    // 16-byte aligned; the stack grows down from its end.
+    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
+    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
+    let ptid = pidfd.map_or(std::ptr::null_mut(), |p| p as *mut RawFd);
+    let blocked = SignalsBlocked::new()?;
+    // SAFETY: glibc's clone runs `trampoline` on `stack` in a child that shares this address space;
+    // with CLONE_VFORK this thread resumes only once the child exec'd or exited, so `child` and
+    // `stack` outlive every use of them; `ptid` receives the pidfd with CLONE_PIDFD.
+    let pid = unsafe {
+        libc::clone(
+            trampoline,
+            top,
+            flags | libc::CLONE_VM | libc::CLONE_VFORK,
+            (&child as *const &dyn Fn()).cast_mut().cast(),
+            ptid,
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    drop(blocked);
+    drop(stack);
+    if pid < 0 {
+        return Err(clone_error);
+    }
+    Ok(pid)
+}
+
 /// What to start: `program` with `args` (argv[0] is the program's path), an empty environment.
 pub struct Program<'a> {
     pub program: &'a Path,
@@ -151,28 +200,10 @@ pub unsafe fn spawn(
         prepare,
         error: AtomicI32::new(0),
     };
-    let flags = p.namespaces | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-    // 16-byte aligned; the stack grows down from its end.
-    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
-    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
-    let blocked = SignalsBlocked::new()?;
-    // SAFETY: glibc's clone runs `child_entry` on `stack` in a child that shares this address space;
-    // with CLONE_VFORK this thread resumes only once the child executed the program or exited, so
-    // `child` and `stack` outlive every use of them.
-    let pid = unsafe {
-        libc::clone(
-            child_entry,
-            top,
-            flags,
-            (&child as *const ChildArgs).cast_mut().cast(),
-        )
-    };
-    let clone_error = io::Error::last_os_error();
-    drop(blocked);
-    drop(stack);
-    if pid < 0 {
-        return Err(clone_error);
-    }
+    let flags = p.namespaces | libc::SIGCHLD;
+    // SAFETY: `child_entry` makes only raw syscalls on `child`, prepared above, and execs or exits;
+    // `prepare` is bound by this function's own contract.
+    let pid = unsafe { clone_vfork(flags, &|| child_entry(&child), None) }?;
     let mut spawned = Spawned { pid, status: None };
     match child.error.load(Ordering::Acquire) {
         0 => Ok(spawned),
@@ -183,9 +214,8 @@ pub unsafe fn spawn(
     }
 }
 
-extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this child exec'd or exited.
-    let c = unsafe { &*arg.cast::<ChildArgs>() };
+/// The child of [`spawn`]: `prepare`, stdio on /dev/null if asked, `execve`.
+fn child_entry(c: &ChildArgs) -> ! {
     let fail = |e: io::Error| -> ! {
         c.error
             .store(e.raw_os_error().unwrap_or(libc::EINVAL), Ordering::Release);

@@ -6,7 +6,8 @@
 //! until its exec on cgroup v1, created inside the envelope by `clone3` on v2; see `spawn`) only does
 //! async-signal-safe raw syscalls: move fds into place, `execveat` the shim (embedded: [`shim`]) by fd.
 //! The shim waits for "go" while the parent joins it to the envelope, writes the id maps and sends the
-//! plan; the parent then waits on the pidfd with the deadline, feeding and draining stdio on threads.
+//! plan; the parent then waits on the pidfd with the deadline, feeding and draining stdio in the same
+//! poll (`stdio`).
 
 mod plan;
 pub mod shim;
@@ -168,13 +169,14 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         ),
         None => None,
     };
-    let (shim, shim_name) = match (&shim_file, &launch.host.shim_path) {
-        (Some(f), Some(p)) => (f.as_fd(), p.display().to_string()),
-        _ => (
-            shim::embedded().map_err(|e| io_err("load hybox-shim", e))?,
-            "the embedded hybox-shim".to_string(),
-        ),
+    let shim = match &shim_file {
+        Some(f) => f.as_fd(),
+        None => shim::embedded().map_err(|e| io_err("load hybox-shim", e))?,
     };
+    let shim_name = launch.host.shim_path.as_ref().map_or_else(
+        || "the embedded hybox-shim".to_string(),
+        |p| p.display().to_string(),
+    );
     let workload = spawn::open_exec(&launch.artifact.path).map_err(|e| {
         io_err(
             &format!("open workload {}", launch.artifact.path.display()),
@@ -457,19 +459,12 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
         Some(spawn::WaitStatus::Exited(125)) => Outcome::SetupError {
             step: "hybox-shim exited before reporting (125)".into(),
         },
-        // Nothing was said: the child may have failed before the shim ran (the exec raced our setup).
-        Some(spawn::WaitStatus::Exited(code))
-            if messages.is_empty() && spawn::start_failure(code).is_some() =>
-        {
-            Outcome::SetupError {
-                step: format!(
-                    "start hybox-shim: {} (exit {code})",
-                    spawn::start_failure(code).unwrap_or_default()
-                ),
-            }
-        }
         Some(spawn::WaitStatus::Exited(code)) => Outcome::SetupError {
-            step: format!("hybox-shim exited with {code} before the workload ended"),
+            step: match spawn::start_failure(code).filter(|_| messages.is_empty()) {
+                // Nothing was said: the child failed before the shim ran (its exec raced our setup).
+                Some(why) => format!("start hybox-shim: {why} (exit {code})"),
+                None => format!("hybox-shim exited with {code} before the workload ended"),
+            },
         },
         Some(spawn::WaitStatus::Signaled(sig)) => signaled(sig),
         None => Outcome::SetupError {
@@ -544,7 +539,6 @@ impl MessageReader {
     }
 }
 
-/// Reads a pipe to EOF, keeping at most `max` bytes; returns (kept, total seen, truncated).
 /// One pass of the run's wait: polls the control socket (unless at its end), the pidfd and the stdio
 /// pipes still open, feeds and drains what is ready, and returns whether the control socket and the
 /// pidfd are ready.

@@ -136,9 +136,6 @@ pub fn drop_supplementary_groups() -> io::Result<()> {
 /// fd is `clone_args.cgroup`.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// The stack the `CLONE_VM` child runs on until its `execveat` (it needs well under 4 KiB).
-const CHILD_STACK_BYTES: usize = 64 * 1024;
-
 /// Starts the shim in fresh namespaces, held at its first read of the control socket until the runner
 /// sends the go byte and the plan. With `cgroup` (a cgroup v2 leaf's directory fd) the child is
 /// created inside that cgroup (`CLONE_INTO_CGROUP`): it is never outside the envelope, and no
@@ -208,30 +205,13 @@ pub fn spawn(
 ) -> io::Result<Child> {
     let (parent_sock, args) = prepare(shim, workload, stdio)?;
     let mut pidfd: RawFd = -1;
-    let flags = NAMESPACES as libc::c_int
-        | libc::CLONE_PIDFD
-        | libc::CLONE_VM
-        | libc::CLONE_VFORK
-        | libc::SIGCHLD;
-    // 16-byte aligned; the stack grows down from its end.
-    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
-    let top = stack.as_mut_ptr_range().end.cast::<libc::c_void>();
-    let blocked = crate::backend::process::SignalsBlocked::new()?;
-    // SAFETY: glibc's clone runs `child_entry` on `stack` in a child that shares this address space;
-    // with CLONE_VFORK this thread resumes only once the child executed the shim or exited, so `args`
-    // and `stack` outlive every use of them; `pidfd` receives the child's pidfd (CLONE_PIDFD through
-    // the parent-tid argument).
-    let pid = cvt(unsafe {
-        libc::clone(
-            child_entry,
-            top,
-            flags,
-            (&args as *const ChildArgs).cast_mut().cast(),
-            &mut pidfd as *mut RawFd,
-        )
-    } as libc::c_long)?;
-    drop(blocked);
-    drop((args, stack));
+    let flags = NAMESPACES as libc::c_int | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: `child_after_clone` makes only raw syscalls on `args`, prepared above and alive until
+    // the clone returns, and ends in `execveat` or `_exit`.
+    let pid = unsafe {
+        crate::backend::process::clone_vfork(flags, &|| child_after_clone(&args), Some(&mut pidfd))
+    }?;
+    drop(args);
     // SAFETY: the kernel stored a fresh pidfd for us.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Child {
@@ -305,11 +285,6 @@ fn prepare(
         _child_sock: child_sock,
     };
     Ok((parent_sock, args))
-}
-
-extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this child exec'd or exited.
-    unsafe { child_after_clone(&*arg.cast::<ChildArgs>()) }
 }
 
 /// The child between the clone and `execveat` of the shim (which then waits for the go byte).

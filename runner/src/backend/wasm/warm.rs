@@ -22,7 +22,6 @@
 //! encoding (stdout then stderr as raw bytes) whose `details` carry `prepare_us`, `instantiate_us`,
 //! `drop_us` and `worker_exiting`.
 
-use crate::backend::process::Spawned;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -43,6 +42,7 @@ use super::worker::{
     ComponentState, Loaded, ModuleState,
 };
 use super::{Job, WorkerResult, JOB_FD, RESULT_FD, SUPERVISOR_GRACE, WORKER_SUBCOMMAND};
+use crate::backend::process::Spawned;
 use crate::backend::{BackendError, EnvelopeJoin};
 use crate::envelope::{Envelope, Limits};
 use crate::policy::{Backend, OnUnenforceable, Policy};
@@ -64,7 +64,7 @@ pub const POOL_SLOTS: u32 = 4;
 /// Bytes of each slot's linear memory kept mapped between calls when PAGEMAP_SCAN is available:
 /// the pages a call touched (up to this much) stay resident, reset to the module's initial image.
 /// The worker's memory (counted in its envelope) grows by at most this per slot used. Measured on
-/// hello (`runner/benches/wasm.rs`, warm/*): instantiate + run + drop 34.9 us -> 10.9 us.
+/// hello (`runner/benches/wasm.rs`, warm/*): instantiate + run + drop ~33 us -> 11-14 us.
 const MEMORY_KEEP_RESIDENT: usize = 4 << 20;
 /// As on the one-shot path: how long after the deadline the worker's watchdog gives up on a guest
 /// blocked in a host call, reports the timeout and exits.
@@ -709,6 +709,15 @@ fn load_served(
             .pagemap_scan(wasmtime::Enabled::Yes);
     }
     details.insert("pagemap_scan".into(), pagemap_scan.into());
+    details.insert(
+        "memory_keep_resident_bytes".into(),
+        (if pagemap_scan {
+            MEMORY_KEEP_RESIDENT
+        } else {
+            0
+        })
+        .into(),
+    );
     let mut config = worker::engine_config(policy, false);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
