@@ -257,6 +257,10 @@ fn run_json_report_and_exit_statuses_on_both_backends() {
         assert_eq!(greeting, "hello from hybox", "{backend}");
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["backend"], backend);
+        if backend == "wasm" {
+            // The CLI forks its one-shot worker (backend::wasm::WorkerStart::Fork).
+            assert_eq!(v["details"]["worker_start"], "fork");
+        }
         assert_eq!(
             v["outcome"],
             serde_json::json!({"kind": "exited", "code": 0})
@@ -321,4 +325,89 @@ fn run_timeout_exits_124() {
     ]);
     assert_eq!(o.status, hybox::exit::TIMEOUT, "{}", o.stderr);
     assert!(o.stderr.contains("timeout"), "{}", o.stderr);
+}
+
+/// The CLI's wasm worker is a fork of the CLI, not a fresh image: it must still hold no byte of the
+/// CLI's environment and no fd of the CLI's but stdio (the exec'd worker gets that from execve).
+#[test]
+fn a_forked_wasm_worker_holds_no_environment_or_fd_of_the_cli() {
+    if !common::privileged("a_forked_wasm_worker_holds_no_environment_or_fd_of_the_cli") {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let mut cli = hybox()
+        .args([
+            "run",
+            "-q",
+            "--timeout",
+            "20s",
+            "tests/fixtures/wasm/spin.wat",
+        ])
+        .env("HYBOX_TEST_SECRET", "not-for-the-worker")
+        .current_dir(repo())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start hybox");
+    // The worker is the CLI's child; once its "guest" thread runs, the fork's setup is long done.
+    let children = format!("/proc/{}/task/{}/children", cli.id(), cli.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let worker = loop {
+        let guest_running = |pid: &str| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim() == "guest")
+                })
+        };
+        let found = std::fs::read_to_string(&children)
+            .unwrap_or_default()
+            .split_whitespace()
+            .find(|p| guest_running(p))
+            .map(str::to_string);
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no worker running the guest"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let environ = std::fs::read(format!("/proc/{worker}/environ")).unwrap();
+    assert!(
+        environ.iter().all(|&b| b == 0),
+        "the worker's environment: {:?}",
+        String::from_utf8_lossy(&environ)
+    );
+    let mut fds = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{worker}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let n: i32 = fd.file_name().to_str().unwrap().parse().unwrap();
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let target = target.to_string_lossy().into_owned();
+        // stdio is the CLI's; anything else is the result pipe, the guest's /tmp preopen (opened by
+        // the worker from its job) or wasmtime's and tokio's own (epoll, eventfd, memfd), never a
+        // file, directory or cgroup the CLI had open.
+        let own = target.starts_with("pipe:")
+            || target.starts_with("anon_inode:")
+            || target.starts_with("/memfd:")
+            || target.starts_with("/tmp/hybox-wasm-tmp-");
+        assert!(n <= 2 || own, "fd {n} -> {target}");
+        fds.push((n, target));
+    }
+    // SIGTERM to the CLI: its teardown kills the envelope, worker included.
+    // SAFETY: kill with the pid of our own unreaped child.
+    unsafe { libc::kill(cli.id() as i32, libc::SIGTERM) };
+    let status = cli.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert!(status.signal().is_none());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{worker}")).exists(),
+        "the worker outlived the CLI (fds were {fds:?})"
+    );
 }

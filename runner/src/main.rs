@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use hybox::backend::wasm::WorkerStart;
 use hybox::cli::{
     BenchArgs, BenchServeArgs, CacheCommand, Cli, Command, ConformanceArgs, ExplainArgs,
     PolicyCommand, RunArgs, ServeArgs,
@@ -135,7 +136,12 @@ fn run(args: RunArgs) -> i32 {
     let opts = RunOptions {
         args: args.args,
         stdio: Stdio::Inherit,
-        host: HostConfig::default(),
+        host: HostConfig {
+            // This process is hybox's own: its memory holds the policy and the paths given, its only
+            // other thread is the signal teardown. A fork of it saves the worker's exec.
+            wasm_worker_start: WorkerStart::Fork,
+            ..HostConfig::default()
+        },
         run_id: None,
         detach_teardown: false,
     };

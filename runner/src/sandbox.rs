@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::backend::wasm::WorkerStart;
 use crate::backend::{BackendError, EnvelopeHandle, Launch};
 use crate::decide::{decide, DecideError, Decision};
 use crate::envelope::{Envelope, EnvelopeError, Limits};
@@ -69,6 +70,9 @@ pub struct HostConfig {
     /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
     /// executable if it is named `hybox`, else `hybox` next to it.
     pub hybox_path: Option<PathBuf>,
+    /// How a one-shot wasm run starts its worker. Default [`WorkerStart::Exec`]; the hybox CLI
+    /// uses [`WorkerStart::Fork`] (read its contract before choosing it).
+    pub wasm_worker_start: WorkerStart,
 }
 
 impl Default for HostConfig {
@@ -79,6 +83,7 @@ impl Default for HostConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cache_dir: None,
             hybox_path: None,
+            wasm_worker_start: WorkerStart::Exec,
         }
     }
 }

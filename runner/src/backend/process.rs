@@ -6,6 +6,10 @@
 //!
 //! `std::process::Command` cannot do this once a step must run between clone and exec (it forks), and
 //! it cannot create namespaces at clone time; both are needed here.
+//!
+//! [`fork`] is the other way: a copy of the caller that runs a function instead of a program, for the
+//! hybox CLI's one-shot wasm worker, where a second hybox's exec and runtime start would be most of
+//! the run (see [`WorkerStart`](crate::backend::wasm::WorkerStart)).
 
 use std::ffi::CString;
 use std::io;
@@ -241,4 +245,171 @@ fn child_entry(c: &ChildArgs) -> ! {
     // SAFETY: a NUL-terminated path and NULL-terminated argv/envp arrays prepared before the clone.
     unsafe { libc::execve(c.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr()) };
     fail(io::Error::last_os_error())
+}
+
+/// Runs `body` in a forked copy of this process (no exec) and returns its handle; the child exits
+/// with `body`'s return value (101 if it panics). In the child, before `prepare` and `body`:
+/// - every signal handler of the caller is reset to the default (a handler such as the CLI's signal
+///   teardown would otherwise act on the caller's behalf: write to its self-pipe), and the signal
+///   mask is emptied;
+/// - the caller's environment is zeroed in place and cleared, so the copy does not carry the user's
+///   variables (a program started by [`spawn`] gets an empty environment; this is the same).
+///
+/// `prepare` arranges the child's fds; if it fails, the child writes why to stderr and exits 125.
+/// The child ends with `_exit` after flushing Rust's stdout: no exit handler or destructor of the
+/// caller's runs twice (a `TempDir` of the caller's is not removed by the child).
+///
+/// # Safety
+/// Only one thread survives a fork. The caller must know that no other thread of the process holds
+/// a lock `prepare` or `body` needs (glibc's malloc is reset for the child by glibc itself). The hybox
+/// CLI qualifies: its only other thread is the signal teardown, blocked reading its self-pipe. (A
+/// panic in the child takes std's backtrace lock: a thread of the caller's panicking at the moment
+/// of the fork would make the child's panic wait forever.)
+pub(crate) unsafe fn fork(
+    prepare: &dyn Fn() -> io::Result<()>,
+    body: &dyn Fn() -> i32,
+) -> io::Result<Spawned> {
+    // Rust's own stdout buffer is copied too; flushed first so the child does not print it again.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let blocked = SignalsBlocked::new()?;
+    // SAFETY: fork; the child runs only this function's child branch and ends in `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        reset_signal_handlers();
+        scrub_environment();
+        unblock_all_signals();
+        let code = match prepare() {
+            Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101),
+            Err(e) => {
+                eprintln!("hybox: the forked worker could not place its fds: {e}");
+                125
+            }
+        };
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        // SAFETY: ends the child without the caller's exit handlers.
+        unsafe { libc::_exit(code) }
+    }
+    let fork_error = io::Error::last_os_error();
+    drop(blocked);
+    if pid < 0 {
+        return Err(fork_error);
+    }
+    Ok(Spawned { pid, status: None })
+}
+
+/// In a forked child: every caught signal back to its default action (ignored ones stay ignored, as
+/// across an exec).
+fn reset_signal_handlers() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction queries then sets a plain-data struct for a valid signal number.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN
+            {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+extern "C" {
+    /// The process's environment (POSIX); not exported by the `libc` crate for Linux.
+    static mut environ: *mut *mut libc::c_char;
+}
+
+/// In a forked child: overwrite every `NAME=value` string of the environment with zeros, then clear
+/// it. Clearing alone would leave the strings readable in memory.
+fn scrub_environment() {
+    // SAFETY: the single thread of a fresh child walks the NULL-terminated `environ` array, zeroing
+    // each NUL-terminated string in place (on the initial stack or the heap, both writable), then
+    // empties it with clearenv; nothing else reads the environment concurrently.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let s = *p;
+            std::ptr::write_bytes(s, 0, libc::strlen(s));
+            p = p.add(1);
+        }
+        libc::clearenv();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bits a forked child reports back through its exit code.
+    const ENV_NOT_EMPTY: i32 = 1;
+    const ENV_STRING_READABLE: i32 = 2;
+    const HANDLER_KEPT: i32 = 4;
+    const MASK_NOT_EMPTY: i32 = 8;
+
+    #[test]
+    fn a_forked_child_carries_no_environment_handler_or_mask_of_the_caller() {
+        // A handler of the caller's (as the CLI's signal teardown installs) and a string of its
+        // environment whose bytes the child must not be able to read.
+        // SAFETY: registers a handler that does nothing; SIGUSR2 is used by nothing else in hybox.
+        unsafe { signal_hook::low_level::register(libc::SIGUSR2, || {}) }.unwrap();
+        // SAFETY: reads the first entry of the caller's environment (cargo test always has one).
+        let first = unsafe { *environ };
+        assert!(!first.is_null());
+        // SAFETY: a NUL-terminated string of the environment, not modified in this process.
+        let len = unsafe { libc::strlen(first) };
+        let body = move || {
+            let mut bits = 0;
+            // SAFETY: the child is single-threaded; these read plain data of its own.
+            unsafe {
+                if !environ.is_null() && !(*environ).is_null() {
+                    bits |= ENV_NOT_EMPTY;
+                }
+                if std::slice::from_raw_parts(first.cast::<u8>(), len)
+                    .iter()
+                    .any(|&b| b != 0)
+                {
+                    bits |= ENV_STRING_READABLE;
+                }
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut old);
+                if old.sa_sigaction != libc::SIG_DFL {
+                    bits |= HANDLER_KEPT;
+                }
+                let mut mask: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask);
+                if libc::sigismember(&mask, libc::SIGTERM) == 1 {
+                    bits |= MASK_NOT_EMPTY;
+                }
+            }
+            bits
+        };
+        // SAFETY: the child's body reads only its own memory (no lock another test could hold).
+        let mut child = unsafe { fork(&|| Ok(()), &body) }.unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "bits: {status:?}");
+        // The caller's own environment is untouched.
+        // SAFETY: the same environment string, in this process, where nothing modified it.
+        let ours = unsafe { std::slice::from_raw_parts(first.cast::<u8>(), len) };
+        assert!(ours.iter().any(|&b| b != 0));
+
+        // Its exit code: the body's, 125 when `prepare` failed, 101 when the body panicked. (In this
+        // test, not one of its own: a panic in a forked child waits for std's backtrace lock, which
+        // another test thread panicking at the moment of the fork would hold forever; see `fork`.)
+        let code = |prepare: &dyn Fn() -> io::Result<()>, body: &dyn Fn() -> i32| {
+            // SAFETY: trivial bodies that take no lock.
+            let mut c = unsafe { fork(prepare, body) }.unwrap();
+            c.wait().unwrap().code()
+        };
+        assert_eq!(code(&|| Ok(()), &|| 7), Some(7));
+        assert_eq!(
+            code(&|| Err(io::Error::from_raw_os_error(libc::EBADF)), &|| 0),
+            Some(125)
+        );
+        assert_eq!(code(&|| Ok(()), &|| panic!("in the child")), Some(101));
+    }
 }

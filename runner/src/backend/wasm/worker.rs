@@ -408,6 +408,13 @@ pub fn worker_main() -> i32 {
     {
         return super::warm::serve_main();
     }
+    run_job()
+}
+
+/// The one-shot worker: reads its job from [`JOB_FD`], runs it, writes the result to [`RESULT_FD`];
+/// returns the process's exit code. In `hybox __wasm-worker` after the exec, or in the fork of the
+/// CLI ([`super::WorkerStart::Fork`]).
+pub(crate) fn run_job() -> i32 {
     let t0 = Instant::now();
     let (mut job_in, mut result_out) =
         // SAFETY: the supervisor placed the job pipe's read end at JOB_FD and the result pipe's write end
@@ -574,9 +581,16 @@ pub(crate) fn load(
     details: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<(Loaded, Kind), Outcome> {
     let setup = |step: String| Outcome::SetupError { step };
+    let t_load = Instant::now();
+    let mut load_phases = serde_json::Map::new();
+    let mut mark = |name: &str| {
+        load_phases.insert(name.into(), (t_load.elapsed().as_micros() as u64).into());
+    };
     let bytes = std::fs::read(&job.artifact)
         .map_err(|e| setup(format!("read {}: {e}", job.artifact.display())))?;
+    mark("source_read");
     let fp = engine_fingerprint(engine);
+    mark("fingerprint");
     let dir = job.cache_dir.as_deref();
     if job.format == Format::HyboxArtifact {
         let dir = dir.ok_or_else(|| {
@@ -599,6 +613,7 @@ pub(crate) fn load(
     let kind =
         kind_of(&job.format).ok_or_else(|| setup(format!("not a wasm guest: {:?}", job.format)))?;
     let src = artifact::sha256_hex(&bytes);
+    mark("source_hashed");
     // The cache is an optimisation: if it is unusable the guest is compiled anyway, and the report
     // says why the cache was skipped.
     let key = match dir.map(artifact::load_or_create_key) {
@@ -612,11 +627,17 @@ pub(crate) fn load(
     if let (Some(dir), Some(key)) = (dir, key.as_ref()) {
         let entry = artifact::entry_path(dir, &src, &fp);
         details.insert("cache_entry".into(), entry.display().to_string().into());
+        mark("key_read");
         if let Ok(cached) = std::fs::read(&entry) {
-            match artifact::verify(key, &cached, &fp) {
+            mark("entry_read");
+            let verified = artifact::verify(key, &cached, &fp);
+            mark("entry_verified");
+            match verified {
                 Ok((h, payload)) if h.source_sha256 == src && h.kind == kind => {
                     match deserialize_verified(engine, kind, payload) {
                         Ok(l) => {
+                            mark("deserialized");
+                            details.insert("load_phases".into(), load_phases.into());
                             details.insert("cache_hit".into(), true.into());
                             return Ok((l, kind));
                         }
