@@ -348,18 +348,19 @@ fn a_forked_wasm_worker_holds_no_environment_or_fd_of_the_cli() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start hybox");
-    // The worker is the CLI's child; once its "guest" thread runs, the fork's setup is long done.
+    // The worker is the CLI's child; once it holds the guest's /tmp open, the fork's setup is long
+    // done and the guest is about to run.
     let children = format!("/proc/{}/task/{}/children", cli.id(), cli.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let worker = loop {
         let guest_running = |pid: &str| {
-            std::fs::read_dir(format!("/proc/{pid}/task"))
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .into_iter()
                 .flatten()
                 .flatten()
-                .any(|t| {
-                    std::fs::read_to_string(t.path().join("comm"))
-                        .is_ok_and(|c| c.trim() == "guest")
+                .any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|t| t.to_string_lossy().contains("/hybox-wasm-tmp-"))
                 })
         };
         let found = std::fs::read_to_string(&children)
@@ -396,7 +397,7 @@ fn a_forked_wasm_worker_holds_no_environment_or_fd_of_the_cli() {
         let own = target.starts_with("pipe:")
             || target.starts_with("anon_inode:")
             || target.starts_with("/memfd:")
-            || target.starts_with("/tmp/hybox-wasm-tmp-");
+            || target.contains("/hybox-wasm-tmp-");
         assert!(n <= 2 || own, "fd {n} -> {target}");
         fds.push((n, target));
     }
@@ -406,8 +407,18 @@ fn a_forked_wasm_worker_holds_no_environment_or_fd_of_the_cli() {
     let status = cli.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
     assert!(status.signal().is_none());
+    // Killed with the envelope: gone, or a zombie until its new parent reaps it.
+    let state = std::fs::read_to_string(format!("/proc/{worker}/stat")).unwrap_or_default();
+    let state = state.rsplit(") ").next().unwrap_or("").chars().next();
     assert!(
-        !std::path::Path::new(&format!("/proc/{worker}")).exists(),
-        "the worker outlived the CLI (fds were {fds:?})"
+        matches!(state, None | Some('Z') | Some('X')),
+        "the worker outlived the CLI: state {state:?} (fds were {fds:?})"
+    );
+    // Nothing of the run is left: the guest's /tmp directory was removed by the signal teardown.
+    let scratch = fds.iter().find(|(_, t)| t.contains("/hybox-wasm-tmp-"));
+    let (_, scratch) = scratch.expect("the worker had the guest's /tmp open");
+    assert!(
+        !std::path::Path::new(scratch).exists(),
+        "{scratch} left behind"
     );
 }

@@ -203,6 +203,9 @@ fn oneshot(c: &mut Criterion) {
     };
     match wasmtime_cli() {
         Ok(o) if o.stdout == b"hello from hybox\n" => {
+            interleaved_pair(&hybox_cli, &|| {
+                assert!(wasmtime_cli().unwrap().status.success())
+            });
             g.bench_function("wasmtime_cli", |b| {
                 b.iter(|| assert!(wasmtime_cli().unwrap().status.success()))
             });
@@ -217,6 +220,46 @@ fn oneshot(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// The CLI pair again, alternating one run of each N times (HYBOX_BENCH_PAIRS, default 200), so the
+/// machine's drift between criterion's groups does not decide the ratio. Prints both medians and the
+/// median of the per-pair ratios.
+fn interleaved_pair(hybox: &dyn Fn(), wasmtime: &dyn Fn()) {
+    let n: usize = std::env::var("HYBOX_BENCH_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let time = |f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut h, mut w, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        // Alternate which goes first, so neither always runs right after the other.
+        let (a, b) = if i % 2 == 0 {
+            let a = time(hybox);
+            (a, time(wasmtime))
+        } else {
+            let b = time(wasmtime);
+            (time(hybox), b)
+        };
+        h.push(a);
+        w.push(b);
+        ratio.push(a / b);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (mh, mw) = (median(&mut h), median(&mut w));
+    eprintln!(
+        "oneshot/cli_pair interleaved, N={n}: hybox run {mh:.2} ms, wasmtime run {mw:.2} ms, \
+         ratio of medians {:.2}, median per-pair ratio {:.2}",
+        mh / mw,
+        median(&mut ratio)
+    );
 }
 
 fn warm(c: &mut Criterion) {

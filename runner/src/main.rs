@@ -71,6 +71,8 @@ fn main() -> ExitCode {
             0
         }
     };
+    // A SIGINT/SIGTERM that ended the run ends hybox with 128+signo, not with the run's status.
+    hybox::envelope::yield_to_signal_teardown();
     ExitCode::from(status as u8)
 }
 

@@ -596,11 +596,26 @@ pub fn teardown_all() -> Vec<EnvelopeError> {
     errors
 }
 
-/// On the first SIGINT or SIGTERM, tears down every live envelope of this process and exits with
-/// 128+signo. Call once from the CLI's `main` (later calls do nothing). This is the one place the
-/// library exits the process, on purpose: the signal means "stop now", and the exit happens on a
-/// dedicated thread after the teardown, never inside a signal handler (signal-hook's iterator turns
-/// the signal into a message on a self-pipe).
+/// Set by the signal teardown when it begins.
+static SIGNAL_TEARDOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For the CLI's main thread right before it exits: if the signal teardown has begun, waits for it
+/// to end the process (with 128+signo). Without this, a main thread whose run the teardown just
+/// killed could exit first, with the run's status and before the teardown finished.
+pub fn yield_to_signal_teardown() {
+    if SIGNAL_TEARDOWN.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// On the first SIGINT or SIGTERM, tears down every live envelope of this process, removes the wasm
+/// guests' scratch directories, and exits with 128+signo. Call once from the CLI's `main` (later
+/// calls do nothing); the main thread calls [`yield_to_signal_teardown`] before exiting. This is the
+/// one place the library exits the process, on purpose: the signal means "stop now", and the exit
+/// happens on a dedicated thread after the teardown, never inside a signal handler (signal-hook's
+/// iterator turns the signal into a message on a self-pipe).
 pub fn install_signal_teardown() -> io::Result<()> {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     if INSTALLED.get().is_some() {
@@ -611,8 +626,13 @@ pub fn install_signal_teardown() -> io::Result<()> {
         .name("hybox-signal-teardown".into())
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
+                SIGNAL_TEARDOWN.store(true, std::sync::atomic::Ordering::SeqCst);
                 for e in teardown_all() {
                     eprintln!("hybox: teardown on signal {sig}: {e}");
+                }
+                // Then the wasm guests' scratch directories, now that nothing writes to them.
+                for e in crate::backend::wasm::remove_scratch_dirs() {
+                    eprintln!("hybox: teardown on signal {sig}: removing a scratch directory: {e}");
                 }
                 std::process::exit(128 + sig);
             }

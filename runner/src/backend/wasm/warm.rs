@@ -146,7 +146,7 @@ pub struct WarmFunction {
     // Field order matters for Drop: the worker goes first, then the envelope, then the tmp base.
     worker: Option<Worker>,
     envelope: Option<Envelope>,
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: Option<super::ScratchDir>,
     load_details: serde_json::Map<String, serde_json::Value>,
     degradations: Vec<Degradation>,
     /// OOM kills seen in the envelope so far (to attribute a worker killed during a call).
@@ -213,22 +213,11 @@ impl WarmFunction {
         };
         // The base of the per-call `/tmp` directories (the worker creates one per call inside it and
         // removes it after the call); removed with everything in it when the function is dropped.
-        // On a tmpfs when the host has one (/dev/shm): a warm function makes and removes a
-        // directory per call, which on a journaling disk filesystem costs more than the rest of a
-        // small call; tmpfs pages are charged to the writer's cgroup, the worker's envelope, as the
-        // native backend's /tmp tmpfs is charged to its run.
         let tmp = match policy.filesystem.tmp {
-            Some(_) => {
-                let mut b = tempfile::Builder::new();
-                b.prefix("hybox-warm-tmp-");
-                let shm = Path::new("/dev/shm");
-                let made = if shm.is_dir() {
-                    b.tempdir_in(shm).or_else(|_| b.tempdir())
-                } else {
-                    b.tempdir()
-                };
-                Some(made.map_err(io_err("create the /tmp base directory for the guest"))?)
-            }
+            Some(_) => Some(
+                super::scratch_dir("hybox-warm-tmp-")
+                    .map_err(io_err("create the /tmp base directory for the guest"))?,
+            ),
             None => None,
         };
         let job = Job {

@@ -73,6 +73,10 @@ pub fn engine_config(policy: &Policy, pooling: bool) -> Config {
         c.allocation_strategy(InstanceAllocationStrategy::pooling());
     } else {
         c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        // A one-shot run instantiates its module once: a copy-on-write image of its memory (a
+        // memfd written with the data segments, then mapped) only pays off across instances. The
+        // data segments are copied into the one instance's memory instead.
+        c.memory_init_cow(false);
     }
     c
 }
@@ -628,7 +632,7 @@ pub(crate) fn load(
         let entry = artifact::entry_path(dir, &src, &fp);
         details.insert("cache_entry".into(), entry.display().to_string().into());
         mark("key_read");
-        if let Ok(cached) = std::fs::read(&entry) {
+        if let Ok(cached) = artifact::MappedFile::open(&entry) {
             mark("entry_read");
             let verified = artifact::verify(key, &cached, &fp);
             mark("entry_verified");
