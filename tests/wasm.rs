@@ -609,3 +609,54 @@ fn a_rust_component_sees_only_its_preopens() {
         );
     }
 }
+
+/// `Sandbox::run` starts the worker before it builds the envelope: when the envelope then cannot be
+/// built, the worker is killed and reaped and its scratch directory removed.
+#[test]
+fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
+    let c = cache();
+    let run = Run::new(DEFAULT, c.path());
+    let artifact = Artifact::detect(&common::wasm_guest("hello")).expect("detect");
+    let host = HostConfig {
+        cache_dir: Some(c.path().to_path_buf()),
+        hybox_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_hybox"))),
+        ..Default::default()
+    };
+    let launch = Launch {
+        run_id: "test",
+        policy: &run.policy,
+        artifact: &artifact,
+        args: &[],
+        env: BTreeMap::new(),
+        stdio: &run.stdio,
+        envelope: None,
+        deadline: Instant::now() + Duration::from_secs(20),
+        host: &host,
+    };
+    let started = wasm::start(&launch).expect("the worker starts");
+    let (pid, tmp) = (started.pid(), started.scratch_dir().unwrap().to_path_buf());
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(tmp.is_dir());
+    started.abandon();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} left"
+    );
+    assert!(!tmp.exists(), "{} left", tmp.display());
+
+    // Through the public API: the envelope's error, not a worker's.
+    let policy = Policy::from_json_str(DEFAULT, "test.json").unwrap();
+    let workload = hybox::workload::Workload::detect(&common::wasm_guest("hello")).unwrap();
+    let sandbox = hybox::Sandbox::new(workload, policy, None).unwrap();
+    let opts = hybox::RunOptions {
+        host: HostConfig {
+            cgroup_root: PathBuf::from("/nonexistent/hybox-test-cgroup-root"),
+            ..host
+        },
+        ..Default::default()
+    };
+    match sandbox.run(&opts) {
+        Err(hybox::Error::Envelope(_)) => {}
+        other => panic!("expected the envelope's error, got {other:?}"),
+    }
+}

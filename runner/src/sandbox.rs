@@ -163,28 +163,48 @@ impl Sandbox {
         } else {
             opts.args.clone()
         };
-        // The envelope: built from the policy, every limit read back, before anything of the workload runs.
-        let (envelope, degradations) = self.envelope(&opts.host, &run_id)?;
-        let launch = Launch {
+        let mut launch = Launch {
             run_id: &run_id,
             policy: &self.policy,
             artifact,
             args: &args,
             env: self.policy.workload_env(),
             stdio: &opts.stdio,
-            envelope: envelope.as_ref().map(|e| e as &EnvelopeHandle),
+            envelope: None,
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &opts.host,
         };
+        // The wasm worker is started first and waits for its job: its start (and, forked, its
+        // engine and cached module) overlaps the envelope's creation. It runs nothing of the guest
+        // before `finish` has moved it into the envelope.
+        let wasm_worker = match backend {
+            Backend::Wasm => {
+                Some(crate::backend::wasm::start(&launch).map_err(|e| Error::Backend(backend, e))?)
+            }
+            Backend::Native => None,
+        };
+        // The envelope: built from the policy, every limit read back, before anything of the workload runs.
+        let (envelope, degradations) = match self.envelope(&opts.host, &run_id) {
+            Ok(e) => e,
+            Err(e) => {
+                if let Some(w) = wasm_worker {
+                    w.abandon();
+                }
+                return Err(e);
+            }
+        };
+        launch.envelope = envelope.as_ref().map(|e| e as &EnvelopeHandle);
         let setup_us = t0.elapsed().as_micros() as u64;
-        let (result, teardown) = match (backend, opts.detach_teardown) {
-            (Backend::Wasm, false) => (crate::backend::wasm::run(&launch), Teardown::Now),
-            (Backend::Wasm, true) => (
-                crate::backend::wasm::run(&launch),
-                Teardown::Background(None),
+        let (result, teardown) = match (wasm_worker, opts.detach_teardown) {
+            (Some(worker), detach) => (
+                crate::backend::wasm::finish(worker, &launch),
+                match detach {
+                    false => Teardown::Now,
+                    true => Teardown::Background(None),
+                },
             ),
-            (Backend::Native, false) => (crate::backend::native::run(&launch), Teardown::Now),
-            (Backend::Native, true) => match crate::backend::native::run_detached(&launch) {
+            (None, false) => (crate::backend::native::run(&launch), Teardown::Now),
+            (None, true) => match crate::backend::native::run_detached(&launch) {
                 Ok((run, reaper)) => (Ok(run), Teardown::Background(reaper)),
                 Err(e) => (Err(e), Teardown::Now),
             },

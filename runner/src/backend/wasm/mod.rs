@@ -193,8 +193,51 @@ pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
     })
 }
 
-/// Runs a wasm guest in a worker process inside the envelope.
+/// Runs a wasm guest in a worker process inside the envelope: [`start`], then [`finish`].
 pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
+    finish(start(launch)?, launch)
+}
+
+/// A worker started for one run, blocked until it receives its job (see [`start`]).
+#[derive(Debug)]
+pub struct Started {
+    child: crate::backend::process::Spawned,
+    job: Job,
+    stdin: Vec<u8>,
+    job_w: OwnedFd,
+    res_r: OwnedFd,
+    tmp: Option<ScratchDir>,
+    start: WorkerStart,
+    os_sandbox: bool,
+    degradations: Vec<Degradation>,
+    t_spawn: Instant,
+}
+
+impl Started {
+    /// The worker's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The guest's `/tmp` on the host, when the policy grants one.
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        self.tmp.as_ref().map(ScratchDir::path)
+    }
+
+    /// The run will not happen (its envelope could not be built): the worker is killed and reaped,
+    /// its scratch directory removed.
+    pub fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the run's worker, which waits for its job: the exec'd worker blocked reading it, the
+/// forked one after it has prepared what it can without guest bytes and outside the envelope (its
+/// engine, and the module if the compile cache holds it, see [`worker::prepare`]). Takes nothing
+/// from `launch.envelope`: [`Sandbox::run`](crate::Sandbox::run) starts the worker first and builds
+/// the envelope meanwhile, and [`finish`] moves the worker into it before sending the job.
+pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     let policy = launch.policy;
     let mut degradations = Vec::new();
     // wasm.os_sandbox: the worker in namespaces under Landlock and seccomp (see `hardened`). Only a
@@ -260,9 +303,9 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     let loopback = policy.network == crate::policy::Network::Loopback;
     let spawned = match start {
         WorkerStart::Exec => spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
-        WorkerStart::Fork => fork_worker(launch.stdio, &job_r, &res_w),
+        WorkerStart::Fork => fork_worker(launch.stdio, &job_r, &res_w, &job),
     };
-    let mut child = match spawned {
+    let child = match spawned {
         // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
         Err(e) if os_sandbox && userns_refused(&e) => {
             degradations.push(os_sandbox_unavailable(
@@ -279,6 +322,39 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
     .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
     drop(job_r);
     drop(res_w);
+    Ok(Started {
+        child,
+        job,
+        stdin: stdin.to_vec(),
+        job_w,
+        res_r,
+        tmp,
+        start,
+        os_sandbox,
+        degradations,
+        t_spawn,
+    })
+}
+
+/// Moves the started worker into `launch.envelope`, sends it the job, waits for its result (or kills
+/// it past the deadline), and classifies how it ended.
+pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendError> {
+    let Started {
+        mut child,
+        job,
+        stdin,
+        job_w,
+        res_r,
+        tmp,
+        start,
+        os_sandbox,
+        mut degradations,
+        t_spawn,
+    } = started;
+    let io = |step: &str| {
+        let step = step.to_string();
+        move |source| BackendError::Io { step, source }
+    };
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
     if let Some(env) = launch.envelope {
         if let Err(source) = env.join(child.id() as i32) {
@@ -295,7 +371,7 @@ pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
         let _ = std::fs::File::from(res_r).read_to_end(&mut buf);
         buf
     });
-    let job_bytes = encode_job(&job, stdin);
+    let job_bytes = encode_job(&job, &stdin);
     let write = std::fs::File::from(job_w).write_all(&job_bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -536,6 +612,7 @@ fn fork_worker(
     stdio: &Stdio,
     job_r: &OwnedFd,
     res_w: &OwnedFd,
+    job: &Job,
 ) -> std::io::Result<crate::backend::process::Spawned> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let null_stdin_stdout = matches!(stdio, Stdio::Capture { .. });
@@ -558,7 +635,7 @@ fn fork_worker(
     };
     // SAFETY: the caller chose `WorkerStart::Fork`, whose contract is that no other thread of this
     // process holds a lock the worker needs.
-    unsafe { crate::backend::process::fork(&prepare, &worker::run_job) }
+    unsafe { crate::backend::process::fork(&prepare, &|| worker::run_forked(job)) }
 }
 
 /// In the worker between fork and exec: the job pipe becomes [`JOB_FD`], the result pipe

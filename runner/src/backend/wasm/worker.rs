@@ -415,11 +415,42 @@ pub fn worker_main() -> i32 {
     run_job()
 }
 
-/// The one-shot worker: reads its job from [`JOB_FD`], runs it, writes the result to [`RESULT_FD`];
-/// returns the process's exit code. In `hybox __wasm-worker` after the exec, or in the fork of the
-/// CLI ([`super::WorkerStart::Fork`]).
-pub(crate) fn run_job() -> i32 {
+/// What a forked worker prepares while the supervisor builds the envelope, before it is in it: only
+/// hybox's own work on hybox's own bytes. The engine, and the guest's module when the compile cache
+/// holds it (an artifact hybox compiled earlier, verified with this host's key before it is
+/// deserialized; the guest's code is not run, nor its memory created). Compiling guest bytes is
+/// never done here: on a cache miss the module is compiled after the job arrives, in the envelope.
+/// What this costs in memory (the engine, the module's code) is charged to hybox's own cgroup, not
+/// the run's.
+pub(crate) struct Prepared {
+    engine: Engine,
+    /// The module and the load's details, on a cache hit.
+    loaded: Option<(Loaded, serde_json::Map<String, serde_json::Value>)>,
+}
+
+pub(crate) fn prepare(job: &Job) -> Option<Prepared> {
+    let engine = Engine::new(&engine_config(&job.policy, false)).ok()?;
+    let mut details = serde_json::Map::new();
+    let loaded = load_cached(&engine, job, &mut details).map(|l| (l, details));
+    Some(Prepared { engine, loaded })
+}
+
+/// The forked one-shot worker ([`super::WorkerStart::Fork`]): [`prepare`] from the copy of the job
+/// it holds, then as [`run_job`]. The job it then reads (sent once it is in the envelope) is the same
+/// job; it is what the run uses.
+pub(crate) fn run_forked(job: &Job) -> i32 {
     let t0 = Instant::now();
+    let prepared = prepare(job);
+    run_job_prepared(t0, prepared)
+}
+
+/// The one-shot worker: reads its job from [`JOB_FD`], runs it, writes the result to [`RESULT_FD`];
+/// returns the process's exit code. In `hybox __wasm-worker` after the exec.
+pub(crate) fn run_job() -> i32 {
+    run_job_prepared(Instant::now(), None)
+}
+
+fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
     let (mut job_in, mut result_out) =
         // SAFETY: the supervisor placed the job pipe's read end at JOB_FD and the result pipe's write end
         // at RESULT_FD before exec (see `super::spawn_worker`); nothing else in this process owns them.
@@ -460,12 +491,18 @@ pub(crate) fn run_job() -> i32 {
         stdout: CappedPipe::new(o as usize),
         stderr: CappedPipe::new(e as usize),
     });
-    let engine = match Engine::new(&engine_config(&job.policy, false)) {
-        Ok(e) => e,
-        Err(e) => {
-            let step = format!("wasm engine: {e:#}");
-            return setup_failed(&mut result_out, captured.as_ref(), step);
+    let (engine, preloaded) = match prepared {
+        Some(p) => {
+            phases.insert("prepared_before_job".into(), true.into());
+            (p.engine, p.loaded)
         }
+        None => match Engine::new(&engine_config(&job.policy, false)) {
+            Ok(e) => (e, None),
+            Err(e) => {
+                let step = format!("wasm engine: {e:#}");
+                return setup_failed(&mut result_out, captured.as_ref(), step);
+            }
+        },
     };
     mark(&mut phases, "engine_ready");
     // The epoch ticker: silent until the deadline, then an increment every 10 ms, so running wasm
@@ -491,7 +528,14 @@ pub(crate) fn run_job() -> i32 {
         .name("guest".into())
         .stack_size(stack)
         .spawn(move || {
-            let done = run_guest(&engine, &guest_job, stdin, guest_captured.as_ref(), t0);
+            let done = run_guest(
+                &engine,
+                &guest_job,
+                stdin,
+                guest_captured.as_ref(),
+                t0,
+                preloaded,
+            );
             let _ = tx.send(done);
         });
     if let Err(e) = spawned {
@@ -584,6 +628,30 @@ pub(crate) fn load(
     job: &Job,
     details: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<(Loaded, Kind), Outcome> {
+    load_or_compile(engine, job, details, true)
+        .map(|l| l.expect("loads or compiles when compiling is allowed"))
+}
+
+/// The guest when it can be had without compiling: a precompiled hybox artifact or a compile-cache
+/// hit, both verified with this host's key. `None` on a miss, a rejected entry or any error (the
+/// full [`load`] then does it again, and reports).
+fn load_cached(
+    engine: &Engine,
+    job: &Job,
+    details: &mut serde_json::Map<String, serde_json::Value>,
+) -> Option<Loaded> {
+    match load_or_compile(engine, job, details, false) {
+        Ok(Some((l, _))) => Some(l),
+        _ => None,
+    }
+}
+
+fn load_or_compile(
+    engine: &Engine,
+    job: &Job,
+    details: &mut serde_json::Map<String, serde_json::Value>,
+    compile_allowed: bool,
+) -> Result<Option<(Loaded, Kind)>, Outcome> {
     let setup = |step: String| Outcome::SetupError { step };
     let t_load = Instant::now();
     let mut load_phases = serde_json::Map::new();
@@ -612,7 +680,7 @@ pub(crate) fn load(
         details.insert("precompiled".into(), true.into());
         let l = deserialize_verified(engine, header.kind, payload)
             .map_err(|e| setup(format!("load artifact: {e:#}")))?;
-        return Ok((l, header.kind));
+        return Ok(Some((l, header.kind)));
     }
     let kind =
         kind_of(&job.format).ok_or_else(|| setup(format!("not a wasm guest: {:?}", job.format)))?;
@@ -643,7 +711,7 @@ pub(crate) fn load(
                             mark("deserialized");
                             details.insert("load_phases".into(), load_phases.into());
                             details.insert("cache_hit".into(), true.into());
-                            return Ok((l, kind));
+                            return Ok(Some((l, kind)));
                         }
                         Err(e) => {
                             details.insert(
@@ -663,9 +731,15 @@ pub(crate) fn load(
                     details.insert("cache_rejected".into(), why.into());
                 }
             }
+            if !compile_allowed {
+                return Ok(None);
+            }
             // Never leave a rejected entry behind: it is replaced below.
             let _ = std::fs::remove_file(&entry);
         }
+    }
+    if !compile_allowed {
+        return Ok(None);
     }
     details.insert("cache_hit".into(), false.into());
     let t = Instant::now();
@@ -692,7 +766,7 @@ pub(crate) fn load(
             }
         }
     }
-    Ok((loaded, kind))
+    Ok(Some((loaded, kind)))
 }
 
 fn run_guest(
@@ -701,17 +775,24 @@ fn run_guest(
     stdin: Vec<u8>,
     captured: Option<&Captured>,
     t0: Instant,
+    preloaded: Option<(Loaded, serde_json::Map<String, serde_json::Value>)>,
 ) -> GuestDone {
-    let mut details = serde_json::Map::new();
+    let (preloaded, mut details) = match preloaded {
+        Some((l, d)) => (Some(l), d),
+        None => (None, serde_json::Map::new()),
+    };
     let fail = |outcome: Outcome, details: serde_json::Map<String, serde_json::Value>| GuestDone {
         outcome,
         startup_us: t0.elapsed().as_micros() as u64,
         run_us: 0,
         details,
     };
-    let loaded = match load(engine, job, &mut details) {
-        Ok((l, _)) => l,
-        Err(o) => return fail(o, details),
+    let loaded = match preloaded {
+        Some(l) => l,
+        None => match load(engine, job, &mut details) {
+            Ok((l, _)) => l,
+            Err(o) => return fail(o, details),
+        },
     };
     details.insert(
         "worker_phases".into(),
