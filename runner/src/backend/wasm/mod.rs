@@ -1,11 +1,17 @@
 //! The wasm backend: WASI modules and components in wasmtime (issue 5).
 //!
 //! The supervisor (this module's [`run`]) never compiles or loads guest bytes. It starts a worker
-//! process, the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty environment,
-//! moves it into the run's envelope (cgroup), and only then sends it the job over a pipe. The worker
+//! process ([`start`]): the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty
+//! environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
+//! starts the worker before it builds the envelope, so the two overlap; [`finish`] then moves the
+//! worker into the run's envelope (cgroup) and only then sends it the job over a pipe. The worker
 //! ([`worker_main`]) compiles the guest (or loads it from the private compile cache, see
 //! [`artifact`]), links it against a WASI context built only from the policy, runs it under store
-//! limits, an epoch deadline and optional fuel, and writes the result back over a second pipe.
+//! limits, an epoch deadline and optional fuel, and writes the result back over a second pipe. A
+//! forked worker, which holds a copy of the job, loads its engine and a cached module while it
+//! waits (`worker::prepare`): hybox's own verified bytes, never a compile of the guest's.
+//!
+//! [`Sandbox::run`]: crate::Sandbox::run
 //!
 //! Timeouts are enforced three times over: epoch interruption stops running wasm code at the
 //! deadline; the worker's watchdog reports a timeout 200 ms later if the guest is blocked in a host
@@ -234,7 +240,7 @@ impl Started {
 
 /// Starts the run's worker, which waits for its job: the exec'd worker blocked reading it, the
 /// forked one after it has prepared what it can without guest bytes and outside the envelope (its
-/// engine, and the module if the compile cache holds it, see [`worker::prepare`]). Takes nothing
+/// engine, and the module if the compile cache holds it, see `worker::prepare`). Takes nothing
 /// from `launch.envelope`: [`Sandbox::run`](crate::Sandbox::run) starts the worker first and builds
 /// the envelope meanwhile, and [`finish`] moves the worker into it before sending the job.
 pub fn start(launch: &Launch) -> Result<Started, BackendError> {
