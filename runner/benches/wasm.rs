@@ -10,7 +10,9 @@
 //!    - `oneshot/hybox_cli` and `oneshot/wasmtime_cli`: the comparison the issue asks for, process
 //!      for process: `hybox run --policy policies/benchmark.json hello.wasm` (envelope included)
 //!      against `wasmtime run -C cache=y hello.wasm`, both caches warm (wasmtime from
-//!      $HYBOX_BENCH_WASMTIME or PATH; skipped without it).
+//!      $HYBOX_BENCH_WASMTIME or PATH; skipped without it). Before them, `oneshot/cli_pair` runs the
+//!      two alternately (HYBOX_BENCH_PAIRS pairs, default 200) and prints both medians and the ratio,
+//!      which the machine's drift between criterion's groups cannot skew.
 //!    - `oneshot/minimal_embedding_in_process`: the same embedding without the process start.
 //! 2. `warm/instantiate_run_drop`: serverless shape: one pooling engine, one linker, one `InstancePre`;
 //!    per call a fresh store and WASI context, instantiate, run `_start`, drop. Goal <= 30 us median.
