@@ -40,13 +40,17 @@ impl Run {
         self.args = a.iter().map(|s| s.to_string()).collect();
         self
     }
-    fn try_go(&self, artifact: &Path) -> Result<BackendRun, BackendError> {
-        let artifact = Artifact::detect(artifact).expect("detect");
-        let host = HostConfig {
+    /// The test's cache and the `hybox` binary built for the tests.
+    fn host(&self) -> HostConfig {
+        HostConfig {
             cache_dir: Some(self.cache.clone()),
             hybox_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_hybox"))),
             ..Default::default()
-        };
+        }
+    }
+    fn try_go(&self, artifact: &Path) -> Result<BackendRun, BackendError> {
+        let artifact = Artifact::detect(artifact).expect("detect");
+        let host = self.host();
         let launch = Launch {
             run_id: "test",
             policy: &self.policy,
@@ -617,11 +621,7 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
     let c = cache();
     let run = Run::new(DEFAULT, c.path());
     let artifact = Artifact::detect(&common::wasm_guest("hello")).expect("detect");
-    let host = HostConfig {
-        cache_dir: Some(c.path().to_path_buf()),
-        hybox_path: Some(PathBuf::from(env!("CARGO_BIN_EXE_hybox"))),
-        ..Default::default()
-    };
+    let host = run.host();
     let launch = Launch {
         run_id: "test",
         policy: &run.policy,

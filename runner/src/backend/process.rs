@@ -231,20 +231,36 @@ fn child_entry(c: &ChildArgs) -> ! {
     }
     // After `prepare` has put its fds in place: one of them may have been 0 or 1 in the caller.
     if c.null_stdin_stdout {
-        // SAFETY: open of a static NUL-terminated path; dup2/close between fds of this process.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            if null < 0 || libc::dup2(null, 0) < 0 || libc::dup2(null, 1) < 0 {
-                fail(io::Error::last_os_error());
-            }
-            if null > 1 {
-                libc::close(null);
-            }
+        if let Err(e) = stdin_stdout_to_dev_null() {
+            fail(e);
         }
     }
     // SAFETY: a NUL-terminated path and NULL-terminated argv/envp arrays prepared before the clone.
     unsafe { libc::execve(c.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr()) };
     fail(io::Error::last_os_error())
+}
+
+/// Puts /dev/null at fds 0 and 1 (stderr stays). Raw syscalls only, no allocation: usable between
+/// `clone_vfork` and exec as well as in a forked child.
+pub(crate) fn stdin_stdout_to_dev_null() -> io::Result<()> {
+    // SAFETY: open of a static NUL-terminated path; dup2/close between fds of this process.
+    unsafe {
+        // Not O_CLOEXEC: when fd 0 was free the open lands there, dup2(0, 0) keeps the flag, and
+        // stdin would close at the exec.
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let placed = libc::dup2(null, 0) >= 0 && libc::dup2(null, 1) >= 0;
+        let error = io::Error::last_os_error();
+        if null > 1 {
+            libc::close(null);
+        }
+        if !placed {
+            return Err(error);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `body` in a forked copy of this process (no exec) and returns its handle; the child exits
@@ -281,7 +297,7 @@ pub(crate) unsafe fn fork(
         let code = match prepare() {
             Ok(()) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(101),
             Err(e) => {
-                eprintln!("hybox: the forked worker could not place its fds: {e}");
+                eprintln!("hybox: preparing the forked child: {e}");
                 125
             }
         };

@@ -490,25 +490,23 @@ pub(crate) fn scratch_dir(prefix: &str) -> std::io::Result<ScratchDir> {
         false => b.tempdir()?,
     };
     live_scratch().push(dir.path().to_path_buf());
-    Ok(ScratchDir(Some(dir)))
+    Ok(ScratchDir(dir))
 }
 
-/// A guest's scratch directory, listed while it lives so that [`remove_scratch_dirs`] finds it.
+/// A guest's scratch directory, listed while it lives so that [`remove_scratch_dirs`] finds it;
+/// removed (by its `TempDir`) when dropped.
 #[derive(Debug)]
-pub(crate) struct ScratchDir(Option<tempfile::TempDir>);
+pub(crate) struct ScratchDir(tempfile::TempDir);
 
 impl ScratchDir {
     pub(crate) fn path(&self) -> &Path {
-        self.0.as_ref().expect("present until dropped").path()
+        self.0.path()
     }
 }
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            live_scratch().retain(|p| p != dir.path());
-            drop(dir);
-        }
+        live_scratch().retain(|p| p != self.0.path());
     }
 }
 
@@ -626,16 +624,7 @@ fn fork_worker(
         // SAFETY: in the forked child, with both pipe ends open.
         unsafe { place_worker_fds(j, r)? };
         if null_stdin_stdout {
-            let null = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/null")?;
-            for fd in [0, 1] {
-                // SAFETY: dup2 between fds of this process.
-                if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
+            crate::backend::process::stdin_stdout_to_dev_null()?;
         }
         Ok(())
     };
