@@ -155,7 +155,7 @@ fn helper_process() {
         // Creates an envelope, puts a `sleep` in it, reports, and waits to be killed (-9 or a signal).
         "owner" | "signal" => {
             if mode == "signal" {
-                envelope::install_signal_teardown().unwrap();
+                hybox::cli::signals::install_signal_teardown().unwrap();
             }
             let env =
                 Envelope::create(Path::new(ROOT), PARENT, &args[0], &limits(64, 1.0, 16)).unwrap();

@@ -349,7 +349,7 @@ impl Fixtures {
         let tcp = TcpListener::bind("127.0.0.1:0").map_err(io("loopback TCP listener"))?;
         tcp.set_nonblocking(true)
             .map_err(io("loopback TCP listener"))?;
-        let abstract_name = format!("hybox-conformance-{}", crate::sandbox::new_run_id());
+        let abstract_name = format!("hybox-conformance-{}", crate::host::new_run_id());
         let unix = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
             .and_then(|a| UnixListener::bind_addr(&a))
             .map_err(io("abstract unix listener"))?;
@@ -1655,7 +1655,7 @@ fn run_order(table: &[Case]) -> Vec<usize> {
 /// Landlock `required` (the default) needs ABI 6 for everything the shim enforces; on an older kernel
 /// the suite asks for `best_effort` and says so on every passing case.
 fn landlock_fallback() -> Option<String> {
-    match crate::doctor::landlock_abi() {
+    match crate::host::landlock_abi() {
         Ok(abi) if abi >= 6 => None,
         Ok(abi) => Some(format!(
             "Landlock ABI {abi} < 6: native cases ran with landlock best_effort"

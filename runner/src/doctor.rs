@@ -243,25 +243,7 @@ fn seccomp() -> Check {
     }
 }
 
-/// The Landlock ABI version of the running kernel, or the errno if Landlock is unavailable.
-pub fn landlock_abi() -> Result<i64, std::io::Error> {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: with a NULL attr, size 0 and the VERSION flag, landlock_create_ruleset only returns the
-    // ABI version (or -1 with errno); it touches no memory of ours.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if v < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(v)
-    }
-}
+pub use crate::host::landlock_abi;
 
 fn landlock() -> Check {
     match landlock_abi() {

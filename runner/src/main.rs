@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         return ExitCode::from(serve(args) as u8);
     }
     // SIGINT/SIGTERM to hybox: kill and remove every live envelope before exiting (128+signo).
-    if let Err(e) = hybox::envelope::install_signal_teardown() {
+    if let Err(e) = hybox::cli::signals::install_signal_teardown() {
         eprintln!("hybox: error: cannot install the signal teardown: {e}");
         return ExitCode::from(exit::RUNNER_FAILED as u8);
     }
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
         }
     };
     // A SIGINT/SIGTERM that ended the run ends hybox with 128+signo, not with the run's status.
-    hybox::envelope::yield_to_signal_teardown();
+    hybox::cli::signals::yield_to_signal_teardown();
     ExitCode::from(status as u8)
 }
 

@@ -1,12 +1,12 @@
 //! `Sandbox`: one run of one workload under one policy, from decision to report.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::backend::wasm::WorkerStart;
+pub use crate::backend::Stdio;
 use crate::backend::{BackendError, EnvelopeHandle, Launch};
 use crate::decide::{decide, DecideError, Decision};
 use crate::envelope::{Envelope, EnvelopeError, Limits};
+pub use crate::host::{new_run_id, HostConfig};
 use crate::policy::{Backend, OnUnenforceable, Policy};
 use crate::report::{Degradation, EnvelopeReport, Outcome, OutputReport, Phases, RunReport, Usage};
 use crate::workload::{Workload, WorkloadError};
@@ -36,54 +36,6 @@ impl Error {
             Error::Workload(e) => e.exit_status(),
             Error::Decide(_) => crate::exit::CANNOT_EXECUTE,
             Error::Envelope(_) | Error::Backend(..) => crate::exit::RUNNER_FAILED,
-        }
-    }
-}
-
-/// How the workload's stdio is wired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stdio {
-    /// stdin/stdout/stderr are hybox's own (the CLI).
-    Inherit,
-    /// stdin is these bytes; stdout and stderr are captured up to the policy's caps (library, serve).
-    Capture { stdin: Vec<u8> },
-}
-
-impl Default for Stdio {
-    fn default() -> Self {
-        Stdio::Capture { stdin: Vec::new() }
-    }
-}
-
-/// Where hybox finds its parts and keeps its state on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostConfig {
-    /// A `hybox-shim` file to run as the native sandbox's init instead of the shim embedded in this
-    /// binary (see [`backend::native::shim`](crate::backend::native::shim)); for work on the shim.
-    pub shim_path: Option<PathBuf>,
-    /// Parent of the per-run cgroups. Default `hybox`.
-    pub cgroup_parent: String,
-    /// The cgroup filesystem root. Default `/sys/fs/cgroup`.
-    pub cgroup_root: PathBuf,
-    /// Private compile cache. Default `$XDG_CACHE_HOME/hybox` or `~/.cache/hybox`.
-    pub cache_dir: Option<PathBuf>,
-    /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
-    /// executable if it is named `hybox`, else `hybox` next to it.
-    pub hybox_path: Option<PathBuf>,
-    /// How a one-shot wasm run starts its worker. Default [`WorkerStart::Exec`]; the hybox CLI
-    /// uses [`WorkerStart::Fork`] (read its contract before choosing it).
-    pub wasm_worker_start: WorkerStart,
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            shim_path: None,
-            cgroup_parent: "hybox".into(),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
-            cache_dir: None,
-            hybox_path: None,
-            wasm_worker_start: WorkerStart::Exec,
         }
     }
 }
@@ -255,11 +207,8 @@ impl Sandbox {
         if backend != Backend::Native {
             return Err(Error::Backend(
                 backend,
-                BackendError::Preflight {
-                    what: "pre-built sandbox".into(),
-                    why: "only the native backend pre-builds sandboxes (wasm keeps warm workers)"
-                        .into(),
-                    hint: None,
+                BackendError::Unsupported {
+                    what: "only the native backend pre-builds sandboxes (wasm keeps warm workers)",
                 },
             ));
         }
@@ -546,19 +495,4 @@ fn attribute(outcome: Outcome, usage: &Usage, policy: &Policy) -> Outcome {
         Outcome::Signaled { .. } if usage.pids_limit_hits > 0 => Outcome::PidsLimit,
         other => other,
     }
-}
-
-/// A fresh run id: time-ordered, unique on this host (pid + counter + clock).
-pub fn new_run_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{:x}-{:x}-{:x}",
-        now.as_millis(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

@@ -25,7 +25,8 @@ use std::os::fd::{BorrowedFd, FromRawFd};
 use std::path::{Path, PathBuf};
 
 use hybox_shim::plan::{
-    Bind, LandlockMode, Message, Plan, CONTROL_FD, GO_BYTE, MAX_PLAN_BYTES, WORKLOAD_FD,
+    Bind, LandlockMode, LandlockStatus, Message, Plan, CONTROL_FD, GO_BYTE, MAX_PLAN_BYTES,
+    WORKLOAD_FD,
 };
 
 /// The type of setrlimit's resource argument: glibc declares its own enum type, musl an int.
@@ -931,14 +932,14 @@ fn unreachable_exec(plan: &Plan) -> SetupError {
     SetupError::Exec(Errno::last())
 }
 
-fn landlock(plan: &Plan) -> Result<String> {
+fn landlock(plan: &Plan) -> Result<LandlockStatus> {
     use landlock::{
         Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-        RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+        RulesetAttr, RulesetCreatedAttr, Scope, ABI,
     };
     let ll = &plan.landlock;
     if ll.mode == LandlockMode::Off {
-        return Ok("off".into());
+        return Ok(LandlockStatus::Off);
     }
     let abi = ABI::V6;
     let err = |e: landlock::RulesetError| SetupError::Landlock(e.to_string());
@@ -990,15 +991,11 @@ fn landlock(plan: &Plan) -> Result<String> {
         ))
         .map_err(err)?;
     let status = created.restrict_self().map_err(err)?;
-    let s = match status.ruleset {
-        RulesetStatus::FullyEnforced => "fully_enforced",
-        RulesetStatus::PartiallyEnforced => "partially_enforced",
-        RulesetStatus::NotEnforced => "not_enforced",
-    };
-    if ll.mode == LandlockMode::Required && status.ruleset != RulesetStatus::FullyEnforced {
+    let s = LandlockStatus::from(status.ruleset);
+    if ll.mode == LandlockMode::Required && s != LandlockStatus::FullyEnforced {
         return Err(SetupError::Landlock(format!(
             "required, but only {s} on this kernel"
         )));
     }
-    Ok(s.into())
+    Ok(s)
 }

@@ -120,15 +120,68 @@ pub enum LandlockMode {
     Required,
 }
 
+/// How much of a Landlock ruleset the kernel enforces (the shim's, or the hardened wasm worker's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockStatus {
+    /// Every rule the ruleset handles is enforced.
+    FullyEnforced,
+    /// An older kernel enforces part of it (no TCP rules before ABI 4, no scoping before ABI 6).
+    PartiallyEnforced,
+    /// The kernel has no Landlock (or it is disabled): nothing is enforced.
+    NotEnforced,
+    /// The policy does not use Landlock.
+    Off,
+    /// Runner-side only: the sandbox ended before it got to Landlock.
+    NotReached,
+}
+
+impl LandlockStatus {
+    /// The name used in reports (`fully_enforced`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LandlockStatus::FullyEnforced => "fully_enforced",
+            LandlockStatus::PartiallyEnforced => "partially_enforced",
+            LandlockStatus::NotEnforced => "not_enforced",
+            LandlockStatus::Off => "off",
+            LandlockStatus::NotReached => "not_reached",
+        }
+    }
+
+    /// Whether Landlock was asked for and the kernel enforced less than all of it.
+    pub fn is_degraded(self) -> bool {
+        matches!(
+            self,
+            LandlockStatus::PartiallyEnforced | LandlockStatus::NotEnforced
+        )
+    }
+}
+
+impl From<landlock::RulesetStatus> for LandlockStatus {
+    fn from(s: landlock::RulesetStatus) -> Self {
+        match s {
+            landlock::RulesetStatus::FullyEnforced => LandlockStatus::FullyEnforced,
+            landlock::RulesetStatus::PartiallyEnforced => LandlockStatus::PartiallyEnforced,
+            landlock::RulesetStatus::NotEnforced => LandlockStatus::NotEnforced,
+        }
+    }
+}
+
+impl std::fmt::Display for LandlockStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the shim tells the runner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "msg", rename_all = "snake_case")]
 pub enum Message {
     /// A pre-built sandbox is complete (every step but the exec) and waits for its call.
     Ready,
-    /// The sandbox is built; the workload's `execveat` comes next. `landlock` is `fully_enforced`,
-    /// `partially_enforced`, `not_enforced` or `off`.
-    Exec { landlock: String },
+    /// The sandbox is built; the workload's `execveat` comes next; `landlock` says how much of
+    /// its ruleset the kernel enforces.
+    Exec { landlock: LandlockStatus },
     /// A setup step failed; nothing of the workload ran. `step` reads like "pivot_root: EINVAL".
     SetupError { step: String },
     /// The workload (the shim's child) exited with this code.

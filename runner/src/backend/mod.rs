@@ -12,10 +12,25 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::host::HostConfig;
 use crate::policy::Policy;
 use crate::report::{Degradation, Outcome};
 use crate::workload::Artifact;
-use crate::{HostConfig, Stdio};
+
+/// How the workload's stdio is wired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stdio {
+    /// stdin/stdout/stderr are hybox's own (the CLI).
+    Inherit,
+    /// stdin is these bytes; stdout and stderr are captured up to the policy's caps (library, serve).
+    Capture { stdin: Vec<u8> },
+}
+
+impl Default for Stdio {
+    fn default() -> Self {
+        Stdio::Capture { stdin: Vec::new() }
+    }
+}
 
 /// Everything a backend needs for one run, resolved before it starts.
 pub struct Launch<'a> {
@@ -35,25 +50,7 @@ pub struct Launch<'a> {
     pub host: &'a HostConfig,
 }
 
-/// The envelope as a backend sees it: where to put its process, and how to kill everything.
-pub trait EnvelopeJoin: Send + Sync {
-    /// Moves `pid` into the run's cgroup (all controllers).
-    fn join(&self, pid: i32) -> std::io::Result<()>;
-    /// The `cgroup.procs` files a child can write itself into (one per v1 controller, one on v2).
-    fn procs_files(&self) -> Vec<PathBuf>;
-    /// Kills every process in the envelope (timeout, teardown).
-    fn kill_all(&self) -> std::io::Result<()>;
-    /// The cgroup v2 leaf a child can be created in directly (`CLONE_INTO_CGROUP`); `None` on v1,
-    /// where every controller has its own hierarchy and the child must be migrated with [`join`].
-    ///
-    /// [`join`]: EnvelopeJoin::join
-    fn clone_into_dir(&self) -> Option<PathBuf> {
-        None
-    }
-}
-
-/// A shared reference to the run's envelope, type-erased for the backends.
-pub type EnvelopeHandle = dyn EnvelopeJoin;
+pub use crate::envelope::{EnvelopeHandle, EnvelopeJoin};
 
 /// What a backend reports back.
 #[derive(Debug, Clone)]
@@ -94,16 +91,42 @@ impl BackendRun {
 }
 
 /// A backend could not start the run at all (nothing of the workload ran). Failures *inside* a started
-/// sandbox are outcomes (`Outcome::SetupError`), not errors.
+/// sandbox are outcomes (`Outcome::SetupError`), not errors. [`BackendError::hint`] says how to fix
+/// the host or the policy where that is known; the message includes it.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The host cannot provide what the policy requires; `hint` says how to fix it.
-    #[error("{what}: {why}{}", hint.as_ref().map(|h| format!(" (hint: {h})")).unwrap_or_default())]
-    Preflight {
-        what: String,
-        why: String,
-        hint: Option<String>,
+    /// The native sandbox's plan could not be built from the policy (a path, an id, a syscall name).
+    #[error("native sandbox plan: {}{}", .0, hint_suffix(.0.hint()))]
+    Plan(#[source] native::PlanError),
+    /// An envelope the backend builds itself (a warm function's) could not be built.
+    #[error("cannot build the envelope")]
+    Envelope(#[source] crate::envelope::EnvelopeError),
+    /// The kernel refused the sandbox's user namespace: unprivileged user namespaces disabled by
+    /// sysctl or AppArmor, a container's seccomp profile, or the namespace limit.
+    #[error("user namespaces: {call} failed: {source} (hint: {USERNS_HINT})")]
+    UserNamespaces {
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
     },
+    /// The policy requires Landlock and this kernel cannot enforce all of hybox's ruleset.
+    #[error("landlock: {why} (hint: boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort)")]
+    Landlock { why: String },
+    /// `wasm.os_sandbox` cannot be had on this host; `fix` is what the host could change.
+    #[error("wasm.os_sandbox: {why} (hint: {fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\")")]
+    OsSandbox { why: String, fix: &'static str },
+    /// The executable that runs the wasm worker cannot be found or opened.
+    #[error("wasm worker: {why} (hint: set HostConfig.hybox_path to the hybox binary)")]
+    WorkerBinary { why: String },
+    /// This backend does not do what was asked of it.
+    #[error("{what}")]
+    Unsupported { what: &'static str },
+    /// The workload (a warm function's artifact) could not be read or has no variant for this backend.
+    #[error("{artifact}: {why}")]
+    Workload { artifact: PathBuf, why: String },
+    /// A warm worker did not load its function: what it said, or how it failed to answer.
+    #[error("warm wasm worker for {artifact}: {why}")]
+    WarmLoad { artifact: PathBuf, why: String },
     /// A host-side step failed before the workload started.
     #[error("{step}: {source}")]
     Io {
@@ -111,6 +134,24 @@ pub enum BackendError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// How to enable user namespaces, for [`BackendError::UserNamespaces`].
+const USERNS_HINT: &str =
+    "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on \
+     Ubuntu kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for hybox; \
+     user.max_user_namespaces > 0)";
+
+fn hint_suffix(hint: Option<String>) -> String {
+    hint.map(|h| format!(" (hint: {h})")).unwrap_or_default()
+}
+
+impl BackendError {
+    /// An I/O failure of the named host-side step.
+    pub(crate) fn io(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+        let step = step.into();
+        move |source| BackendError::Io { step, source }
+    }
 }
 
 /// The warm invoker for `hybox bench`'s `wasm-warm` mode, if this build has one.

@@ -1,13 +1,14 @@
-//! The cgroup envelope: one per-run leaf cgroup for both backends (issue 3).
+//! The cgroup envelope: one per-run leaf cgroup for both backends.
 //!
 //! [`Envelope::create`] detects the host's layout ([`detect`]: v1, v2 or hybrid, never assumed),
 //! creates `<parent>/<run_id>.owner-<pid>-<start>` (see [`owner`] for why the owner record is in the
 //! name), writes the policy's limits and **reads every value back** (a value the kernel did not take is
-//! [`EnvelopeError::Mismatch`]). Backends put their process in it through [`EnvelopeJoin`](crate::backend::EnvelopeJoin); at the end
+//! [`EnvelopeError::Mismatch`]). Backends put their process in it through [`EnvelopeJoin`]; at the end
 //! [`Envelope::usage`] reads what the run used and which limits fired, and [`Envelope::destroy`] kills
 //! everything inside, removes the cgroup with retries and verifies it is gone. `Drop` does the same
-//! best-effort if `destroy` was not reached (early return, panic), [`install_signal_teardown`] on
-//! SIGINT/SIGTERM, and [`gc`] for envelopes whose owner died (SIGKILL).
+//! best-effort if `destroy` was not reached (early return, panic), [`teardown_all`] for a front-end
+//! that handles SIGINT/SIGTERM (the CLI's signal teardown), and [`gc`] for envelopes whose owner died
+//! (SIGKILL).
 //!
 //! File I/O goes through hybox's own thin layer (`fsio.rs`, which explains why cgroups-rs is used for
 //! mount detection only); the rest of hybox never sees a cgroup file.
@@ -21,7 +22,7 @@
 //!   signalled at all.
 //! - Joining migrates a process, which takes the kernel's cgroup threadgroup lock for writing and
 //!   waits for an RCU grace period. On cgroup v2 the native backend avoids it by creating the shim
-//!   inside the leaf (`CLONE_INTO_CGROUP`, see [`crate::backend::EnvelopeJoin::clone_into_dir`]).
+//!   inside the leaf (`CLONE_INTO_CGROUP`, see [`EnvelopeJoin::clone_into_dir`]).
 
 mod fsio;
 mod gc;
@@ -596,50 +597,26 @@ pub fn teardown_all() -> Vec<EnvelopeError> {
     errors
 }
 
-/// Set by the signal teardown when it begins.
-static SIGNAL_TEARDOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// For the CLI's main thread right before it exits: if the signal teardown has begun, waits for it
-/// to end the process (with 128+signo). Without this, a main thread whose run the teardown just
-/// killed could exit first, with the run's status and before the teardown finished.
-pub fn yield_to_signal_teardown() {
-    if SIGNAL_TEARDOWN.load(std::sync::atomic::Ordering::SeqCst) {
-        loop {
-            std::thread::park();
-        }
+/// The envelope as a backend sees it: where to put its process, and how to kill everything.
+/// [`Envelope`] implements it; a backend only ever sees this interface.
+pub trait EnvelopeJoin: Send + Sync {
+    /// Moves `pid` into the run's cgroup (all controllers).
+    fn join(&self, pid: i32) -> std::io::Result<()>;
+    /// The `cgroup.procs` files a child can write itself into (one per v1 controller, one on v2).
+    fn procs_files(&self) -> Vec<PathBuf>;
+    /// Kills every process in the envelope (timeout, teardown).
+    fn kill_all(&self) -> std::io::Result<()>;
+    /// The cgroup v2 leaf a child can be created in directly (`CLONE_INTO_CGROUP`); `None` on v1,
+    /// where every controller has its own hierarchy and the child must be migrated with [`join`].
+    ///
+    /// [`join`]: EnvelopeJoin::join
+    fn clone_into_dir(&self) -> Option<PathBuf> {
+        None
     }
 }
 
-/// On the first SIGINT or SIGTERM, tears down every live envelope of this process, removes the wasm
-/// guests' scratch directories, and exits with 128+signo. Call once from the CLI's `main` (later
-/// calls do nothing); the main thread calls [`yield_to_signal_teardown`] before exiting. This is the
-/// one place the library exits the process, on purpose: the signal means "stop now", and the exit
-/// happens on a dedicated thread after the teardown, never inside a signal handler (signal-hook's
-/// iterator turns the signal into a message on a self-pipe).
-pub fn install_signal_teardown() -> io::Result<()> {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    if INSTALLED.get().is_some() {
-        return Ok(());
-    }
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
-    std::thread::Builder::new()
-        .name("hybox-signal-teardown".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                SIGNAL_TEARDOWN.store(true, std::sync::atomic::Ordering::SeqCst);
-                for e in teardown_all() {
-                    eprintln!("hybox: teardown on signal {sig}: {e}");
-                }
-                // Then the wasm guests' scratch directories, now that nothing writes to them.
-                for e in crate::backend::wasm::remove_scratch_dirs() {
-                    eprintln!("hybox: teardown on signal {sig}: removing a scratch directory: {e}");
-                }
-                std::process::exit(128 + sig);
-            }
-        })?;
-    let _ = INSTALLED.set(());
-    Ok(())
-}
+/// A shared reference to a run's envelope, type-erased for the backends.
+pub type EnvelopeHandle = dyn EnvelopeJoin;
 
 /// A per-run cgroup with its limits written and read back. Tear down with [`Envelope::destroy`];
 /// dropping it tears it down best-effort.
@@ -976,7 +953,7 @@ impl Drop for Envelope {
     }
 }
 
-impl crate::backend::EnvelopeJoin for Envelope {
+impl EnvelopeJoin for Envelope {
     fn join(&self, pid: i32) -> io::Result<()> {
         for f in self.inner.procs_files() {
             self.inner

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::fake::{v1_tree, v2_tree, FakeFs};
+use super::EnvelopeJoin;
 use super::*;
-use crate::backend::EnvelopeJoin;
 
 const LIMITS: Limits = Limits {
     memory_bytes: 64 << 20,

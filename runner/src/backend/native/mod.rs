@@ -21,12 +21,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use hybox_shim::plan::Message;
+use hybox_shim::plan::{LandlockStatus, Message};
 
+use crate::backend::Stdio;
 use crate::backend::{BackendError, BackendRun, Launch};
 use crate::policy::{LandlockMode, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
-use crate::Stdio;
 
 pub use plan::{build_plan, host_ids, PlanError};
 
@@ -154,11 +154,7 @@ pub(crate) fn call(
 fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> {
     let mut degradations = Vec::new();
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
-    let mut plan = build_plan(launch, landlock_mode).map_err(|e| BackendError::Preflight {
-        what: "native sandbox plan".into(),
-        why: e.to_string(),
-        hint: e.hint(),
-    })?;
+    let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
     plan.wait_for_call = wait_for_call;
     let plan_json = serde_json::to_vec(&plan)
         .map_err(|e| io_err("serialize plan", std::io::Error::other(e)))?;
@@ -394,17 +390,18 @@ fn finish(
         .messages
         .iter()
         .find_map(|m| match m {
-            Message::Exec { landlock } => Some(landlock.clone()),
+            Message::Exec { landlock } => Some(*landlock),
             _ => None,
         })
-        .unwrap_or_else(|| "not_reached".into());
-    if landlock == "partially_enforced" || landlock == "not_enforced" {
+        .unwrap_or(LandlockStatus::NotReached);
+    if landlock.is_degraded() {
         degradations.push(Degradation {
             what: "landlock".into(),
             why: format!("{landlock} on this kernel"),
         });
     }
-    run.details.insert("landlock".into(), landlock.into());
+    run.details
+        .insert("landlock".into(), landlock.as_str().into());
     run.details.insert(
         "granted_syscalls".into(),
         policy
@@ -577,15 +574,9 @@ fn poll_run(
 
 /// The preflight error for a host that refuses to create the sandbox's user namespace.
 fn userns_refused(e: &std::io::Error) -> BackendError {
-    BackendError::Preflight {
-        what: "user namespaces".into(),
-        why: format!("clone3(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWNET|...) failed: {e}"),
-        hint: Some(
-            "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu \
-             kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for hybox; \
-             user.max_user_namespaces > 0)"
-                .into(),
-        ),
+    BackendError::UserNamespaces {
+        call: "clone3(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWPID|CLONE_NEWNET|...)",
+        source: std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EPERM)),
     }
 }
 
@@ -608,11 +599,7 @@ fn preflight(
                 });
                 return Ok(LandlockMode::BestEffort);
             }
-            return Err(BackendError::Preflight {
-                what: "landlock".into(),
-                why: why.clone(),
-                hint: Some("boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort".into()),
-            });
+            return Err(BackendError::Landlock { why: why.clone() });
         }
     }
     Ok(mode)

@@ -24,8 +24,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::host::HostConfig;
 use crate::workload::HYBOX_ARTIFACT_MAGIC;
-use crate::HostConfig;
 
 /// Why the cache or an artifact could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use super::Job;
 use crate::policy::{Access, Network};
+use hybox_shim::plan::LandlockStatus;
 
 /// The namespaces the worker is started in.
 pub const NAMESPACES: &[&str] = &["user", "mnt", "net", "ipc", "uts"];
@@ -333,10 +334,10 @@ fn exec_paths() -> Vec<PathBuf> {
     v
 }
 
-fn landlock(job: &Job) -> Result<String, String> {
+fn landlock(job: &Job) -> Result<LandlockStatus, String> {
     use landlock::{
         Access as _, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-        RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+        RulesetAttr, RulesetCreatedAttr, Scope, ABI,
     };
     let abi = ABI::V6;
     let err = |e: landlock::RulesetError| format!("landlock: {e}");
@@ -399,12 +400,7 @@ fn landlock(job: &Job) -> Result<String, String> {
             .map_err(|e| format!("landlock rule for {}: {e}", p.display()))?;
     }
     let status = created.restrict_self().map_err(err)?;
-    Ok(match status.ruleset {
-        RulesetStatus::FullyEnforced => "fully_enforced",
-        RulesetStatus::PartiallyEnforced => "partially_enforced",
-        RulesetStatus::NotEnforced => "not_enforced",
-    }
-    .into())
+    Ok(LandlockStatus::from(status.ruleset))
 }
 
 /// In the worker, right after it read its job and before it touches guest bytes or starts a thread:

@@ -34,12 +34,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Stdio;
 use crate::backend::{BackendError, BackendRun, Launch};
+use crate::host::HostConfig;
 use crate::policy::{OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
 use crate::workload::Format;
-use crate::{HostConfig, Stdio};
 
+pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
 pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
@@ -52,27 +54,6 @@ pub const RESULT_FD: i32 = 4;
 /// How long after the deadline the supervisor waits for the worker's own timeout report before it
 /// kills the worker.
 pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
-
-/// How the supervisor starts a one-shot worker ([`HostConfig::wasm_worker_start`]).
-///
-/// Both give the worker the same job pipe and result pipe, the same envelope (joined before the job
-/// is sent), no fd of the caller's but stdio, and an empty environment. The hardened worker
-/// (`wasm.os_sandbox`) is always exec'd, whatever this says: it is the posture for untrusted plugins,
-/// and a fresh image of hybox, nothing of the caller's memory, is worth its cost there.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WorkerStart {
-    /// `hybox __wasm-worker`, a fresh process image: nothing of the caller's memory is in it. The
-    /// default, and the only right choice for a host that embeds hybox as a library (its memory may
-    /// hold secrets, and its other threads may hold locks).
-    #[default]
-    Exec,
-    /// A fork of the caller that runs the worker without an exec (`process::fork`), which saves
-    /// the second hybox's exec and runtime start (about 2.5 ms of a ~10 ms run on this class of
-    /// machine). The worker then holds a copy of the caller's memory, its environment zeroed, and
-    /// shares its address-space layout. For the hybox CLI only: its memory is the policy and the
-    /// paths it was given, and its only other thread (the signal teardown) holds no lock.
-    Fork,
-}
 
 /// One run, as the worker receives it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,10 +173,8 @@ pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
     if sibling.is_file() {
         return Ok(sibling);
     }
-    Err(BackendError::Preflight {
-        what: "wasm worker".into(),
+    Err(BackendError::WorkerBinary {
         why: format!("no `hybox` binary next to {}", exe.display()),
-        hint: Some("set HostConfig.hybox_path to the hybox binary".into()),
     })
 }
 
@@ -212,7 +191,7 @@ pub struct Started {
     stdin: Vec<u8>,
     job_w: OwnedFd,
     res_r: OwnedFd,
-    tmp: Option<ScratchDir>,
+    tmp: Option<crate::scratch::ScratchDir>,
     start: WorkerStart,
     os_sandbox: bool,
     degradations: Vec<Degradation>,
@@ -227,7 +206,7 @@ impl Started {
 
     /// The guest's `/tmp` on the host, when the policy grants one.
     pub fn scratch_dir(&self) -> Option<&Path> {
-        self.tmp.as_ref().map(ScratchDir::path)
+        self.tmp.as_ref().map(crate::scratch::ScratchDir::path)
     }
 
     /// The run will not happen (its envelope could not be built): the worker is killed and reaped,
@@ -260,7 +239,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     let cache_dir = artifact::cache_dir(launch.host).ok();
     let tmp = match policy.filesystem.tmp {
         Some(_) => Some(
-            scratch_dir("hybox-wasm-tmp-").map_err(|source| BackendError::Io {
+            crate::scratch::scratch_dir("hybox-wasm-tmp-").map_err(|source| BackendError::Io {
                 step: "create the /tmp directory for the guest".into(),
                 source,
             })?,
@@ -298,10 +277,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     };
     // The worker confines itself only when the supervisor started it in namespaces.
     job.policy.wasm.os_sandbox = os_sandbox;
-    let io = |step: &str| {
-        let step = step.to_string();
-        move |source| BackendError::Io { step, source }
-    };
+    let io = BackendError::io;
     let (job_r, job_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let (res_r, res_w) =
@@ -357,10 +333,7 @@ pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendEr
         mut degradations,
         t_spawn,
     } = started;
-    let io = |step: &str| {
-        let step = step.to_string();
-        move |source| BackendError::Io { step, source }
-    };
+    let io = BackendError::io;
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
     if let Some(env) = launch.envelope {
         if let Err(source) = env.join(child.id() as i32) {
@@ -473,75 +446,21 @@ pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendEr
     Ok(run)
 }
 
-/// A private directory (0700) for a guest's `/tmp`, removed when dropped: on a tmpfs (`/dev/shm`)
-/// when the host has one, else in the system's temp directory.
-///
-/// Why a tmpfs: a run makes and removes this directory, which on a journaling disk filesystem costs
-/// more than the rest of a small run (measured here on ext4: the removal alone 1.5 ms of a 12 ms
-/// `hybox run`; a warm call makes and removes one per call); and tmpfs pages are charged to the
-/// cgroup of the process that writes them, the worker in its envelope, so what the guest writes
-/// counts against the run's memory limit, as the native backend's `/tmp` tmpfs does.
-pub(crate) fn scratch_dir(prefix: &str) -> std::io::Result<ScratchDir> {
-    let mut b = tempfile::Builder::new();
-    b.prefix(prefix);
-    let shm = Path::new("/dev/shm");
-    let dir = match shm.is_dir() {
-        true => b.tempdir_in(shm).or_else(|_| b.tempdir())?,
-        false => b.tempdir()?,
-    };
-    live_scratch().push(dir.path().to_path_buf());
-    Ok(ScratchDir(dir))
-}
-
-/// A guest's scratch directory, listed while it lives so that [`remove_scratch_dirs`] finds it;
-/// removed (by its `TempDir`) when dropped.
-#[derive(Debug)]
-pub(crate) struct ScratchDir(tempfile::TempDir);
-
-impl ScratchDir {
-    pub(crate) fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        live_scratch().retain(|p| p != self.0.path());
-    }
-}
-
-fn live_scratch() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-    LIVE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Removes every guest scratch directory of this process still in use. For the signal teardown
-/// (`envelope::install_signal_teardown`), after it has killed the envelopes: the process then exits
-/// without running the destructors that remove them after a run.
-pub fn remove_scratch_dirs() -> Vec<std::io::Error> {
-    let dirs = std::mem::take(&mut *live_scratch());
-    dirs.iter()
-        .filter_map(|d| match std::fs::remove_dir_all(d) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The worker applies Landlock best-effort (an older kernel enforces part of the ruleset: no TCP
 /// rules before ABI 4, no scoping before ABI 6); whatever it could not enforce is a degradation of
 /// `wasm.os_sandbox` and the report must say so, not only its `details`.
 pub(crate) fn os_sandbox_degradation(
     details: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<Degradation> {
-    let landlock = details.get("os_sandbox")?.get("landlock")?.as_str()?;
-    (landlock != "fully_enforced").then(|| Degradation {
+    let landlock: hybox_shim::plan::LandlockStatus =
+        serde_json::from_value(details.get("os_sandbox")?.get("landlock")?.clone()).ok()?;
+    (landlock != hybox_shim::plan::LandlockStatus::FullyEnforced).then(|| Degradation {
         what: "wasm.os_sandbox landlock".into(),
         why: format!(
             "Landlock {} on this kernel (ABI {}; hybox's worker ruleset needs ABI 6 for full \
              enforcement); namespaces, no capabilities and seccomp still apply",
-            landlock.replace('_', " "),
-            crate::doctor::landlock_abi()
+            landlock.as_str().replace('_', " "),
+            crate::host::landlock_abi()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "none".into())
         ),
@@ -554,16 +473,10 @@ pub(crate) fn os_sandbox_degradation(
 pub(crate) fn os_sandbox_unavailable(
     policy: &crate::policy::Policy,
     why: String,
-    fix: &str,
+    fix: &'static str,
 ) -> Result<Degradation, BackendError> {
     match policy.on_unenforceable {
-        OnUnenforceable::Fail => Err(BackendError::Preflight {
-            what: "wasm.os_sandbox".into(),
-            why,
-            hint: Some(format!(
-                "{fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\""
-            )),
-        }),
+        OnUnenforceable::Fail => Err(BackendError::OsSandbox { why, fix }),
         OnUnenforceable::Degrade => Ok(Degradation {
             what: "wasm.os_sandbox".into(),
             why,

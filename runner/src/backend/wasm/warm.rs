@@ -45,10 +45,10 @@ use super::{Job, WorkerResult, JOB_FD, RESULT_FD, SUPERVISOR_GRACE, WORKER_SUBCO
 use crate::backend::process::Spawned;
 use crate::backend::{BackendError, EnvelopeJoin};
 use crate::envelope::{Envelope, Limits};
+use crate::host::HostConfig;
 use crate::policy::{Backend, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
 use crate::workload::{Format, Workload};
-use crate::HostConfig;
 
 /// The extra argument that turns `hybox __wasm-worker` into the long-lived worker of a warm function.
 pub const SERVE_ARG: &str = "--serve";
@@ -146,7 +146,7 @@ pub struct WarmFunction {
     // Field order matters for Drop: the worker goes first, then the envelope, then the tmp base.
     worker: Option<Worker>,
     envelope: Option<Envelope>,
-    _tmp: Option<super::ScratchDir>,
+    _tmp: Option<crate::scratch::ScratchDir>,
     load_details: serde_json::Map<String, serde_json::Value>,
     degradations: Vec<Degradation>,
     /// OOM kills seen in the envelope so far (to attribute a worker killed during a call).
@@ -167,10 +167,9 @@ impl WarmFunction {
         policy: &Policy,
         host: &HostConfig,
     ) -> Result<WarmFunction, BackendError> {
-        let preflight = |why: String| BackendError::Preflight {
-            what: format!("warm wasm function {}", artifact.display()),
+        let preflight = |why: String| BackendError::Workload {
+            artifact: artifact.to_path_buf(),
             why,
-            hint: None,
         };
         let workload = Workload::detect(artifact).map_err(|e| preflight(e.to_string()))?;
         let art = workload
@@ -188,7 +187,7 @@ impl WarmFunction {
                 "",
             )?);
         }
-        let run_id = format!("warm-{}", crate::sandbox::new_run_id());
+        let run_id = format!("warm-{}", crate::host::new_run_id());
         let envelope = match Envelope::create(
             &host.cgroup_root,
             &host.cgroup_parent,
@@ -203,19 +202,13 @@ impl WarmFunction {
                 });
                 None
             }
-            Err(e) => {
-                return Err(BackendError::Preflight {
-                    what: "envelope".into(),
-                    why: e.to_string(),
-                    hint: None,
-                })
-            }
+            Err(e) => return Err(BackendError::Envelope(e)),
         };
         // The base of the per-call `/tmp` directories (the worker creates one per call inside it and
         // removes it after the call); removed with everything in it when the function is dropped.
         let tmp = match policy.filesystem.tmp {
             Some(_) => Some(
-                super::scratch_dir("hybox-warm-tmp-")
+                crate::scratch::scratch_dir("hybox-warm-tmp-")
                     .map_err(io_err("create the /tmp base directory for the guest"))?,
             ),
             None => None,
@@ -320,10 +313,9 @@ impl WarmFunction {
             Ok(Some(b)) => b,
             Ok(None) => {
                 w.kill();
-                return Err(BackendError::Preflight {
-                    what: "warm wasm worker".into(),
+                return Err(BackendError::WarmLoad {
+                    artifact: self.job.artifact.clone(),
                     why: format!("no answer to the load job within {wait:?}"),
-                    hint: None,
                 });
             }
             Err(e) => {
@@ -349,18 +341,16 @@ impl WarmFunction {
                 error: Some(why), ..
             }) => {
                 w.kill();
-                Err(BackendError::Preflight {
-                    what: format!("load {}", self.job.artifact.display()),
+                Err(BackendError::WarmLoad {
+                    artifact: self.job.artifact.clone(),
                     why,
-                    hint: None,
                 })
             }
             Err(why) => {
                 w.kill();
-                Err(BackendError::Preflight {
-                    what: "warm wasm worker".into(),
+                Err(BackendError::WarmLoad {
+                    artifact: self.job.artifact.clone(),
                     why: format!("bad load answer: {why}"),
-                    hint: None,
                 })
             }
         }

@@ -1,6 +1,8 @@
 //! The command line, as clap definitions. Kept in the library so the man page and shell completions
 //! are generated from the same definition (`hybox man`, `hybox completions SHELL`).
 
+pub mod signals;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -1,0 +1,95 @@
+//! Facts about and choices for the host hybox runs on, below every other layer: where hybox finds
+//! its parts and keeps its state ([`HostConfig`]), how a one-shot wasm worker starts
+//! ([`WorkerStart`]), the kernel's Landlock ABI, and run ids. The backends, the envelope and
+//! `hybox doctor` all read these from here.
+
+use std::path::PathBuf;
+
+/// Where hybox finds its parts and keeps its state on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// A `hybox-shim` file to run as the native sandbox's init instead of the shim embedded in this
+    /// binary (see `backend::native::shim`); for work on the shim.
+    pub shim_path: Option<PathBuf>,
+    /// Parent of the per-run cgroups. Default `hybox`.
+    pub cgroup_parent: String,
+    /// The cgroup filesystem root. Default `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
+    /// Private compile cache. Default `$XDG_CACHE_HOME/hybox` or `~/.cache/hybox`.
+    pub cache_dir: Option<PathBuf>,
+    /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
+    /// executable if it is named `hybox`, else `hybox` next to it.
+    pub hybox_path: Option<PathBuf>,
+    /// How a one-shot wasm run starts its worker. Default [`WorkerStart::Exec`]; the hybox CLI
+    /// uses [`WorkerStart::Fork`] (read its contract before choosing it).
+    pub wasm_worker_start: WorkerStart,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            shim_path: None,
+            cgroup_parent: "hybox".into(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cache_dir: None,
+            hybox_path: None,
+            wasm_worker_start: WorkerStart::Exec,
+        }
+    }
+}
+
+/// How the supervisor starts a one-shot worker ([`HostConfig::wasm_worker_start`]).
+///
+/// Both give the worker the same job pipe and result pipe, the same envelope (joined before the job
+/// is sent), no fd of the caller's but stdio, and an empty environment. The hardened worker
+/// (`wasm.os_sandbox`) is always exec'd, whatever this says: it is the posture for untrusted plugins,
+/// and a fresh image of hybox, nothing of the caller's memory, is worth its cost there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WorkerStart {
+    /// `hybox __wasm-worker`, a fresh process image: nothing of the caller's memory is in it. The
+    /// default, and the only right choice for a host that embeds hybox as a library (its memory may
+    /// hold secrets, and its other threads may hold locks).
+    #[default]
+    Exec,
+    /// A fork of the caller that runs the worker without an exec (`process::fork`), which saves
+    /// the second hybox's exec and runtime start (about 2.5 ms of a ~10 ms run on this class of
+    /// machine). The worker then holds a copy of the caller's memory, its environment zeroed, and
+    /// shares its address-space layout. For the hybox CLI only: its memory is the policy and the
+    /// paths it was given, and its only other thread (the signal teardown) holds no lock.
+    Fork,
+}
+
+/// The Landlock ABI version of the running kernel, or the errno if Landlock is unavailable.
+pub fn landlock_abi() -> Result<i64, std::io::Error> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attr, size 0 and the VERSION flag, landlock_create_ruleset only returns the
+    // ABI version (or -1 with errno); it touches no memory of ours.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(v)
+    }
+}
+
+/// A fresh run id: time-ordered, unique on this host (pid + counter + clock).
+pub fn new_run_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{:x}-{:x}-{:x}",
+        now.as_millis(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
