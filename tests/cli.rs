@@ -258,7 +258,7 @@ fn run_json_report_and_exit_statuses_on_both_backends() {
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["backend"], backend);
         if backend == "wasm" {
-            // The CLI forks its one-shot worker (backend::wasm::WorkerStart::Fork).
+            // The CLI forks its one-shot worker (backend::wasm::WorkerStart::fork).
             assert_eq!(v["details"]["worker_start"], "fork");
         }
         assert_eq!(

@@ -20,8 +20,8 @@ pub struct HostConfig {
     /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
     /// executable if it is named `hybox`, else `hybox` next to it.
     pub hybox_path: Option<PathBuf>,
-    /// How a one-shot wasm run starts its worker. Default [`WorkerStart::Exec`]; the hybox CLI
-    /// uses [`WorkerStart::Fork`] (read its contract before choosing it).
+    /// How a one-shot wasm run starts its worker. Default [`WorkerStart::EXEC`]; the hybox CLI
+    /// uses [`WorkerStart::fork`] (read its contract before choosing it).
     pub wasm_worker_start: WorkerStart,
 }
 
@@ -33,7 +33,7 @@ impl Default for HostConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             cache_dir: None,
             hybox_path: None,
-            wasm_worker_start: WorkerStart::Exec,
+            wasm_worker_start: WorkerStart::EXEC,
         }
     }
 }
@@ -44,19 +44,54 @@ impl Default for HostConfig {
 /// is sent), no fd of the caller's but stdio, and an empty environment. The hardened worker
 /// (`wasm.os_sandbox`) is always exec'd, whatever this says: it is the posture for untrusted plugins,
 /// and a fresh image of hybox, nothing of the caller's memory, is worth its cost there.
+///
+/// [`WorkerStart::EXEC`] is the default. [`WorkerStart::fork`] is `unsafe`: its soundness depends on
+/// the caller (see its contract), which only the caller can know.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WorkerStart {
+pub struct WorkerStart(pub(crate) StartKind);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum StartKind {
+    /// A fresh process image (see [`WorkerStart::EXEC`]).
+    #[default]
+    Exec,
+    /// A fork of the caller (see [`WorkerStart::fork`]).
+    Fork,
+}
+
+impl WorkerStart {
     /// `hybox __wasm-worker`, a fresh process image: nothing of the caller's memory is in it. The
     /// default, and the only right choice for a host that embeds hybox as a library (its memory may
     /// hold secrets, and its other threads may hold locks).
-    #[default]
-    Exec,
-    /// A fork of the caller that runs the worker without an exec (`process::fork`), which saves
-    /// the second hybox's exec and runtime start (about 2.5 ms of a ~10 ms run on this class of
-    /// machine). The worker then holds a copy of the caller's memory, its environment zeroed, and
-    /// shares its address-space layout. For the hybox CLI only: its memory is the policy and the
-    /// paths it was given, and its only other thread (the signal teardown) holds no lock.
-    Fork,
+    pub const EXEC: WorkerStart = WorkerStart(StartKind::Exec);
+
+    /// A fork of the caller that runs the worker without an exec, which saves the second hybox's
+    /// exec and runtime start (about 2.5 ms of a ~10 ms run on this class of machine). The worker
+    /// then holds a copy of the caller's memory, its environment zeroed, and shares its
+    /// address-space layout. The hybox CLI uses it: its memory is the policy and the paths it was
+    /// given, and its only other thread (the signal teardown) holds no lock.
+    ///
+    /// # Safety
+    /// Only one thread survives a fork. Every run that uses this must happen while no other
+    /// thread of the process can hold a lock the forked worker needs (the allocator's, stdio's,
+    /// the environment's, a logger's), and the process's memory must hold nothing the guest's
+    /// worker may not see (secrets: the worker holds a copy until it exits).
+    pub unsafe fn fork() -> WorkerStart {
+        WorkerStart(StartKind::Fork)
+    }
+
+    /// Whether this is [`WorkerStart::fork`].
+    pub fn is_fork(self) -> bool {
+        self.0 == StartKind::Fork
+    }
+
+    /// `exec` or `fork`, as the report's `details.worker_start` says.
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            StartKind::Exec => "exec",
+            StartKind::Fork => "fork",
+        }
+    }
 }
 
 /// The Landlock ABI version of the running kernel, or the errno if Landlock is unavailable.

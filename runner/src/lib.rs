@@ -16,10 +16,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+// The library's layers, lowest first; a module uses only modules of lower layers (docs/design.md):
+//   1. vocabulary: units, exit, host, policy, report
+//   2. what runs where: workload, decide
+//   3. the host resources of a run: scratch, envelope
+//   4. running it: backend (native, wasm, and what they share)
+//   5. the API front-ends drive: sandbox, function, explain, doctor
+//   6. the CLI's commands (feature `cli`): cli, bench, conformance, serve, loadgen
+/// The two backends and what they share. **Not part of the stable API**: public so that hybox's
+/// own integration tests and benchmarks can drive a backend directly; a front-end uses [`Sandbox`]
+/// and [`Function`].
+#[doc(hidden)]
 pub mod backend;
-pub mod bench;
-pub mod cli;
-pub mod conformance;
 pub mod decide;
 pub mod doctor;
 pub mod envelope;
@@ -27,16 +35,32 @@ pub mod exit;
 pub mod explain;
 pub mod function;
 pub mod host;
-pub mod loadgen;
 pub mod policy;
 pub mod report;
 pub mod sandbox;
 pub mod scratch;
-pub mod serve;
 pub mod units;
 pub mod workload;
 
-pub use function::{Function, FunctionOptions, Invocation};
+// The hybox CLI's own commands (feature `cli`, on by default; the `hybox` binary needs it).
+#[cfg(feature = "cli")]
+pub mod bench;
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "cli")]
+pub mod conformance;
+#[cfg(feature = "cli")]
+pub mod loadgen;
+#[cfg(feature = "cli")]
+pub mod serve;
+
+pub use decide::{DecideError, Decision};
+pub use function::{Function, FunctionError, FunctionOptions, Invocation};
+pub use host::{HostConfig, WorkerStart};
+pub use policy::{Backend, Policy, PolicyError};
+pub use report::{Outcome, RunReport};
+pub use sandbox::{Error, RunOptions, RunResult, Sandbox, Stdio};
+pub use workload::{Workload, WorkloadError};
 
 /// One error and its sources, `: `-separated, for a one-line message that keeps the cause (the
 /// file, field or syscall a source names).
@@ -49,4 +73,3 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     msg
 }
-pub use sandbox::{Error, HostConfig, RunOptions, RunResult, Sandbox, Stdio};

@@ -4,11 +4,11 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use hybox::backend::wasm::WorkerStart;
 use hybox::cli::{
     BenchArgs, BenchServeArgs, CacheCommand, Cli, Command, ConformanceArgs, ExplainArgs,
     PolicyCommand, RunArgs, ServeArgs,
 };
+use hybox::host::WorkerStart;
 use hybox::policy::Policy;
 use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
@@ -139,9 +139,10 @@ fn run(args: RunArgs) -> i32 {
         args: args.args,
         stdio: Stdio::Inherit,
         host: HostConfig {
-            // This process is hybox's own: its memory holds the policy and the paths given, its only
-            // other thread is the signal teardown. A fork of it saves the worker's exec.
-            wasm_worker_start: WorkerStart::Fork,
+            // SAFETY: this process is hybox's own: its memory holds the policy and the paths
+            // given, and its only other thread, the signal teardown, holds no lock while it
+            // waits for a signal (and ends the process when it has one).
+            wasm_worker_start: unsafe { WorkerStart::fork() },
             ..HostConfig::default()
         },
         run_id: None,
@@ -328,7 +329,14 @@ fn serve(args: ServeArgs) -> i32 {
             ..HostConfig::default()
         },
     };
-    match hybox::serve::run(cfg) {
+    let stop = match hybox::cli::signals::drain_on_signal() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("hybox serve: error: cannot install the signal handling: {e}");
+            return exit::RUNNER_FAILED;
+        }
+    };
+    match hybox::serve::run(cfg, stop) {
         Ok(()) => 0,
         Err(e) => fail(&e, exit::RUNNER_FAILED),
     }

@@ -74,8 +74,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot install the signal handlers")]
-    Signals(#[source] std::io::Error),
     #[error("the HTTP server failed")]
     Http(#[source] std::io::Error),
 }
@@ -295,42 +293,24 @@ struct AppState {
     draining: AtomicBool,
 }
 
-/// Runs the server until SIGTERM or SIGINT, then drains and tears everything down.
-pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+/// Runs the server until `stop` delivers a signal number (the CLI's [`crate::cli::signals::drain_on_signal`]
+/// sends the first SIGTERM or SIGINT), then drains and tears everything down.
+pub fn run(
+    cfg: ServeConfig,
+    stop: tokio::sync::mpsc::UnboundedReceiver<i32>,
+) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hybox-serve")
         .build()
         .map_err(ServeError::Runtime)?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, stop))
 }
 
-async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
-    // SIGTERM/SIGINT through signal-hook on a thread (tokio's signal driver would also be built
-    // into every tokio runtime of this binary, the wasm worker's included, and needs syscalls the
-    // hardened worker's seccomp filter does not grant). The first signal drains; a second one
-    // tears every envelope down at once and exits.
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
-        .map_err(ServeError::Signals)?;
-    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
-    std::thread::Builder::new()
-        .name("hybox-serve-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for sig in signals.forever() {
-                seen += 1;
-                if seen == 1 {
-                    let _ = sig_tx.send(sig);
-                    continue;
-                }
-                eprintln!("hybox serve: second signal: tearing down every envelope now");
-                for e in crate::envelope::teardown_all() {
-                    eprintln!("hybox serve: teardown: {e}");
-                }
-                std::process::exit(128 + sig);
-            }
-        })
-        .map_err(ServeError::Signals)?;
+async fn serve(
+    cfg: ServeConfig,
+    mut sig_rx: tokio::sync::mpsc::UnboundedReceiver<i32>,
+) -> Result<(), ServeError> {
     let opts = FunctionOptions {
         host: cfg.host.clone(),
         max_concurrency: cfg.max_concurrency.max(1),

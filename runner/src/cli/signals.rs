@@ -53,3 +53,32 @@ pub fn install_signal_teardown() -> std::io::Result<()> {
     let _ = INSTALLED.set(());
     Ok(())
 }
+
+/// For `hybox serve`: the first SIGTERM or SIGINT is sent on the returned channel (the server
+/// drains: in-flight calls finish, new ones are refused); a second one tears everything down at
+/// once ([`teardown_everything`]) and exits with 128+signo.
+///
+/// Through signal-hook on a thread: tokio's signal driver would also be built into every tokio
+/// runtime of this binary, the wasm worker's included, and needs syscalls the hardened worker's
+/// seccomp filter does not grant.
+pub fn drain_on_signal() -> std::io::Result<tokio::sync::mpsc::UnboundedReceiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<i32>();
+    std::thread::Builder::new()
+        .name("hybox-serve-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    let _ = tx.send(sig);
+                    continue;
+                }
+                SIGNAL_TEARDOWN.store(true, Ordering::SeqCst);
+                eprintln!("hybox serve: second signal: tearing down every envelope now");
+                teardown_everything("hybox serve: teardown");
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(rx)
+}

@@ -231,7 +231,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     // says so.
     let mut os_sandbox = policy.wasm.os_sandbox;
     let start = match os_sandbox {
-        true => WorkerStart::Exec,
+        true => WorkerStart::EXEC,
         false => launch.host.wasm_worker_start,
     };
     let exe = worker_binary(launch.host)?;
@@ -284,8 +284,8 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let loopback = policy.network == crate::policy::Network::Loopback;
     let spawned = match start {
-        WorkerStart::Exec => spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
-        WorkerStart::Fork => fork_worker(launch.stdio, &job_r, &res_w, &job),
+        s if s.is_fork() => fork_worker(launch.stdio, &job_r, &res_w, &job),
+        _ => spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
     };
     let child = match spawned {
         // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
@@ -433,14 +433,8 @@ pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendEr
     };
     run.details
         .insert("backend_process".into(), "worker".into());
-    run.details.insert(
-        "worker_start".into(),
-        match start {
-            WorkerStart::Exec => "exec",
-            WorkerStart::Fork => "fork",
-        }
-        .into(),
-    );
+    run.details
+        .insert("worker_start".into(), start.as_str().into());
     degradations.extend(os_sandbox_degradation(&run.details));
     run.degradations.extend(degradations);
     Ok(run)
@@ -523,7 +517,7 @@ fn spawn_worker(
     unsafe { crate::backend::process::spawn(&program, &prepare) }
 }
 
-/// Forks the caller into a one-shot worker ([`WorkerStart::Fork`]): the same fds and stdio as
+/// Forks the caller into a one-shot worker ([`WorkerStart::fork`]): the same fds and stdio as
 /// [`spawn_worker`] gives the exec'd worker, then [`worker::run_job`].
 fn fork_worker(
     stdio: &Stdio,
@@ -541,7 +535,7 @@ fn fork_worker(
         }
         Ok(())
     };
-    // SAFETY: the caller chose `WorkerStart::Fork`, whose contract is that no other thread of this
+    // SAFETY: the caller chose `WorkerStart::fork`, whose contract is that no other thread of this
     // process holds a lock the worker needs.
     unsafe { crate::backend::process::fork(&prepare, &|| worker::run_forked(job)) }
 }

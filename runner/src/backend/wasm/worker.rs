@@ -435,7 +435,7 @@ pub(crate) fn prepare(job: &Job) -> Option<Prepared> {
     Some(Prepared { engine, loaded })
 }
 
-/// The forked one-shot worker ([`super::WorkerStart::Fork`]): [`prepare`] from the copy of the job
+/// The forked one-shot worker ([`crate::host::WorkerStart::fork`]): [`prepare`] from the copy of the job
 /// it holds, then as [`run_job`]. The job it then reads (sent once it is in the envelope) is the same
 /// job; it is what the run uses.
 pub(crate) fn run_forked(job: &Job) -> i32 {
