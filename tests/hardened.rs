@@ -42,11 +42,10 @@ fn go(policy_json: &str, cache: &Path, artifact: &Path, args: &[&str]) -> Backen
         args: &args,
         env: Default::default(),
         stdio: &stdio,
-        envelope: None,
         deadline: Instant::now() + policy.resources.timeout.as_std(),
         host: &host,
     };
-    wasm::run(&launch).expect("the run starts")
+    hybox::backend::run(hybox::Backend::Wasm, &launch, None).expect("the run starts")
 }
 
 const HARDENED: &str =

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hybox::backend::{native, BackendError, BackendRun, Launch};
+use hybox::backend::{BackendError, BackendRun, Launch};
 use hybox::policy::Policy;
 use hybox::report::Outcome;
 use hybox::workload::Artifact;
@@ -102,17 +102,17 @@ fn run_fed(
     let artifact = Artifact::detect(path).expect("detect guest");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let stdio = Stdio::Capture { stdin };
-    native::run(&Launch {
+    let launch = Launch {
         run_id: "test",
         policy,
         artifact: &artifact,
         args: &args,
         env: Default::default(),
         stdio: &stdio,
-        envelope: None,
         deadline: Instant::now() + timeout,
         host,
-    })
+    };
+    hybox::backend::run(hybox::Backend::Native, &launch, None)
 }
 
 fn run(policy: &Policy, guest: &str, args: &[&str]) -> BackendRun {
@@ -622,18 +622,18 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
     let artifact = Artifact::detect(&common::native_guest("hello")).unwrap();
     let host = HostConfig::default();
     let stdio = Stdio::Capture { stdin: Vec::new() };
-    let r = native::run(&Launch {
+    let launch = Launch {
         run_id: "test",
         policy: &p,
         artifact: &artifact,
         args: &[],
         env: Default::default(),
         stdio: &stdio,
-        envelope: Some(&env),
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
-    })
-    .expect("native run starts");
+    };
+    let r = hybox::backend::run(hybox::Backend::Native, &launch, Some(&env))
+        .expect("native run starts");
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
     // cgroup v2: created inside (CLONE_INTO_CGROUP); v1: migrated by the runner before release.
     let layout = hybox::envelope::detect(root).unwrap();

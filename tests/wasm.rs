@@ -58,11 +58,10 @@ impl Run {
             args: &self.args,
             env: self.env.clone(),
             stdio: &self.stdio,
-            envelope: None,
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &host,
         };
-        wasm::run(&launch)
+        hybox::backend::run(hybox::Backend::Wasm, &launch, None)
     }
     fn go(&self, artifact: &Path) -> BackendRun {
         self.try_go(artifact).expect("the run starts")
@@ -629,7 +628,6 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
         args: &[],
         env: BTreeMap::new(),
         stdio: &run.stdio,
-        envelope: None,
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
     };
@@ -637,7 +635,7 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
     let (pid, tmp) = (started.pid(), started.scratch_dir().unwrap().to_path_buf());
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     assert!(tmp.is_dir());
-    started.abandon();
+    hybox::backend::PreparedRun::abandon(Box::new(started));
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "worker {pid} left"

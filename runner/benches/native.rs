@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as PStdio};
 use std::time::{Duration, Instant};
 
-use hybox::backend::{native, EnvelopeHandle, EnvelopeJoin, Launch};
+use hybox::backend::{native, EnvelopeJoin, Launch};
 use hybox::envelope::{Envelope, Limits};
 use hybox::policy::Policy;
 use hybox::report::Outcome;
 use hybox::workload::Artifact;
-use hybox::{HostConfig, Stdio};
+use hybox::{Backend, HostConfig, Stdio};
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
@@ -88,8 +88,12 @@ fn main() {
         .expect("envelope");
         parts[0].push(t_create.elapsed());
         let t_run = Instant::now();
-        let r = native::run(&launch(&policy, &artifact, &stdio, &host, Some(&env)))
-            .expect("native run");
+        let r = hybox::backend::run(
+            Backend::Native,
+            &launch(&policy, &artifact, &stdio, &host),
+            Some(&env),
+        )
+        .expect("native run");
         assert_eq!(r.outcome, Outcome::Exited { code: 0 });
         parts[1].push(t_run.elapsed());
         let t_destroy = Instant::now();
@@ -99,7 +103,12 @@ fn main() {
 
         // The sandbox alone (namespaces, mounts, Landlock, seccomp; no cgroup).
         let t = Instant::now();
-        let r = native::run(&launch(&policy, &artifact, &stdio, &host, None)).expect("native run");
+        let r = hybox::backend::run(
+            Backend::Native,
+            &launch(&policy, &artifact, &stdio, &host),
+            None,
+        )
+        .expect("native run");
         assert_eq!(r.outcome, Outcome::Exited { code: 0 });
         sandboxed.push(t.elapsed());
 
@@ -267,7 +276,6 @@ fn launch<'a>(
     artifact: &'a Artifact,
     stdio: &'a Stdio,
     host: &'a HostConfig,
-    envelope: Option<&'a EnvelopeHandle>,
 ) -> Launch<'a> {
     Launch {
         run_id: "bench",
@@ -276,7 +284,6 @@ fn launch<'a>(
         args: &[],
         env: Default::default(),
         stdio,
-        envelope,
         deadline: Instant::now() + Duration::from_secs(10),
         host,
     }

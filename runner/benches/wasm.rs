@@ -116,11 +116,10 @@ fn oneshot(c: &mut Criterion) {
             args: &[],
             env: Default::default(),
             stdio: &stdio,
-            envelope: None,
             deadline: Instant::now() + Duration::from_secs(30),
             host: &host,
         };
-        let r = wasm::run(&launch).unwrap();
+        let r = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap();
         assert_eq!(r.stdout, b"hello from hybox\n", "{r:?}");
         r
     };

@@ -115,51 +115,36 @@ impl Sandbox {
         } else {
             opts.args.clone()
         };
-        let mut launch = Launch {
+        let launch = Launch {
             run_id: &run_id,
             policy: &self.policy,
             artifact,
             args: &args,
             env: self.policy.workload_env(),
             stdio: &opts.stdio,
-            envelope: None,
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &opts.host,
         };
-        // The wasm worker is started first and waits for its job: its start (and, forked, its
-        // engine and cached module) overlaps the envelope's creation. It runs nothing of the guest
-        // before `finish` has moved it into the envelope.
-        let wasm_worker = match backend {
-            Backend::Wasm => {
-                Some(crate::backend::wasm::start(&launch).map_err(|e| Error::Backend(backend, e))?)
-            }
-            Backend::Native => None,
-        };
+        // The backend prepares first, the envelope is built meanwhile: a wasm worker is started
+        // and waits for its job (its start, and a forked worker's engine and cached module, overlap
+        // the envelope's creation); native builds its plan. Nothing of the workload runs before
+        // `run` has put the backend's process in the envelope.
+        let prepared =
+            crate::backend::prepare(backend, &launch).map_err(|e| Error::Backend(backend, e))?;
         // The envelope: built from the policy, every limit read back, before anything of the workload runs.
         let (envelope, degradations) = match self.envelope(&opts.host, &run_id) {
             Ok(e) => e,
             Err(e) => {
-                if let Some(w) = wasm_worker {
-                    w.abandon();
-                }
+                prepared.abandon();
                 return Err(e);
             }
         };
-        launch.envelope = envelope.as_ref().map(|e| e as &EnvelopeHandle);
         let setup_us = t0.elapsed().as_micros() as u64;
-        let (result, teardown) = match (wasm_worker, opts.detach_teardown) {
-            (Some(worker), detach) => (
-                crate::backend::wasm::finish(worker, &launch),
-                match detach {
-                    false => Teardown::Now,
-                    true => Teardown::Background(None),
-                },
-            ),
-            (None, false) => (crate::backend::native::run(&launch), Teardown::Now),
-            (None, true) => match crate::backend::native::run_detached(&launch) {
-                Ok((run, reaper)) => (Ok(run), Teardown::Background(reaper)),
-                Err(e) => (Err(e), Teardown::Now),
-            },
+        let handle = envelope.as_ref().map(|e| e as &EnvelopeHandle);
+        let (result, teardown) = match prepared.run(handle, opts.detach_teardown) {
+            Ok((run, reaper)) if opts.detach_teardown => (Ok(run), Teardown::Background(reaper)),
+            Ok((run, _)) => (Ok(run), Teardown::Now),
+            Err(e) => (Err(e), Teardown::Now),
         };
         self.complete(
             run_id,
@@ -225,11 +210,11 @@ impl Sandbox {
             args: &self.policy.args,
             env: self.policy.workload_env(),
             stdio: &stdio,
-            envelope: envelope.as_ref().map(|e| e as &EnvelopeHandle),
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host,
         };
-        match crate::backend::native::prebuild(&launch) {
+        let handle = envelope.as_ref().map(|e| e as &EnvelopeHandle);
+        match crate::backend::native::prebuild(&launch, handle) {
             Ok(started) => Ok(Prebuilt {
                 run_id,
                 envelope,
@@ -408,10 +393,10 @@ enum Teardown {
     Now,
     /// In the background: reap the native shim (if it is still exiting), then kill and remove the
     /// envelope ([`pending_teardowns`] counts these).
-    Background(Option<crate::backend::native::Reaper>),
+    Background(Option<crate::backend::Reaper>),
 }
 
-fn background_teardown(reaper: Option<crate::backend::native::Reaper>, envelope: Option<Envelope>) {
+fn background_teardown(reaper: Option<crate::backend::Reaper>, envelope: Option<Envelope>) {
     use std::sync::atomic::Ordering;
     PENDING_TEARDOWNS.fetch_add(1, Ordering::SeqCst);
     let work = move || {

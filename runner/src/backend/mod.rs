@@ -42,15 +42,79 @@ pub struct Launch<'a> {
     /// The workload's complete environment.
     pub env: BTreeMap<String, String>,
     pub stdio: &'a Stdio,
-    /// The cgroup directory (or directories, v1) the workload's process must join before it runs any
-    /// workload code; `None` when the policy degraded to no envelope.
-    pub envelope: Option<&'a crate::backend::EnvelopeHandle>,
     /// When the wall-clock limit fires.
     pub deadline: Instant,
     pub host: &'a HostConfig,
 }
 
 pub use crate::envelope::{EnvelopeHandle, EnvelopeJoin};
+
+/// A run a backend has prepared from its [`Launch`] before the run's envelope exists: everything
+/// that needs no envelope is done. Native: the host checked, the plan (mounts, ids, rlimits,
+/// Landlock, the seccomp programs) built, the shim and the workload opened; nothing runs. Wasm: the
+/// worker process started and blocked until it gets its job (its start overlaps the envelope's
+/// creation); nothing of the guest has been read.
+///
+/// The one interface of both backends: [`prepare`] picks the backend, the caller builds the
+/// envelope, then [`PreparedRun::run`] or [`PreparedRun::abandon`].
+pub trait PreparedRun {
+    /// Runs the workload inside `envelope` (`None`: the policy degraded to no envelope): every
+    /// process of the run is inside it before it runs anything of the workload. Returns when the
+    /// outcome and the output are complete. With `detach`, a process that reported its end but is
+    /// still exiting (a native shim whose namespaces the kernel dismantles) is returned as a
+    /// [`Reaper`] for the caller to reap off its path; otherwise it is reaped before this returns.
+    fn run(
+        self: Box<Self>,
+        envelope: Option<&EnvelopeHandle>,
+        detach: bool,
+    ) -> Result<(BackendRun, Option<Reaper>), BackendError>;
+
+    /// The run will not happen (its envelope could not be built): releases everything `prepare`
+    /// took (kills and reaps a started worker, removes its scratch directory).
+    fn abandon(self: Box<Self>);
+}
+
+/// Prepares `launch` on `backend` (see [`PreparedRun`]).
+pub fn prepare<'a>(
+    backend: crate::policy::Backend,
+    launch: &Launch<'a>,
+) -> Result<Box<dyn PreparedRun + 'a>, BackendError> {
+    Ok(match backend {
+        crate::policy::Backend::Native => Box::new(native::prepare(launch)?),
+        crate::policy::Backend::Wasm => Box::new(wasm::start(launch)?),
+    })
+}
+
+/// Prepares and runs `launch` in `envelope`, reaping everything before it returns (for tests and
+/// benchmarks that drive a backend directly).
+pub fn run(
+    backend: crate::policy::Backend,
+    launch: &Launch,
+    envelope: Option<&EnvelopeHandle>,
+) -> Result<BackendRun, BackendError> {
+    prepare(backend, launch)?
+        .run(envelope, false)
+        .map(|(run, _)| run)
+}
+
+/// A process of a finished run that reported its end and is still exiting (a native shim while the
+/// kernel dismantles its namespaces); [`Reaper::reap`] SIGKILLs it (it has nothing left to do) and
+/// waits for it.
+pub struct Reaper {
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Reaper {
+    pub(crate) fn new(pidfd: std::os::fd::OwnedFd) -> Reaper {
+        Reaper { pidfd }
+    }
+
+    /// Waits for the process's exit, SIGKILLing it first.
+    pub fn reap(self) {
+        native::spawn::pidfd_kill(&self.pidfd);
+        let _ = native::spawn::wait_pidfd(&self.pidfd);
+    }
+}
 
 /// What a backend reports back.
 #[derive(Debug, Clone)]

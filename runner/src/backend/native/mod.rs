@@ -21,43 +21,37 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use hybox_shim::plan::{LandlockStatus, Message};
+use hybox_shim::plan::{LandlockStatus, Message, Plan};
 
 use crate::backend::Stdio;
-use crate::backend::{BackendError, BackendRun, Launch};
+use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedRun, Reaper};
 use crate::policy::{LandlockMode, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
 
 pub use plan::{build_plan, host_ids, PlanError};
 
-/// Runs the launch's artifact natively. `Err` only when nothing of the workload started; a sandbox
-/// that failed to build inside the shim is `Outcome::SetupError`.
-pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
-    run_until(launch, false).map(|(run, _)| run)
+/// Prepares a native run (see [`Prepared`]); nothing runs yet.
+pub(crate) fn prepare<'a>(launch: &Launch<'a>) -> Result<Prepared<'a>, BackendError> {
+    prepare_sandbox(launch, false)
 }
 
-/// As [`run`], but returns as soon as the shim reported how the workload ended and the output is
-/// complete; the shim may still be exiting (the kernel dismantling its namespaces), and the
-/// returned [`Reaper`] waits for it.
-pub(crate) fn run_detached(launch: &Launch) -> Result<(BackendRun, Option<Reaper>), BackendError> {
-    run_until(launch, true)
-}
+impl<'a> PreparedRun for Prepared<'a> {
+    fn run(
+        self: Box<Self>,
+        envelope: Option<&EnvelopeHandle>,
+        detach: bool,
+    ) -> Result<(BackendRun, Option<Reaper>), BackendError> {
+        let (policy, deadline) = (self.policy, self.deadline);
+        let stdin = match self.stdio {
+            Stdio::Capture { stdin } => stdin.clone(),
+            Stdio::Inherit => Vec::new(),
+        };
+        let started = self.start(envelope)?;
+        let (run, pending) = finish(started, policy, stdin, envelope, deadline, detach)?;
+        Ok((run, pending.map(Reaper::new)))
+    }
 
-fn run_until(launch: &Launch, early: bool) -> Result<(BackendRun, Option<Reaper>), BackendError> {
-    let started = start(launch, false)?;
-    let stdin = match launch.stdio {
-        Stdio::Capture { stdin } => stdin.clone(),
-        Stdio::Inherit => Vec::new(),
-    };
-    let (run, pending) = finish(
-        started,
-        launch.policy,
-        stdin,
-        launch.envelope,
-        launch.deadline,
-        early,
-    )?;
-    Ok((run, pending.map(|pidfd| Reaper { pidfd })))
+    fn abandon(self: Box<Self>) {}
 }
 
 /// A sandbox whose shim has its plan: namespaces, envelope membership and id maps done, the shim
@@ -89,8 +83,11 @@ impl Started {
 ///
 /// Returns once the shim said the sandbox is ready (or why it will not be, which the call then
 /// reports), so a pool never hands out a sandbox that is still being built.
-pub(crate) fn prebuild(launch: &Launch) -> Result<Started, BackendError> {
-    let mut started = start(launch, true)?;
+pub(crate) fn prebuild(
+    launch: &Launch,
+    envelope: Option<&EnvelopeHandle>,
+) -> Result<Started, BackendError> {
+    let mut started = prepare_sandbox(launch, true)?.start(envelope)?;
     let ctl_fd = started.control.as_raw_fd();
     loop {
         let left = launch.deadline.saturating_duration_since(Instant::now());
@@ -115,19 +112,6 @@ pub(crate) fn prebuild(launch: &Launch) -> Result<Started, BackendError> {
     Ok(started)
 }
 
-/// A shim that reported its workload's end and is still exiting (namespace teardown).
-pub(crate) struct Reaper {
-    pidfd: OwnedFd,
-}
-
-impl Reaper {
-    /// Waits for the shim's exit (SIGKILL first: it has nothing left to do).
-    pub(crate) fn reap(self) {
-        spawn::pidfd_kill(&self.pidfd);
-        let _ = spawn::wait_pidfd(&self.pidfd);
-    }
-}
-
 /// The one call of a pre-built sandbox: releases the exec, feeds `stdin`, waits until `deadline`
 /// or until the shim reported the workload's end; the shim may still be exiting, the returned
 /// [`Reaper`] waits for it.
@@ -147,27 +131,44 @@ pub(crate) fn call(
         run.details
             .insert("release_error".into(), e.to_string().into());
     }
-    Ok((run, pending.map(|pidfd| Reaper { pidfd })))
+    Ok((run, pending.map(Reaper::new)))
 }
 
-/// Steps 1-5 of `shared/security.md` on the runner's side, up to the plan sent to the shim.
-fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> {
+/// A native run prepared before its envelope exists: the host checked, the plan (mounts, ids,
+/// rlimits, Landlock rules, the seccomp programs) built and serialized, the shim and the workload
+/// opened, the stdio pipes made. Everything that allocates is done here, before the clone, because
+/// the runner may be multithreaded. Nothing runs yet; dropped, it closes its fds.
+pub(crate) struct Prepared<'a> {
+    policy: &'a Policy,
+    stdio: &'a Stdio,
+    deadline: Instant,
+    plan: Plan,
+    /// A shim file the host named ([`HostConfig::shim_path`](crate::HostConfig::shim_path)); the
+    /// embedded shim otherwise.
+    shim_file: Option<OwnedFd>,
+    shim_name: String,
+    workload: OwnedFd,
+    capture: Option<spawn::StdioPipes>,
+    ids: (u32, u32),
+    host_ids: (u32, u32),
+    degradations: Vec<Degradation>,
+}
+
+/// The runner's side of the setup up to the clone: preflight, the plan, the fds.
+fn prepare_sandbox<'a>(
+    launch: &Launch<'a>,
+    wait_for_call: bool,
+) -> Result<Prepared<'a>, BackendError> {
     let mut degradations = Vec::new();
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
     let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
     plan.wait_for_call = wait_for_call;
-    let plan_json = serde_json::to_vec(&plan)
-        .map_err(|e| io_err("serialize plan", std::io::Error::other(e)))?;
     // The embedded shim (a sealed memory file), or a shim file the host names.
     let shim_file = match &launch.host.shim_path {
         Some(p) => Some(
             spawn::open_exec(p).map_err(|e| io_err(&format!("open shim {}", p.display()), e))?,
         ),
         None => None,
-    };
-    let shim = match &shim_file {
-        Some(f) => f.as_fd(),
-        None => shim::embedded().map_err(|e| io_err("load hybox-shim", e))?,
     };
     let shim_name = launch.host.shim_path.as_ref().map_or_else(
         || "the embedded hybox-shim".to_string(),
@@ -184,88 +185,127 @@ fn start(launch: &Launch, wait_for_call: bool) -> Result<Started, BackendError> 
         Stdio::Inherit => None,
         Stdio::Capture { .. } => Some(spawn::StdioPipes::new().map_err(|e| io_err("pipe", e))?),
     };
-    let (uid, gid) = (launch.policy.native.uid, launch.policy.native.gid);
-    let (host_uid, host_gid) = host_ids(launch.policy);
-    spawn::drop_supplementary_groups().map_err(|e| io_err("setgroups([]) before clone", e))?;
-
-    let t_start = Instant::now();
-    let clone_err = |e: std::io::Error| match e.raw_os_error() {
-        // EPERM: userns disallowed (sysctl, AppArmor, seccomp of a container); ENOSPC/EUSERS: the
-        // user namespace limit (user.max_user_namespaces) is 0 or reached.
-        Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => userns_refused(&e),
-        _ => io_err("clone3", e),
-    };
-    // cgroup v2: the shim is created inside the envelope; otherwise it is joined before release.
-    let into = match launch.envelope.and_then(|e| e.clone_into_dir()) {
-        Some(dir) => {
-            let fd = std::fs::File::open(&dir)
-                .map_err(|e| io_err(&format!("open cgroup {}", dir.display()), e))?;
-            spawn::spawn_into(shim, &workload, capture.as_ref(), &fd.into()).map_err(clone_err)?
-        }
-        None => None,
-    };
-    let cgroup_entry = match (&into, launch.envelope) {
-        (Some(_), _) => "clone_into_cgroup",
-        (None, Some(_)) => "migrated",
-        (None, None) => "none",
-    };
-    let born_inside = into.is_some();
-    let child = match into {
-        Some(c) => c,
-        None => spawn::spawn(shim, &workload, capture.as_ref()).map_err(clone_err)?,
-    };
-    drop(workload);
-    drop(shim_file);
-    let spawn::Child {
-        pid,
-        pidfd,
-        control,
-    } = child;
-    let mut control = std::fs::File::from(control);
-
-    // From here, any failure must kill the child: it holds namespaces and maybe a cgroup slot.
-    let setup = (|| -> Result<(), BackendError> {
-        if let Some(env) = launch.envelope.filter(|_| !born_inside) {
-            env.join(pid).map_err(|e| io_err("join envelope", e))?;
-        }
-        nix::sys::socket::setsockopt(&control, nix::sys::socket::sockopt::PassCred, &true)
-            .map_err(|e| io_err("SO_PASSCRED", e.into()))?;
-        spawn::write_id_maps(pid, uid, gid, host_uid, host_gid)
-            .map_err(|e| io_err("write id maps", e))?;
-        let mut msg = Vec::with_capacity(plan_json.len() + 5);
-        msg.push(hybox_shim::plan::GO_BYTE);
-        msg.extend_from_slice(&(plan_json.len() as u32).to_le_bytes());
-        msg.extend_from_slice(&plan_json);
-        control
-            .write_all(&msg)
-            .map_err(|e| io_err("send plan", e))?;
-        Ok(())
-    })();
-    if let Err(e) = setup {
-        spawn::pidfd_kill(&pidfd);
-        // A child that ended by itself before our SIGKILL failed to start the shim: say so, rather
-        // than the step of ours that found it gone.
-        return Err(match spawn::wait_pidfd(&pidfd) {
-            Ok(spawn::WaitStatus::Exited(code)) => match spawn::start_failure(code) {
-                Some(why) => io_err(
-                    &format!("start {shim_name}"),
-                    std::io::Error::other(format!("{why} (exit {code})")),
-                ),
-                None => e,
-            },
-            _ => e,
-        });
-    }
-    Ok(Started {
-        pidfd,
-        control,
-        stdio: capture.map(|p| p.into_parent()),
+    Ok(Prepared {
+        policy: launch.policy,
+        stdio: launch.stdio,
+        deadline: launch.deadline,
+        plan,
+        shim_file,
+        shim_name,
+        workload,
+        capture,
+        ids: (launch.policy.native.uid, launch.policy.native.gid),
+        host_ids: host_ids(launch.policy),
         degradations,
-        host_ids: (host_uid, host_gid),
-        t_start,
-        cgroup_entry,
-        reader: MessageReader::default(),
     })
+}
+
+impl Prepared<'_> {
+    /// The runner's side from the clone to the plan sent: the shim started in its namespaces
+    /// (created inside `envelope` on cgroup v2, joined to it before it runs anything on v1), the
+    /// id maps written, the plan sent with "go".
+    fn start(self, envelope: Option<&EnvelopeHandle>) -> Result<Started, BackendError> {
+        let Prepared {
+            policy,
+            mut plan,
+            shim_file,
+            shim_name,
+            workload,
+            capture,
+            ids: (uid, gid),
+            host_ids: (host_uid, host_gid),
+            degradations,
+            ..
+        } = self;
+        let shim = match &shim_file {
+            Some(f) => f.as_fd(),
+            None => shim::embedded().map_err(|e| io_err("load hybox-shim", e))?,
+        };
+        plan::set_envelope(&mut plan, policy.resources.pids, envelope.is_some());
+        let plan_json = serde_json::to_vec(&plan)
+            .map_err(|e| io_err("serialize plan", std::io::Error::other(e)))?;
+        spawn::drop_supplementary_groups().map_err(|e| io_err("setgroups([]) before clone", e))?;
+
+        let t_start = Instant::now();
+        let clone_err = |e: std::io::Error| match e.raw_os_error() {
+            // EPERM: userns disallowed (sysctl, AppArmor, seccomp of a container); ENOSPC/EUSERS: the
+            // user namespace limit (user.max_user_namespaces) is 0 or reached.
+            Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS) => userns_refused(&e),
+            _ => io_err("clone3", e),
+        };
+        // cgroup v2: the shim is created inside the envelope; otherwise it is joined before release.
+        let into = match envelope.and_then(|e| e.clone_into_dir()) {
+            Some(dir) => {
+                let fd = std::fs::File::open(&dir)
+                    .map_err(|e| io_err(&format!("open cgroup {}", dir.display()), e))?;
+                spawn::spawn_into(shim, &workload, capture.as_ref(), &fd.into())
+                    .map_err(clone_err)?
+            }
+            None => None,
+        };
+        let cgroup_entry = match (&into, envelope) {
+            (Some(_), _) => "clone_into_cgroup",
+            (None, Some(_)) => "migrated",
+            (None, None) => "none",
+        };
+        let born_inside = into.is_some();
+        let child = match into {
+            Some(c) => c,
+            None => spawn::spawn(shim, &workload, capture.as_ref()).map_err(clone_err)?,
+        };
+        drop(workload);
+        drop(shim_file);
+        let spawn::Child {
+            pid,
+            pidfd,
+            control,
+        } = child;
+        let mut control = std::fs::File::from(control);
+
+        // From here, any failure must kill the child: it holds namespaces and maybe a cgroup slot.
+        let setup = (|| -> Result<(), BackendError> {
+            if let Some(env) = envelope.filter(|_| !born_inside) {
+                env.join(pid).map_err(|e| io_err("join envelope", e))?;
+            }
+            nix::sys::socket::setsockopt(&control, nix::sys::socket::sockopt::PassCred, &true)
+                .map_err(|e| io_err("SO_PASSCRED", e.into()))?;
+            spawn::write_id_maps(pid, uid, gid, host_uid, host_gid)
+                .map_err(|e| io_err("write id maps", e))?;
+            let mut msg = Vec::with_capacity(plan_json.len() + 5);
+            msg.push(hybox_shim::plan::GO_BYTE);
+            msg.extend_from_slice(&(plan_json.len() as u32).to_le_bytes());
+            msg.extend_from_slice(&plan_json);
+            control
+                .write_all(&msg)
+                .map_err(|e| io_err("send plan", e))?;
+            Ok(())
+        })();
+        if let Err(e) = setup {
+            spawn::pidfd_kill(&pidfd);
+            // A child that ended by itself before our SIGKILL failed to start the shim: say so, rather
+            // than the step of ours that found it gone.
+            return Err(match spawn::wait_pidfd(&pidfd) {
+                Ok(spawn::WaitStatus::Exited(code)) => match spawn::start_failure(code) {
+                    Some(why) => io_err(
+                        &format!("start {shim_name}"),
+                        std::io::Error::other(format!("{why} (exit {code})")),
+                    ),
+                    None => e,
+                },
+                _ => e,
+            });
+        }
+        Ok(Started {
+            pidfd,
+            control,
+            stdio: capture.map(|p| p.into_parent()),
+            degradations,
+            host_ids: (host_uid, host_gid),
+            t_start,
+            cgroup_entry,
+            reader: MessageReader::default(),
+        })
+    }
 }
 
 /// Feeds and drains stdio, waits for the shim (killing the envelope at `deadline`), classifies.

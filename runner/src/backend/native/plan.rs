@@ -229,15 +229,9 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         rlimits: Rlimits {
             nofile: r.nofile,
             fsize: r.fsize.bytes(),
-            // The envelope's pids.max enforces `pids` exactly and is what the report attributes
-            // (`pids_limit`); RLIMIT_NPROC is the backstop. Both count the same tasks (the shim runs as
-            // the sandbox uid too), and the rlimit is checked first in fork, so with an envelope it sits
-            // one above, or the cgroup limit could never fire. Without an envelope it is the limit.
-            nproc: if launch.envelope.is_some() {
-                policy.resources.pids + 1
-            } else {
-                policy.resources.pids
-            },
+            // Without an envelope RLIMIT_NPROC is the limit; `set_envelope` raises it by one when
+            // the run has one.
+            nproc: policy.resources.pids,
             memlock: r.memlock.bytes(),
             msgqueue: r.msgqueue.bytes(),
             stack: r.stack.bytes(),
@@ -264,4 +258,12 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         },
         seccomp,
     })
+}
+
+/// Fits the plan to the run's envelope, once it is known. The envelope's pids.max enforces `pids`
+/// exactly and is what the report attributes (`pids_limit`); RLIMIT_NPROC is the backstop. Both
+/// count the same tasks (the shim runs as the sandbox uid too), and the rlimit is checked first in
+/// fork, so with an envelope it sits one above, or the cgroup limit could never fire.
+pub(crate) fn set_envelope(plan: &mut Plan, pids: u64, has_envelope: bool) {
+    plan.rlimits.nproc = if has_envelope { pids + 1 } else { pids };
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Stdio;
-use crate::backend::{BackendError, BackendRun, Launch};
+use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedRun, Reaper};
 use crate::host::HostConfig;
 use crate::policy::{OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
@@ -178,9 +178,21 @@ pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
     })
 }
 
-/// Runs a wasm guest in a worker process inside the envelope: [`start`], then [`finish`].
-pub fn run(launch: &Launch) -> Result<BackendRun, BackendError> {
-    finish(start(launch)?, launch)
+impl PreparedRun for Started {
+    fn run(
+        self: Box<Self>,
+        envelope: Option<&EnvelopeHandle>,
+        _detach: bool,
+    ) -> Result<(BackendRun, Option<Reaper>), BackendError> {
+        // The worker is reaped before `finish` returns: nothing is left to detach.
+        finish(*self, envelope).map(|run| (run, None))
+    }
+
+    fn abandon(self: Box<Self>) {
+        let mut s = *self;
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+    }
 }
 
 /// A worker started for one run, blocked until it receives its job (see [`start`]).
@@ -196,6 +208,7 @@ pub struct Started {
     os_sandbox: bool,
     degradations: Vec<Degradation>,
     t_spawn: Instant,
+    deadline: Instant,
 }
 
 impl Started {
@@ -208,19 +221,12 @@ impl Started {
     pub fn scratch_dir(&self) -> Option<&Path> {
         self.tmp.as_ref().map(crate::scratch::ScratchDir::path)
     }
-
-    /// The run will not happen (its envelope could not be built): the worker is killed and reaped,
-    /// its scratch directory removed.
-    pub fn abandon(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Starts the run's worker, which waits for its job: the exec'd worker blocked reading it, the
 /// forked one after it has prepared what it can without guest bytes and outside the envelope (its
 /// engine, and the module if the compile cache holds it, see `worker::prepare`). Takes nothing
-/// from `launch.envelope`: [`Sandbox::run`](crate::Sandbox::run) starts the worker first and builds
+/// from the envelope: [`Sandbox::run`](crate::Sandbox::run) starts the worker first and builds
 /// the envelope meanwhile, and [`finish`] moves the worker into it before sending the job.
 pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     let policy = launch.policy;
@@ -315,12 +321,13 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         os_sandbox,
         degradations,
         t_spawn,
+        deadline: launch.deadline,
     })
 }
 
-/// Moves the started worker into `launch.envelope`, sends it the job, waits for its result (or kills
-/// it past the deadline), and classifies how it ended.
-pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendError> {
+/// Moves the started worker into `envelope`, sends it the job, waits for its result (or kills it
+/// past the deadline), and classifies how it ended.
+fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<BackendRun, BackendError> {
     let Started {
         mut child,
         job,
@@ -332,10 +339,11 @@ pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendEr
         os_sandbox,
         mut degradations,
         t_spawn,
+        deadline,
     } = started;
     let io = BackendError::io;
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
-    if let Some(env) = launch.envelope {
+    if let Some(env) = envelope {
         if let Err(source) = env.join(child.id() as i32) {
             let _ = child.kill();
             let _ = child.wait();
@@ -356,13 +364,13 @@ pub fn finish(started: Started, launch: &Launch) -> Result<BackendRun, BackendEr
     std::thread::spawn(move || {
         let _ = tx.send(reader.join().unwrap_or_default());
     });
-    let wait = launch.deadline.saturating_duration_since(Instant::now()) + SUPERVISOR_GRACE;
+    let wait = deadline.saturating_duration_since(Instant::now()) + SUPERVISOR_GRACE;
     let (bytes, killed) = match rx.recv_timeout(wait) {
         Ok(b) => (b, false),
         Err(_) => {
             // Backstop: the worker did not report in time; kill it (and everything in the envelope).
             let _ = child.kill();
-            if let Some(env) = launch.envelope {
+            if let Some(env) = envelope {
                 let _ = env.kill_all();
             }
             (Vec::new(), true)
