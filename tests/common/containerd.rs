@@ -3,15 +3,13 @@
 //! stops containerd, kills every shim and container process it started, unmounts and removes its
 //! dirs and cgroups (see `docs/notes-oci.md` for what containerd 1.6 writes outside its dirs).
 //!
-//! Needs `tempfile`, `libc`, `sha2` and `super::procs`.
+//! Needs `tempfile`, `libc` and `super::procs` (which needs `sha2`).
 #![allow(dead_code)]
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-use sha2::{Digest, Sha256};
 
 use super::procs;
 
@@ -208,15 +206,9 @@ impl Containerd {
         c.output().expect("run ctr run")
     }
 
-    /// The shim socket containerd 1.6 gives a task: /run/containerd/s/sha256(ADDRESS/NS/ID), whatever
-    /// its state dir.
+    /// The shim socket containerd 1.6 gives a task (see [`procs::shim_socket`]).
     pub fn shim_socket(&self, namespace: &str, id: &str) -> PathBuf {
-        let key = format!("{}/{namespace}/{id}", self.address.display());
-        let mut hex = String::new();
-        for b in Sha256::digest(key.as_bytes()) {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        PathBuf::from("/run/containerd/s").join(hex)
+        procs::shim_socket(&self.address, namespace, id)
     }
 
     /// The shims this containerd started (they name our socket in `-address`).
@@ -378,15 +370,7 @@ impl Containerd {
         // 3. Whatever is left: shims (and their children: container processes), processes in our
         //    cgroups or naming our dir; then the cgroups, the mounts, the shim sockets, the runc roots.
         for p in self.shims() {
-            // A shim's argv names its task: `-namespace NS -id ID`.
-            let arg = |flag: &str| {
-                p.argv
-                    .iter()
-                    .position(|a| a == flag)
-                    .and_then(|i| p.argv.get(i + 1))
-                    .cloned()
-            };
-            if let (Some(ns), Some(id)) = (arg("-namespace"), arg("-id")) {
+            if let Some((_, ns, id)) = procs::shim_task(&p) {
                 ids.push((ns, id));
             }
         }

@@ -321,3 +321,32 @@ pub fn unique(prefix: &str) -> String {
 pub fn pid_set(procs: &[Proc]) -> BTreeSet<i32> {
     procs.iter().map(|p| p.pid).collect()
 }
+
+/// The socket containerd 1.6 gives a task's shim: /run/containerd/s/sha256(ADDRESS/NS/ID), whatever
+/// containerd's state dir (a shim removes it when it exits cleanly, not when SIGKILLed).
+pub fn shim_socket(address: &Path, namespace: &str, id: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let key = format!("{}/{namespace}/{id}", address.display());
+    let mut hex = String::new();
+    for b in Sha256::digest(key.as_bytes()) {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    PathBuf::from("/run/containerd/s").join(hex)
+}
+
+/// The (address, namespace, id) of a containerd shim process, from its argv
+/// (`containerd-shim-runc-v2 -namespace NS -id ID -address SOCK`).
+pub fn shim_task(p: &Proc) -> Option<(PathBuf, String, String)> {
+    if !p.argv.first()?.contains("containerd-shim") {
+        return None;
+    }
+    let arg = |flag: &str| {
+        let i = p.argv.iter().position(|a| a == flag)?;
+        p.argv.get(i + 1).cloned()
+    };
+    Some((
+        PathBuf::from(arg("-address")?),
+        arg("-namespace")?,
+        arg("-id")?,
+    ))
+}
