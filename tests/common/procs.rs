@@ -253,15 +253,17 @@ impl Leftovers {
     }
 }
 
-/// Counts of the whole machine's container plumbing, for before/after checks: containerd, shims,
-/// dockerd, runc processes; mounts; cgroup directories in all hierarchies.
+/// The whole machine's container plumbing, for before/after checks: containerd, shims, dockerd,
+/// runc processes; the mount count; every cgroup directory in all hierarchies. On a machine shared
+/// with other work (other cgroups come and go) compare [`Census::diff`] by eye, and assert on a
+/// daemon's own `leftovers()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Census {
     pub daemons: usize,
     pub shims: usize,
     pub runtimes: usize,
     pub mounts: usize,
-    pub cgroups: usize,
+    pub cgroups: BTreeSet<PathBuf>,
 }
 
 impl Census {
@@ -288,8 +290,29 @@ impl Census {
                 .unwrap_or_default()
                 .lines()
                 .count(),
-            cgroups: cgroups.len(),
+            cgroups: cgroups.into_iter().collect(),
         }
+    }
+
+    /// What changed from `self` to `after`, one line per difference (empty when nothing did).
+    pub fn diff(&self, after: &Census) -> Vec<String> {
+        let mut d = Vec::new();
+        let mut n = |what: &str, a: usize, b: usize| {
+            if a != b {
+                d.push(format!("{what}: {a} -> {b}"));
+            }
+        };
+        n("daemons", self.daemons, after.daemons);
+        n("shims", self.shims, after.shims);
+        n("runtimes", self.runtimes, after.runtimes);
+        n("mounts", self.mounts, after.mounts);
+        for c in after.cgroups.difference(&self.cgroups) {
+            d.push(format!("new cgroup {}", c.display()));
+        }
+        for c in self.cgroups.difference(&after.cgroups) {
+            d.push(format!("gone cgroup {}", c.display()));
+        }
+        d
     }
 }
 
