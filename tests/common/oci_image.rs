@@ -30,8 +30,9 @@ pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// The annotation the OCI image layout spec names for a manifest's reference (here: the tag).
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// containerd's annotation for the full image name; `ctr images import` uses it as is (without it, a
-/// tag-only ref.name needs `--base-name` and a full one is dropped unless prefixed `import-DATE`).
+/// containerd's annotation for the full image name, which `ctr images import` prefers to ref.name.
+/// containerd 1.6 names the image by it; with only a tag-only ref.name it would be
+/// `import-DATE:latest` unless `--base-name REPO` is given (a full ref in ref.name also works).
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// The standard PATH that Docker and containerd give a process when the image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
