@@ -182,6 +182,9 @@ fn main() {
     let repo = PathBuf::from(&args[1]);
     let out = PathBuf::from(&args[2]);
     std::fs::create_dir_all(&out).unwrap();
+    if args.get(3).map(String::as_str) == Some("--cri") {
+        return record_cri(&repo, &out, &args[4], &args[5]);
+    }
     let wrapper = repo.join("scripts/oci-log-runtime");
     let w = wrapper.display().to_string();
     let work = tempfile::Builder::new()
@@ -508,7 +511,8 @@ fn main() {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let _ = writeln!(
             timing,
-            "{rt}: median {:.1} ms, min {:.1}, max {:.1}",
+            "{}: median {:.1} ms, min {:.1}, max {:.1}",
+            rec.r.clean(rt),
             v[v.len() / 2 - 1] / 2.0 + v[v.len() / 2] / 2.0,
             v[0],
             v[v.len() - 1]
@@ -740,9 +744,14 @@ fn main() {
 
     clear(&log_dir);
     show("docker pause", &d(&["pause", "sleeper"]).output().unwrap());
-    show("docker unpause", &d(&["unpause", "sleeper"]).output().unwrap());
-    rec.r
-        .scenario("docker-pause-unpause", "docker pause sleeper; docker unpause sleeper");
+    show(
+        "docker unpause",
+        &d(&["unpause", "sleeper"]).output().unwrap(),
+    );
+    rec.r.scenario(
+        "docker-pause-unpause",
+        "docker pause sleeper; docker unpause sleeper",
+    );
 
     clear(&log_dir);
     show("docker top", &d(&["top", "sleeper"]).output().unwrap());
@@ -801,4 +810,116 @@ fn main() {
         census_before.diff(&census_after)
     );
     std::fs::write(out.join("calls.txt"), &rec.r.calls).unwrap();
+}
+
+/// CRI: containerd's CRI plugin with the `hybox` handler = scripts/oci-log-runtime over runc, driven
+/// by scripts/oci-cri-client.py (PYTHON with the generated stubs on PYTHONPATH): a hostNetwork pod,
+/// then a pod with its own network namespace (scripts/oci-cni-dummy: a portless bridge, nothing leaves).
+fn record_cri(repo: &Path, out: &Path, python: &str, pythonpath: &str) {
+    let wrapper = repo.join("scripts/oci-log-runtime");
+    let work = tempfile::Builder::new()
+        .prefix("hybox-rec-")
+        .tempdir()
+        .unwrap();
+    let log_dir = work.path().join("log");
+    let mut pause = oci_image::Image::busybox("hybox.test/pause:latest", &["sleep"]).unwrap();
+    pause.config.cmd = vec![];
+    pause.config.entrypoint = vec!["/bin/sleep".into(), "2147483647".into()];
+    pause
+        .write_oci_archive(&work.path().join("pause.oci.tar"))
+        .unwrap();
+    let bb = oci_image::Image::busybox(BB, &["echo", "sleep"]).unwrap();
+    bb.write_oci_archive(&work.path().join("bb.oci.tar"))
+        .unwrap();
+    let conf = work.path().join("cni/conf");
+    let bin = work.path().join("cni/bin");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        conf.join("10-hybox.conflist"),
+        r#"{"cniVersion":"1.0.0","name":"hybox-dummy","plugins":[{"type":"oci-cni-dummy"}]}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        repo.join("scripts/oci-cni-dummy"),
+        bin.join("oci-cni-dummy"),
+    )
+    .unwrap();
+    // containerd's CRI always adds a loopback network of its own: it needs the loopback plugin.
+    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.join("loopback")).unwrap();
+
+    let census_before = procs::Census::take();
+    let ctd = containerd::Containerd::start_with(containerd::Options {
+        cri: true,
+        hybox_binary: Some(wrapper),
+        cni: Some((conf, bin)),
+        env: vec![("HYBOX_OCI_LOG_DIR".into(), log_dir.display().to_string())],
+        ..Default::default()
+    })
+    .unwrap();
+    ctd.import("k8s.io", &work.path().join("pause.oci.tar"))
+        .unwrap();
+    ctd.import("k8s.io", &work.path().join("bb.oci.tar"))
+        .unwrap();
+    let parent = ctd.cri_cgroup_parent();
+    let rec = Rec {
+        r: Recorder {
+            log_dir: log_dir.clone(),
+            out: out.to_path_buf(),
+            subst: vec![
+                (ctd.dir.display().to_string(), "/tmp/hybox-ctd".into()),
+                (parent.clone(), "hybox-test-pods".into()),
+                (work.path().display().to_string(), "/tmp/hybox-rec".into()),
+                (repo.display().to_string(), "/src/hybox".into()),
+            ],
+            calls: String::new(),
+            keep: Vec::new(),
+        },
+    };
+    let mut rec = rec;
+    for (name, netns) in [("cri-hostnet", false), ("cri", true)] {
+        let _ = std::fs::remove_dir_all(&log_dir);
+        let mut c = Command::new(python);
+        c.env("PYTHONPATH", pythonpath)
+            .arg(repo.join("scripts/oci-cri-client.py"))
+            .arg(&ctd.address)
+            .arg(format!("/{parent}"))
+            .arg("hybox")
+            .arg(BB);
+        if netns {
+            c.arg("--netns");
+        }
+        let o = c.output().unwrap();
+        show(name, &o);
+        assert!(o.status.success(), "{name}: {}", ctd.log_tail());
+        let what = format!(
+            "scripts/oci-cri-client.py: RunPodSandbox ({}), CreateContainer, StartContainer, ExecSync, \
+             UpdateContainerResources, StopContainer (timeout 1), RemoveContainer, StopPodSandbox, RemovePodSandbox",
+            if netns { "own network namespace" } else { "hostNetwork" }
+        );
+        rec.r.scenario(&format!("{name}-pod"), &what);
+        rec.fixture(
+            &format!("{name}-sandbox.json"),
+            rec.r.keep.pick("-create.config.json", 0),
+        );
+        rec.fixture(
+            &format!("{name}-container.json"),
+            rec.r.keep.pick("-create.config.json", 1),
+        );
+        rec.fixture(
+            &format!("{name}-exec-process.json"),
+            rec.r.keep.pick("-exec.process.json", 0),
+        );
+        rec.fixture(
+            &format!("{name}-update-resources.json"),
+            rec.r.keep.pick("-update.resources.json", 0),
+        );
+    }
+    let left = ctd.stop();
+    assert!(left.is_empty(), "containerd left {left:?}");
+    std::fs::write(out.join("calls-cri.txt"), &rec.r.calls).unwrap();
+    eprintln!(
+        "oci-record: census changes: {:?}",
+        census_before.diff(&procs::Census::take())
+    );
 }
