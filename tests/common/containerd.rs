@@ -30,6 +30,9 @@ pub struct Options {
     pub cni: Option<(PathBuf, PathBuf)>,
     /// Extra environment for containerd (shims and runtimes inherit it).
     pub env: Vec<(String, String)>,
+    /// The CRI plugin's `restrict_oom_score_adj` (default true: root here lacks CAP_SYS_RESOURCE;
+    /// false shows what happens without it).
+    pub restrict_oom_score_adj: bool,
 }
 
 impl Default for Options {
@@ -41,6 +44,7 @@ impl Default for Options {
             sandbox_image: "hybox.test/pause:latest".into(),
             cni: None,
             env: Vec::new(),
+            restrict_oom_score_adj: true,
         }
     }
 }
@@ -453,7 +457,7 @@ state = "{d}/state"
             .unwrap_or_else(|| (dir.join("cni/conf"), dir.join("cni/bin")));
         s += &format!(
             r#"[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
+  restrict_oom_score_adj = {restrict}
   sandbox_image = "{sandbox}"
   disable_apparmor = true
   enable_selinux = false
@@ -468,6 +472,7 @@ state = "{d}/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         Root = "{d}/runc"
 "#,
+            restrict = o.restrict_oom_score_adj,
             sandbox = o.sandbox_image,
             snap = o.snapshotter,
         );
