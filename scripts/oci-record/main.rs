@@ -66,6 +66,15 @@ impl Recorder {
         for (a, b) in &self.subst {
             s = s.replace(a, b);
         }
+        // The cgroups the recorder itself was started in (the runtime calls inherit them).
+        for line in std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some(path) = line.splitn(3, ':').nth(2).filter(|p| p.len() > 1) {
+                s = s.replace(&format!(":{path} "), ":/CALLER-CGROUP ");
+            }
+        }
         s
     }
 
