@@ -10,8 +10,12 @@ sandbox and container look like to the OCI runtime (no crictl in Debian 12).
 Runs one pod (hostNetwork unless --netns, which needs a CNI config) with runtime handler HANDLER and
 cgroup parent CGROUP_PARENT, one container of IMAGE in it that echoes and sleeps, an ExecSync in it,
 then stops and removes both. Prints each step. Talks only to the local unix socket.
+The pod's log directory is HYBOX_CRI_LOG_DIR (default: a temp dir, removed at the end).
 """
+import os
+import shutil
 import sys
+import tempfile
 import time
 
 import grpc
@@ -30,11 +34,23 @@ def main():
     print("version:", v.runtime_name, v.runtime_version, v.runtime_api_version)
     print("images:", [i.repo_tags for i in im.ListImages(cri.ListImagesRequest()).images])
 
+    log_dir = os.environ.get("HYBOX_CRI_LOG_DIR")
+    own_log_dir = log_dir is None
+    if own_log_dir:
+        log_dir = tempfile.mkdtemp(prefix="hybox-cri-logs-")
+    try:
+        run_pod(rt, netns, parent, handler, image, log_dir)
+    finally:
+        if own_log_dir:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def run_pod(rt, netns, parent, handler, image, log_dir):
     ns_mode = cri.POD if netns else cri.NODE
     pod = cri.PodSandboxConfig(
         metadata=cri.PodSandboxMetadata(name="rec", uid="rec-uid-1", namespace="default", attempt=0),
         hostname="rec-pod" if netns else "",  # a host-network pod shares the host UTS namespace
-        log_directory="/tmp/hybox-cri-logs",
+        log_directory=log_dir,
         labels={"app": "rec"},
         linux=cri.LinuxPodSandboxConfig(
             cgroup_parent=parent,

@@ -371,6 +371,27 @@ fn main() {
     );
     rec.r
         .scenario("ctr-run-detached", "ctr run -d IMAGE c /bin/sleep 1000");
+    // What runc itself answers to `state` and `features` (the shims of this containerd never ask).
+    let runc_root = format!("{}/{}", ra[3], ctd.namespace);
+    for (sub, file) in [
+        ("state", "runc-state.json"),
+        ("features", "runc-features.json"),
+    ] {
+        let mut c = Command::new("runc");
+        c.args(["--root", &runc_root, sub]);
+        if sub == "state" {
+            c.arg("c");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "runc {sub}: {o:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(&rec.r.clean(&String::from_utf8_lossy(&o.stdout))).unwrap();
+        std::fs::write(
+            out.join(file),
+            serde_json::to_string_pretty(&v).unwrap() + "\n",
+        )
+        .unwrap();
+    }
 
     clear(&log_dir);
     let fifo = ["--fifo-dir", &ra[1]];
@@ -890,6 +911,10 @@ fn record_cri(repo: &Path, out: &Path, python: &str, pythonpath: &str) {
         let _ = std::fs::remove_dir_all(&log_dir);
         let mut c = Command::new(python);
         c.env("PYTHONPATH", pythonpath)
+            .env(
+                "HYBOX_CRI_LOG_DIR",
+                work.path().join(format!("{name}-logs")),
+            )
             .arg(repo.join("scripts/oci-cri-client.py"))
             .arg(&ctd.address)
             .arg(format!("/{parent}"))

@@ -59,6 +59,7 @@ pub struct Containerd {
     pub options: Options,
     child: Option<Child>,
     tmp: Option<tempfile::TempDir>,
+    run_dirs: procs::RunDirs,
 }
 
 impl Containerd {
@@ -75,6 +76,7 @@ impl Containerd {
         let config = dir.join("config.toml");
         std::fs::write(&config, config_toml(&dir, &options))?;
         let log = std::fs::File::create(dir.join("containerd.log"))?;
+        let run_dirs = procs::RunDirs::note();
         let mut cmd = Command::new("containerd");
         cmd.arg("--config")
             .arg(&config)
@@ -93,6 +95,7 @@ impl Containerd {
             options,
             child: Some(child),
             tmp: Some(tmp),
+            run_dirs,
         };
         c.wait_ready(Duration::from_secs(20))?;
         Ok(c)
@@ -402,6 +405,7 @@ impl Containerd {
             // The socket of a shim that was SIGKILLed (a shim removes its own on a clean exit).
             let _ = std::fs::remove_file(self.shim_socket(ns, id));
         }
+        self.run_dirs.cleanup();
         let left = self.leftovers(&namespaces);
         if let Some(tmp) = self.tmp.take() {
             if left.mounts.is_empty() {

@@ -40,6 +40,8 @@ pub struct Dockerd {
     tmp: Option<tempfile::TempDir>,
     /// Whether /run/docker/plugins existed before we started (dockerd creates it, whatever its roots).
     had_run_docker: bool,
+    /// /run/containerd/s: the shims of dockerd's containerd put their sockets there.
+    run_dirs: procs::RunDirs,
 }
 
 impl Dockerd {
@@ -59,6 +61,7 @@ impl Dockerd {
             serde_json::to_vec_pretty(&config).expect("json"),
         )?;
         let had_run_docker = Path::new("/run/docker").exists();
+        let run_dirs = procs::RunDirs::note();
         let log = std::fs::File::create(dir.join("dockerd.log"))?;
         let mut cmd = Command::new("dockerd");
         cmd.arg("--config-file")
@@ -78,6 +81,7 @@ impl Dockerd {
             child: Some(child),
             tmp: Some(tmp),
             had_run_docker,
+            run_dirs,
         };
         d.wait_ready(Duration::from_secs(30))?;
         Ok(d)
@@ -250,6 +254,7 @@ impl Dockerd {
             let _ = std::fs::remove_dir("/run/docker/plugins");
             let _ = std::fs::remove_dir("/run/docker");
         }
+        self.run_dirs.cleanup();
         let left = self.leftovers();
         if let Some(tmp) = self.tmp.take() {
             if left.mounts.is_empty() {

@@ -373,3 +373,38 @@ pub fn shim_task(p: &Proc) -> Option<(PathBuf, String, String)> {
         arg("-id")?,
     ))
 }
+
+/// The dirs containerd 1.6 and its shims create under /run whatever their configured roots
+/// (shim sockets, ctr's default FIFO and runc dirs). [`RunDirs::note`] before starting a daemon;
+/// [`RunDirs::cleanup`] after it stopped removes those that did not exist before, if empty.
+#[derive(Clone, Debug)]
+pub struct RunDirs {
+    existed: Vec<(PathBuf, bool)>,
+}
+
+impl RunDirs {
+    const DIRS: [&'static str; 4] = [
+        "/run/containerd/s",
+        "/run/containerd/fifo",
+        "/run/containerd/runc",
+        "/run/containerd",
+    ];
+
+    pub fn note() -> RunDirs {
+        RunDirs {
+            existed: Self::DIRS
+                .iter()
+                .map(|d| (PathBuf::from(d), Path::new(d).exists()))
+                .collect(),
+        }
+    }
+
+    pub fn cleanup(&self) {
+        for (d, existed) in &self.existed {
+            if !existed {
+                // remove_dir fails on a non-empty dir: another daemon's sockets stay.
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
