@@ -55,7 +55,7 @@ pub enum SetupError {
     BindSourceSymlink(String),
     #[error("bind {0}: {1}")]
     Bind(String, Errno),
-    #[error("remount {bind} {}: {errno}", remount_flags(*.rw))]
+    #[error("remount {} {bind}: {errno}", remount_flags(*.rw))]
     Remount {
         bind: String,
         rw: bool,
