@@ -1,11 +1,14 @@
 //! The [`Plan`]: everything the shim needs to build the sandbox, prepared by the runner before it forks
-//! (`shared/design.md`: policy as written → validated `Policy` → `Plan`). The shim only executes it; it
-//! makes no policy decisions of its own.
+//! (policy as written → validated `Policy` → `Plan`; `docs/design.md` has the whole data flow). The
+//! shim only executes it; it makes no policy decisions of its own.
 //!
 //! Wire protocol on the shim's control socket ([`CONTROL_FD`], a `SOCK_STREAM` socketpair):
-//! - runner → shim: a little-endian `u32` length, then the plan as JSON.
+//! - runner → shim: the [`GO_BYTE`] (sent once the id maps are written and the shim is in the run's
+//!   cgroup), a little-endian `u32` length, then the plan as JSON; for a pre-built sandbox, later,
+//!   the [`CALL_BYTE`].
 //! - shim → runner: newline-delimited JSON [`Message`]s: `Exec` right before the workload's
-//!   `execveat`, then `Exited`/`Signaled` when the workload ends, or one `SetupError` instead.
+//!   `execveat` (`Ready` before it for a pre-built sandbox), then `Exited`/`Signaled` when the
+//!   workload ends, or one `SetupError` instead.
 
 use std::path::PathBuf;
 
@@ -54,7 +57,7 @@ pub struct Plan {
     pub keep_workload_fd: bool,
     /// A pre-built sandbox of a native warm pool: the workload's process does every step up to and
     /// including seccomp, then blocks reading [`CALL_BYTE`] from the control socket, and only then
-    /// executes the workload (see `exec_workload` in the shim for why this wait is safe).
+    /// executes the workload (the shim's `workload` module says why this wait is safe).
     #[serde(default)]
     pub wait_for_call: bool,
     pub landlock: LandlockPlan,

@@ -1,4 +1,5 @@
-//! The native backend's seccomp policy: a default-deny allow-list (see `shared/security.md`, step 16).
+//! The native backend's seccomp policy: a default-deny allow-list, the last restriction the workload's
+//! process installs before its `execveat`.
 //!
 //! Two filters, compiled by the runner (`hybox::backend::seccomp`, so that this crate, linked into
 //! the static shim, needs no C library) and installed by the workload's process right before
