@@ -731,3 +731,52 @@ fn a_prebuilt_sandbox_is_ready_or_says_why_not() {
     );
     assert!(hybox::sandbox::wait_for_teardowns(Duration::from_secs(10)));
 }
+
+/// An untrusted root filesystem (a bundle's or an image's) with a symlink where a policy mount's
+/// mount point goes: the host's tree is still attached at `/.oldroot` while the shim binds, so
+/// following the link would create directories on the host and put the bind where the plan never
+/// said. The link points at a victim directory of the test's own (writable by anyone, so only the
+/// shim's refusal keeps it empty).
+#[test]
+fn a_symlink_in_the_rootfs_cannot_redirect_a_mount_point() {
+    if !common::privileged("a_symlink_in_the_rootfs_cannot_redirect_a_mount_point") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    // Traversable by the sandbox's unprivileged host id, so that only the shim's check stops it.
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = work.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let image = work.path().join("image");
+    std::fs::create_dir_all(image.join("data")).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new("/.oldroot").join(victim.strip_prefix("/").unwrap()),
+        image.join("data/link"),
+    )
+    .unwrap();
+    let shared = work.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    for (guest, through) in [
+        ("/data/link/sub", "/data/link"),
+        ("/data/link", "/data/link"),
+    ] {
+        let p = policy(&format!(
+            r#"{{"version": 1, "native": {{"rootfs": {{"dir": "{}"}}}},
+                 "filesystem": {{"mounts": [{{"host": "{}", "guest": "{guest}"}}]}}}}"#,
+            image.display(),
+            shared.display()
+        ));
+        let r = run(&p, "probe", &["attack", "read", "/marker"]);
+        match &r.outcome {
+            Outcome::SetupError { step } => assert!(
+                step.contains(through) && step.contains("symlink"),
+                "{guest}: {step}"
+            ),
+            o => panic!("{guest}: the bind went ahead: {o:?}"),
+        }
+        let left: Vec<_> = std::fs::read_dir(&victim).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{guest}: created on the host: {left:?}");
+    }
+}

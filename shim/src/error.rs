@@ -45,6 +45,8 @@ pub enum SetupError {
     MountPointDir(String, Errno),
     #[error("create mount point {0}: {1}")]
     MountPointFile(String, Errno),
+    #[error("mount point {0}: a symlink on the way: ELOOP")]
+    MountPointSymlink(String),
     #[error("pivot_root: {0}")]
     PivotRoot(Errno),
     #[error("chdir / after pivot_root: {0}")]

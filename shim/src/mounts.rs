@@ -248,14 +248,32 @@ fn mkdir(p: &Path, mode: libc::mode_t) -> Result<()> {
     }
 }
 
-/// `mkdir -p` of an absolute path, each level 0755.
+/// `mkdir -p` of an absolute path, each level 0755, following no symlink.
+///
+/// Why no symlink: the levels may be inside a directory bound from the host (a bundle's or an
+/// image's root filesystem, whose content is untrusted), while the host's whole tree is still
+/// reachable at `/.oldroot`. A planted `data -> /.oldroot/home/x` would make `mkdir` create
+/// directories on the host and the bind land on a path the plan never named (the class of runc's
+/// CVE-2021-30465). Nothing inside the sandbox runs yet, so nothing can swap a level between this
+/// check and the mount.
 fn mkdir_p(p: &Path) -> Result<()> {
     let mut cur = PathBuf::from("/");
     for c in p.components().skip(1) {
         cur.push(c);
+        refuse_symlink(&cur)?;
         mkdir(&cur, 0o755)?;
     }
     Ok(())
+}
+
+/// An error if `p` itself is a symlink (a missing `p` is fine: the caller creates it).
+fn refuse_symlink(p: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(SetupError::MountPointSymlink(p.display().to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The mount flags a bind must keep when remounted: in a user namespace the kernel locks the flags a
@@ -316,6 +334,9 @@ fn bind(old: &Path, b: &Bind) -> Result<()> {
     if let Some(parent) = b.guest.parent() {
         mkdir_p(parent)?;
     }
+    // The mount point itself: `mkdir` of an existing symlink answers EEXIST, and the mount would
+    // follow it.
+    refuse_symlink(&b.guest)?;
     if meta.is_dir() {
         mkdir(&b.guest, 0o755)?;
     } else {

@@ -105,7 +105,7 @@ pub fn create_file(p: &Path, mode: libc::mode_t) -> Result<(), Errno> {
     let fd = check(unsafe {
         libc::open(
             c.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             mode,
         )
     })?;
