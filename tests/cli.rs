@@ -422,3 +422,64 @@ fn a_forked_wasm_worker_holds_no_environment_or_fd_of_the_cli() {
         "{scratch} left behind"
     );
 }
+
+/// The scratch directories (a wasm guest's `/tmp`) of a hybox that was SIGKILLed mid-run: private
+/// (0700) while they live, left behind by the kill (no destructor runs), and removed by `hybox gc`.
+#[test]
+fn scratch_dirs_are_private_and_gc_removes_those_of_a_killed_hybox() {
+    if !common::privileged("scratch_dirs_are_private_and_gc_removes_those_of_a_killed_hybox") {
+        return;
+    }
+    let mut child = hybox()
+        .args([
+            "run",
+            "--policy",
+            "policies/benchmark.json",
+            "--timeout",
+            "60s",
+            "tests/fixtures/wasm/spin.wat",
+        ])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start hybox run");
+    let mark = format!(".owner-{}-", child.id());
+    let find = || {
+        ["/dev/shm".into(), std::env::temp_dir()]
+            .iter()
+            .filter_map(|b| std::fs::read_dir(b).ok())
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("hybox-wasm-tmp-") && n.contains(&mark)
+            })
+    };
+    let t0 = std::time::Instant::now();
+    let dir = loop {
+        if let Some(d) = find() {
+            break d;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "no scratch dir with {mark} appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+    child.kill().unwrap(); // SIGKILL: no destructor, no signal teardown
+    child.wait().unwrap();
+    assert!(dir.is_dir(), "the kill itself left {}", dir.display());
+    let o = run(&["gc"]);
+    assert_eq!(o.status, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains(&format!("removed {}", dir.display())),
+        "{}",
+        o.stdout
+    );
+    assert!(!dir.exists(), "{} survived gc", dir.display());
+}

@@ -369,6 +369,9 @@ fn bench_serve(args: BenchServeArgs) -> i32 {
 
 fn gc() -> i32 {
     let host = HostConfig::default();
+    let mut ok = true;
+    // Envelopes first: killing what is left in a dead owner's envelope stops its processes (an
+    // orphaned wasm worker) from writing to the scratch directories removed next.
     match hybox::envelope::gc(&host.cgroup_root, &host.cgroup_parent) {
         Ok(r) => {
             for leaf in &r.removed {
@@ -383,13 +386,32 @@ fn gc() -> i32 {
             for e in &r.errors {
                 eprintln!("hybox: gc: {e}");
             }
-            if r.errors.is_empty() {
-                0
-            } else {
-                exit::RUNNER_FAILED
-            }
+            ok &= r.errors.is_empty();
         }
-        Err(e) => fail(&e, exit::RUNNER_FAILED),
+        Err(e) => {
+            eprintln!("hybox: gc: envelopes: {}", hybox::error_chain(&e));
+            ok = false;
+        }
+    }
+    // Scratch directories need no cgroup: they are removed even on a host without one.
+    let scratch = hybox::scratch::gc();
+    for dir in &scratch.removed {
+        println!("removed {}", dir.display());
+    }
+    println!(
+        "gc: {} scratch dir(s) examined, {} removed, {} still owned by a live hybox",
+        scratch.examined,
+        scratch.removed.len(),
+        scratch.live
+    );
+    for e in &scratch.errors {
+        eprintln!("hybox: gc: {e}");
+    }
+    ok &= scratch.errors.is_empty();
+    if ok {
+        0
+    } else {
+        exit::RUNNER_FAILED
     }
 }
 
