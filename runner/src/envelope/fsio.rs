@@ -14,6 +14,8 @@
 use std::io::{self, Write};
 use std::path::Path;
 
+use super::EnvelopeError;
+
 /// File operations on a cgroup filesystem.
 pub(crate) trait CgroupFs: Send + Sync + std::fmt::Debug {
     /// `mkdir(2)`; `EEXIST` is returned as an error (callers decide whether it is fine).
@@ -115,4 +117,42 @@ fn read_all(f: &std::fs::File) -> io::Result<String> {
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads a file with a single number.
+pub(crate) fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Result<u64, EnvelopeError> {
+    let text = fs
+        .read(path)
+        .map_err(|e| EnvelopeError::io("read", path, e))?;
+    text.trim().parse().map_err(|_| EnvelopeError::Parse {
+        path: path.into(),
+        content: text,
+        why: "not a number",
+    })
+}
+
+/// The value of `key` in a flat-keyed file (`key value` per line: memory.events, cpu.stat, pids.events,
+/// memory.oom_control, cpuacct.stat).
+pub(crate) fn parse_key(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key))
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+pub(crate) fn read_key(
+    fs: &dyn CgroupFs,
+    path: &Path,
+    key: &'static str,
+) -> Result<u64, EnvelopeError> {
+    let text = fs
+        .read(path)
+        .map_err(|e| EnvelopeError::io("read", path, e))?;
+    parse_key(&text, key).ok_or(EnvelopeError::Parse {
+        path: path.into(),
+        content: text,
+        why: key,
+    })
 }
