@@ -5,7 +5,7 @@
 //! drop write errors (e.g. `Cgroup::add_task` on some controllers, `apply` ignoring per-resource
 //! failures). hybox therefore does the I/O itself: one `write(2)` per value, every value read back by
 //! the caller. cgroups-rs is still used where it fits: parsing `/proc/self/mountinfo` to confirm that
-//! the real v1 controller directories are cgroup mounts (see `layout.rs`).
+//! the real v1 controller directories are cgroup mounts (see `host/cgroup.rs`).
 //!
 //! The trait is passed in (never switched by `cfg!(test)`): [`RealFs`] for the host, and a fake in
 //! the unit tests that emulates what the kernel does on `mkdir` and `write` (control files appear,
