@@ -64,7 +64,7 @@ fn assert_hardened(r: &BackendRun) {
     );
     // The worker's ruleset is fully enforced from Landlock ABI 6 on; an older kernel enforces part
     // of it, and then the report must list that as a degradation, not only in its details.
-    let abi = hybox::doctor::landlock_abi().unwrap_or(0);
+    let abi = hybox::host::landlock_abi().unwrap_or(0);
     if abi >= 6 {
         assert_eq!(d["landlock"], "fully_enforced", "{r:?}");
         assert!(r.degradations.is_empty(), "{r:?}");

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 /// Whether this kernel's Landlock ABI covers everything the shim enforces (fs, TCP, scoping: ABI 6).
 fn full_landlock() -> bool {
-    hybox::doctor::landlock_abi().is_ok_and(|abi| abi >= 6)
+    hybox::host::landlock_abi().is_ok_and(|abi| abi >= 6)
 }
 
 /// A test policy. On a kernel with an older Landlock ABI (the 6.1 VM suite), `landlock: required`
@@ -636,7 +636,7 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
         .expect("native run starts");
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
     // cgroup v2: created inside (CLONE_INTO_CGROUP); v1: migrated by the runner before release.
-    let layout = hybox::envelope::detect(root).unwrap();
+    let layout = hybox::host::cgroup::detect(root).unwrap();
     let expect = if layout.version() == "v2" {
         "clone_into_cgroup"
     } else {

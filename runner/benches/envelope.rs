@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use hybox::backend::EnvelopeJoin;
-use hybox::envelope::{self, Envelope, Layout, Limits};
+use hybox::envelope::{Envelope, Limits};
+use hybox::host::cgroup::{self, Layout};
 
 const LIMITS: Limits = Limits {
     memory_bytes: 64 << 20,
@@ -103,7 +104,7 @@ fn bench(c: &mut Criterion) {
     });
     // Baseline in the same run: the kernel's own cost for the same cgroups, mkdir + rmdir of one
     // directory per hierarchy hybox uses, with no limits written, no read-back, no join.
-    let layout = envelope::detect(root).unwrap();
+    let layout = cgroup::detect(root).unwrap();
     let mut bases: Vec<PathBuf> = match &layout {
         Layout::V2 { root, .. } => vec![root.clone()],
         Layout::V1 { controllers: c, .. } | Layout::Hybrid { controllers: c, .. } => {

@@ -1,6 +1,10 @@
-//! `hybox doctor`: what this host supports, and what each fact means for hybox.
+//! `hybox doctor`: what this host supports, and what each fact means for hybox. The facts come from
+//! [`crate::host`] (where the backends and the envelope read them too); this module only judges and
+//! words them.
 
 use serde::Serialize;
+
+use crate::host::{cgroup, kernel, landlock_abi};
 
 /// One fact about the host.
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +42,7 @@ fn check(
 
 /// Runs every check. Cheap (no sandbox is started) and side-effect free.
 pub fn run(host: &crate::HostConfig) -> Vec<Check> {
-    let layout = crate::envelope::detect(&host.cgroup_root);
+    let layout = cgroup::detect(&host.cgroup_root);
     vec![
         privileges(),
         cgroups(&layout),
@@ -86,8 +90,7 @@ fn shim(host: &crate::HostConfig) -> Check {
 }
 
 fn privileges() -> Check {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = kernel::euid();
     if euid == 0 {
         check(
             "privileges",
@@ -105,7 +108,7 @@ fn privileges() -> Check {
     }
 }
 
-type Detected = Result<crate::envelope::Layout, crate::envelope::EnvelopeError>;
+type Detected = Result<cgroup::Layout, cgroup::LayoutError>;
 
 fn cgroups(layout: &Detected) -> Check {
     match layout {
@@ -142,9 +145,7 @@ fn cgroup_entry(layout: &Detected) -> Check {
             "no migration on the native start path",
         );
     }
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let favoured = favordynmods(&mounts);
-    if favoured {
+    if cgroup::favordynmods() {
         check(
             "cgroup entry",
             Status::Ok,
@@ -164,27 +165,12 @@ fn cgroup_entry(layout: &Detected) -> Check {
     }
 }
 
-/// Whether a cgroup or cgroup2 mount in `mounts` (the format of /proc/self/mounts) has the
-/// `favordynmods` option (it applies to the kernel's one threadgroup lock, so one mount is enough).
-fn favordynmods(mounts: &str) -> bool {
-    mounts.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() > 3
-            && (f[2] == "cgroup" || f[2] == "cgroup2")
-            && f[3].split(',').any(|o| o == "favordynmods")
-    })
-}
-
-fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 fn user_namespaces() -> Check {
-    let max = read_trim("/proc/sys/user/max_user_namespaces").and_then(|s| s.parse::<u64>().ok());
-    let apparmor = read_trim("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
-    let debian = read_trim("/proc/sys/kernel/unprivileged_userns_clone");
+    let kernel::UserNamespaces {
+        max,
+        apparmor_restricted,
+        unprivileged_clone,
+    } = kernel::user_namespaces();
     if max == Some(0) {
         return check(
             "user namespaces",
@@ -193,7 +179,7 @@ fn user_namespaces() -> Check {
             "the native backend cannot run (hint: sysctl -w user.max_user_namespaces=15000)",
         );
     }
-    if apparmor.as_deref() == Some("1") {
+    if apparmor_restricted == Some(true) {
         return check(
             "user namespaces",
             Status::Warn,
@@ -201,7 +187,7 @@ fn user_namespaces() -> Check {
             "the native backend works as root; unprivileged, mounts inside the sandbox fail (hint: an AppArmor profile for hybox, or run as root)",
         );
     }
-    if debian.as_deref() == Some("0") {
+    if unprivileged_clone == Some(false) {
         return check(
             "user namespaces",
             Status::Warn,
@@ -221,7 +207,7 @@ fn user_namespaces() -> Check {
 }
 
 fn seccomp() -> Check {
-    match read_trim("/proc/sys/kernel/seccomp/actions_avail") {
+    match kernel::seccomp_actions() {
         Some(actions) if actions.contains("kill_process") && actions.contains("errno") => check(
             "seccomp",
             Status::Ok,
@@ -242,8 +228,6 @@ fn seccomp() -> Check {
         ),
     }
 }
-
-pub use crate::host::landlock_abi;
 
 fn landlock() -> Check {
     match landlock_abi() {
@@ -283,18 +267,4 @@ pub fn render(checks: &[Check]) -> String {
         ));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn favordynmods_is_found_on_any_cgroup_mount_only() {
-        let plain = "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
-                     cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
-        assert!(!super::favordynmods(plain));
-        let v2 = "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime,favordynmods 0 0\n";
-        assert!(super::favordynmods(v2));
-        let other = "tmpfs /favordynmods tmpfs rw,favordynmods 0 0\n";
-        assert!(!super::favordynmods(other));
-    }
 }

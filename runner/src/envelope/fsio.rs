@@ -5,7 +5,7 @@
 //! drop write errors (e.g. `Cgroup::add_task` on some controllers, `apply` ignoring per-resource
 //! failures). hybox therefore does the I/O itself: one `write(2)` per value, every value read back by
 //! the caller. cgroups-rs is still used where it fits: parsing `/proc/self/mountinfo` to confirm that
-//! the real v1 controller directories are cgroup mounts (see `layout.rs`).
+//! the real v1 controller directories are cgroup mounts (see `host/cgroup.rs`).
 //!
 //! The trait is passed in (never switched by `cfg!(test)`): [`RealFs`] for the host, and a fake in
 //! the unit tests that emulates what the kernel does on `mkdir` and `write` (control files appear,
@@ -13,6 +13,8 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+
+use super::EnvelopeError;
 
 /// File operations on a cgroup filesystem.
 pub(crate) trait CgroupFs: Send + Sync + std::fmt::Debug {
@@ -115,4 +117,42 @@ fn read_all(f: &std::fs::File) -> io::Result<String> {
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads a file with a single number.
+pub(crate) fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Result<u64, EnvelopeError> {
+    let text = fs
+        .read(path)
+        .map_err(|e| EnvelopeError::io("read", path, e))?;
+    text.trim().parse().map_err(|_| EnvelopeError::Parse {
+        path: path.into(),
+        content: text,
+        why: "not a number",
+    })
+}
+
+/// The value of `key` in a flat-keyed file (`key value` per line: memory.events, cpu.stat, pids.events,
+/// memory.oom_control, cpuacct.stat).
+pub(crate) fn parse_key(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key))
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+pub(crate) fn read_key(
+    fs: &dyn CgroupFs,
+    path: &Path,
+    key: &'static str,
+) -> Result<u64, EnvelopeError> {
+    let text = fs
+        .read(path)
+        .map_err(|e| EnvelopeError::io("read", path, e))?;
+    parse_key(&text, key).ok_or(EnvelopeError::Parse {
+        path: path.into(),
+        content: text,
+        why: key,
+    })
 }

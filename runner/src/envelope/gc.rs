@@ -6,12 +6,14 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::create::{bases, validate_name};
 use super::fsio::{CgroupFs, RealFs};
 use super::owner::parse_leaf_name;
-use super::{bases, layout, Dirs, EnvelopeError, Inner, Version};
+use super::{Dirs, EnvelopeError, Inner, Version};
+use crate::host::cgroup;
 
 /// What a gc pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct GcReport {
     /// Envelope leaves found under the parent (hybox-named only).
     pub examined: usize,
@@ -20,14 +22,25 @@ pub struct GcReport {
     /// Leaves whose owner is still running (left alone).
     pub live: usize,
     /// Stale leaves that could not be removed, with why.
-    pub errors: Vec<String>,
+    pub errors: Vec<GcFailure>,
+}
+
+/// A stale leaf a gc pass could not remove.
+#[derive(Debug, thiserror::Error)]
+#[error("{leaf}: {source}")]
+pub struct GcFailure {
+    /// The leaf's name under the parent (`<run_id>.owner-<pid>-<start>`).
+    pub leaf: String,
+    /// Why its teardown failed.
+    #[source]
+    pub source: EnvelopeError,
 }
 
 /// Removes the envelopes under `root`/`parent` whose owner is dead (`hybox gc`).
 pub fn gc(root: &Path, parent: &str) -> Result<GcReport, EnvelopeError> {
-    super::validate_name("cgroup parent", parent, true)?;
+    validate_name("cgroup parent", parent, true)?;
     let fs: Arc<dyn CgroupFs> = Arc::new(RealFs);
-    let layout = layout::detect_with(&*fs, root)?;
+    let layout = cgroup::detect(root)?;
     let (version, bases) = bases(&layout)?;
     gc_with(&fs, version, &bases, parent)
 }
@@ -65,7 +78,7 @@ pub(crate) fn gc_with(
         };
         match inner.teardown() {
             Ok(()) => report.removed.push(name),
-            Err(e) => report.errors.push(format!("{name}: {e}")),
+            Err(source) => report.errors.push(GcFailure { leaf: name, source }),
         }
     }
     Ok(report)

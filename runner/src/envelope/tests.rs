@@ -3,9 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::create::bases;
 use super::fake::{v1_tree, v2_tree, FakeFs};
 use super::EnvelopeJoin;
 use super::*;
+use crate::host::cgroup::{detect, Layout};
 
 const LIMITS: Limits = Limits {
     memory_bytes: 64 << 20,

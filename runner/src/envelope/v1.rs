@@ -12,11 +12,10 @@
 //!   pids.max at 0 nothing inside can fork, so the pid list cannot grow under us (the freezer did the
 //!   same job at the cost of a fourth hierarchy per run and a FREEZING wait).
 
-use super::fsio::CgroupFs;
-use super::{
-    cpu_quota, page_size, pids_to_kill, read_key, read_u64, seal_and_kill, write_checked, Applied,
-    Dirs, EnvelopeError, Limits,
-};
+use super::create::{cpu_quota, page_size, write_checked};
+use super::fsio::{read_key, read_u64, CgroupFs};
+use super::teardown::{pids_to_kill, seal_and_kill};
+use super::{Applied, Dirs, EnvelopeError, Limits};
 use crate::report::Usage;
 
 pub(crate) fn apply(fs: &dyn CgroupFs, d: &Dirs, l: &Limits) -> Result<Applied, EnvelopeError> {

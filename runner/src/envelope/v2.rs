@@ -9,11 +9,10 @@
 
 use std::path::Path;
 
-use super::fsio::CgroupFs;
-use super::{
-    cpu_quota, kill_loop, page_size, pids_to_kill, read_key, read_u64, seal_and_kill,
-    write_checked, Applied, EnvelopeError, Limits,
-};
+use super::create::{cpu_quota, page_size, unavailable_or_io, write_checked};
+use super::fsio::{read_key, read_u64, CgroupFs};
+use super::teardown::{kill_loop, pids_to_kill, seal_and_kill};
+use super::{Applied, EnvelopeError, Limits};
 use crate::report::Usage;
 
 const NEEDED: [&str; 3] = ["memory", "cpu", "pids"];
@@ -32,7 +31,7 @@ pub(crate) fn prepare_parents(
         match fs.mkdir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(super::unavailable_or_io("mkdir", &dir, e)),
+            Err(e) => return Err(unavailable_or_io("mkdir", &dir, e)),
         }
         enable(fs, &dir, false)?;
     }
@@ -70,7 +69,7 @@ fn enable(fs: &dyn CgroupFs, dir: &Path, is_root: bool) -> Result<(), EnvelopeEr
         .collect::<Vec<_>>()
         .join(" ");
     fs.write(&file, &value)
-        .map_err(|e| super::unavailable_or_io("write", &file, e))?;
+        .map_err(|e| unavailable_or_io("write", &file, e))?;
     let now = read(fs)?;
     if missing
         .iter()

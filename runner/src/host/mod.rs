@@ -1,7 +1,16 @@
 //! Facts about and choices for the host hybox runs on, below every other layer: where hybox finds
 //! its parts and keeps its state ([`HostConfig`]), how a one-shot wasm worker starts
-//! ([`WorkerStart`]), the kernel's Landlock ABI, and run ids. The backends, the envelope and
-//! `hybox doctor` all read these from here.
+//! ([`WorkerStart`]), and run ids; in submodules, what the host offers, each probed in one place
+//! that the backends, the envelope and `hybox doctor` all read:
+//! - [`cgroup`]: the cgroup layout (v1, v2 or hybrid) and how cgroups are mounted;
+//! - [`landlock`]: the kernel's Landlock ABI;
+//! - [`kernel`]: the process's euid, the user-namespace sysctls, the seccomp actions.
+
+pub mod cgroup;
+pub mod kernel;
+pub mod landlock;
+
+pub use landlock::landlock_abi;
 
 use std::path::PathBuf;
 
@@ -91,26 +100,6 @@ impl WorkerStart {
             StartKind::Exec => "exec",
             StartKind::Fork => "fork",
         }
-    }
-}
-
-/// The Landlock ABI version of the running kernel, or the errno if Landlock is unavailable.
-pub fn landlock_abi() -> Result<i64, std::io::Error> {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: with a NULL attr, size 0 and the VERSION flag, landlock_create_ruleset only returns the
-    // ABI version (or -1 with errno); it touches no memory of ours.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if v < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(v)
     }
 }
 

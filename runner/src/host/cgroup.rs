@@ -1,4 +1,6 @@
-//! Which cgroup hierarchy the host has, found under a root path (never assumed).
+//! The host's cgroups: which hierarchy it has under a root path ([`detect`], never assumed), and how
+//! the cgroup filesystems are mounted ([`favordynmods`]). The envelope builds on the layout, `hybox
+//! doctor` describes it; both read it from here.
 //!
 //! - v2 (unified): `<root>/cgroup.controllers` exists.
 //! - v1: controller directories `<root>/<name>` (possibly co-mounted, `cpu,cpuacct`) holding
@@ -8,12 +10,53 @@
 //!
 //! On the real host, the v1 directories are cross-checked against `/proc/self/mountinfo` as parsed by
 //! cgroups-rs: a directory counts only if it is a cgroup mount carrying that controller. A root with no
-//! cgroup mounts under it (a fake tree in a tempdir) is probed by its files alone.
+//! cgroup mounts under it (a fake tree in a tempdir, as the envelope's unit tests build) is probed by
+//! its files alone. Detection only reads, with plain `std::fs` calls: a fake tree is a real directory
+//! tree, so it needs no fake filesystem.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::fsio::CgroupFs;
-use super::EnvelopeError;
+/// Why no layout was found under a root. Every variant names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// The root itself cannot be found (no cgroup filesystem mounted there).
+    #[error("no usable cgroup: cgroup root {}: {source}", root.display())]
+    NoRoot {
+        root: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The root holds neither v2's `cgroup.controllers` nor a v1 controller directory.
+    #[error("no usable cgroup: a cgroup hierarchy under {} (neither cgroup.controllers nor v1 controller directories): {source}", root.display())]
+    NoHierarchy {
+        root: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Reading a file or listing a directory of the hierarchy failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LayoutError {
+    /// Whether this host (or this user) has no cgroup hybox may use: no root, no hierarchy, or no
+    /// permission to read it (as opposed to an I/O failure of a hierarchy that is there).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LayoutError::NoRoot { .. } | LayoutError::NoHierarchy { .. } => true,
+            LayoutError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+            ),
+        }
+    }
+}
 
 /// The v1 controller directories hybox uses (each the mount point of that controller).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +65,8 @@ pub struct V1Controllers {
     pub cpu: Option<PathBuf>,
     pub cpuacct: Option<PathBuf>,
     pub pids: Option<PathBuf>,
-    /// Optional and unused: the kill seals the envelope through `pids.max` instead (see `v1.rs`).
+    /// Optional and unused: the envelope's kill seals it through `pids.max` instead (see
+    /// `envelope/v1.rs`).
     pub freezer: Option<PathBuf>,
 }
 
@@ -134,51 +178,71 @@ fn list(v: &[String]) -> String {
     }
 }
 
-/// Finds the layout under `root` using `fs` for the probing.
-pub(crate) fn detect_with(fs: &dyn CgroupFs, root: &Path) -> Result<Layout, EnvelopeError> {
-    if !fs.exists(root) {
-        return Err(EnvelopeError::Unavailable {
-            what: format!("cgroup root {}", root.display()),
-            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+/// Finds the cgroup layout under `root` (normally `/sys/fs/cgroup`, `HostConfig.cgroup_root`).
+pub fn detect(root: &Path) -> Result<Layout, LayoutError> {
+    if let Err(source) = std::fs::metadata(root) {
+        return Err(LayoutError::NoRoot {
+            root: root.to_path_buf(),
+            source,
         });
     }
     let controllers_file = root.join("cgroup.controllers");
-    if fs.exists(&controllers_file) {
-        let text = fs
-            .read(&controllers_file)
-            .map_err(|e| EnvelopeError::io("read", &controllers_file, e))?;
+    if controllers_file.exists() {
         return Ok(Layout::V2 {
             root: root.to_path_buf(),
-            controllers: words(&text),
+            controllers: words(&read(&controllers_file)?),
         });
     }
-    let v1 = v1_controllers(fs, root)?;
+    let v1 = v1_controllers(root)?;
     if [&v1.memory, &v1.cpu, &v1.cpuacct, &v1.pids, &v1.freezer]
         .iter()
         .all(|p| p.is_none())
     {
-        return Err(EnvelopeError::Unavailable {
-            what: format!("a cgroup hierarchy under {} (neither cgroup.controllers nor v1 controller directories)", root.display()),
-            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        return Err(LayoutError::NoHierarchy {
+            root: root.to_path_buf(),
+            source: io::Error::from_raw_os_error(libc::ENOENT),
         });
     }
     let unified = root.join("unified");
     let unified_file = unified.join("cgroup.controllers");
-    if fs.exists(&unified_file) {
-        let text = fs
-            .read(&unified_file)
-            .map_err(|e| EnvelopeError::io("read", &unified_file, e))?;
+    if unified_file.exists() {
         return Ok(Layout::Hybrid {
             root: root.to_path_buf(),
             controllers: v1,
             unified,
-            unified_controllers: words(&text),
+            unified_controllers: words(&read(&unified_file)?),
         });
     }
     Ok(Layout::V1 {
         root: root.to_path_buf(),
         controllers: v1,
     })
+}
+
+fn read(path: &Path) -> Result<String, LayoutError> {
+    std::fs::read_to_string(path).map_err(|source| LayoutError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The names of the sub-directories of `dir`, sorted; a symlink (`cpu -> cpu,cpuacct`) is not one.
+fn list_dirs(dir: &Path) -> Result<Vec<String>, LayoutError> {
+    let io = |source| LayoutError::Io {
+        op: "list",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_dir() {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -188,10 +252,8 @@ fn words(s: &str) -> Vec<String> {
 /// Finds each v1 controller's directory under `root`: a directory whose name (split on `,` for
 /// co-mounts such as `cpu,cpuacct`) names the controller and that holds `cgroup.procs`. Symlinks
 /// (`cpu -> cpu,cpuacct`) are resolved so co-mounted controllers share one path.
-fn v1_controllers(fs: &dyn CgroupFs, root: &Path) -> Result<V1Controllers, EnvelopeError> {
-    let names = fs
-        .list_dirs(root)
-        .map_err(|e| EnvelopeError::io("list", root, e))?;
+fn v1_controllers(root: &Path) -> Result<V1Controllers, LayoutError> {
+    let names = list_dirs(root)?;
     // Mount table as parsed by cgroups-rs: the v1 cgroup mounts under this root, if any (none for a
     // fake tree).
     let root_canon = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
@@ -211,7 +273,7 @@ fn v1_controllers(fs: &dyn CgroupFs, root: &Path) -> Result<V1Controllers, Envel
             .iter()
             .find(|n| n.split(',').any(|part| part == ctl))?;
         let dir = root.join(name);
-        fs.exists(&dir.join("cgroup.procs")).then_some(dir)
+        dir.join("cgroup.procs").exists().then_some(dir)
     };
     Ok(V1Controllers {
         memory: find("memory"),
@@ -220,4 +282,40 @@ fn v1_controllers(fs: &dyn CgroupFs, root: &Path) -> Result<V1Controllers, Envel
         pids: find("pids"),
         freezer: find("freezer"),
     })
+}
+
+/// Whether a cgroup hierarchy of this host is mounted with `favordynmods` (Linux >= 6.0). It applies
+/// to the kernel's one `cgroup_threadgroup_rwsem`, so one mount is enough: moving a process into a
+/// cgroup then no longer waits for an RCU grace period (the cost of joining an envelope on v1).
+/// `false` if `/proc/self/mounts` cannot be read.
+pub fn favordynmods() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    favordynmods_in(&mounts)
+}
+
+/// Whether a cgroup or cgroup2 mount in `mounts` (the format of /proc/self/mounts) has the
+/// `favordynmods` option.
+fn favordynmods_in(mounts: &str) -> bool {
+    mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 3
+            && (f[2] == "cgroup" || f[2] == "cgroup2")
+            && f[3].split(',').any(|o| o == "favordynmods")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    // Detection itself is tested against the fake trees in envelope/tests.rs.
+
+    #[test]
+    fn favordynmods_is_found_on_any_cgroup_mount_only() {
+        let plain = "cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n\
+                     cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        assert!(!super::favordynmods_in(plain));
+        let v2 = "cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime,favordynmods 0 0\n";
+        assert!(super::favordynmods_in(v2));
+        let other = "tmpfs /favordynmods tmpfs rw,favordynmods 0 0\n";
+        assert!(!super::favordynmods_in(other));
+    }
 }
