@@ -1,7 +1,7 @@
-//! The isolation conformance suite (issue 6): every case of `hybox::conformance` on every backend it
-//! applies to, through the real run path (envelope, backend, report), each with its negative control,
-//! plus the cross-backend equivalence of the benign examples. The table is printed (run with
-//! `--nocapture` to see it).
+//! The isolation conformance suite (docs/conformance.md): every case of `hybox::conformance` on every
+//! backend it applies to, through the real run path (envelope, backend, report), each with its
+//! negative control, plus the cross-backend equivalence of the benign examples. The table is printed
+//! (run with `--nocapture` to see it).
 //!
 //! Privileged (root): `cargo test -p hybox --test conformance`.
 

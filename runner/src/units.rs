@@ -10,6 +10,31 @@ use std::str::FromStr;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a size or duration string was refused: the value as written and the form expected
+/// ([`SIZE_EXPECTED`] or [`DURATION_EXPECTED`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a number followed by an optional unit.
+    #[error("expected {expected}, found \"{value}\"")]
+    Malformed {
+        value: String,
+        expected: &'static str,
+    },
+    /// A number too large for the quantity (a size over 2^64 bytes).
+    #[error("expected {expected}, found \"{value}\" (too large)")]
+    TooLarge {
+        value: String,
+        expected: &'static str,
+    },
+    /// A number with a unit this quantity does not know.
+    #[error("expected {expected}, found \"{value}\" (unknown unit \"{unit}\")")]
+    UnknownUnit {
+        value: String,
+        unit: String,
+        expected: &'static str,
+    },
+}
+
 /// A number of bytes. Written as an integer (bytes) or a string with a binary unit:
 /// `K`/`KiB`, `M`/`MiB`, `G`/`GiB`, `T`/`TiB` (all powers of 1024), e.g. `"128M"`.
 ///
@@ -38,17 +63,23 @@ pub const SIZE_EXPECTED: &str =
     "a byte count: an integer, or a string like \"512K\", \"128M\", \"2G\"";
 
 impl FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
+        let too_large = || UnitError::TooLarge {
+            value: s.to_string(),
+            expected: SIZE_EXPECTED,
+        };
         if num.is_empty() {
-            return Err(format!("expected {SIZE_EXPECTED}, found \"{s}\""));
+            return Err(UnitError::Malformed {
+                value: s.to_string(),
+                expected: SIZE_EXPECTED,
+            });
         }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("expected {SIZE_EXPECTED}, found \"{s}\" (too large)"))?;
+        // Only digits are left: the one way this parse fails is overflow.
+        let n: u64 = num.parse().map_err(|_| too_large())?;
         let shift = match unit.trim() {
             "" | "B" => 0,
             "K" | "k" | "KiB" | "KB" => 10,
@@ -56,15 +87,14 @@ impl FromStr for Size {
             "G" | "g" | "GiB" | "GB" => 30,
             "T" | "t" | "TiB" | "TB" => 40,
             _ => {
-                return Err(format!(
-                    "expected {SIZE_EXPECTED}, found \"{s}\" (unknown unit \"{}\")",
-                    unit.trim()
-                ))
+                return Err(UnitError::UnknownUnit {
+                    value: s.to_string(),
+                    unit: unit.trim().to_string(),
+                    expected: SIZE_EXPECTED,
+                })
             }
         };
-        n.checked_mul(1u64 << shift)
-            .map(Size)
-            .ok_or_else(|| format!("expected {SIZE_EXPECTED}, found \"{s}\" (too large)"))
+        n.checked_mul(1u64 << shift).map(Size).ok_or_else(too_large)
     }
 }
 
@@ -158,14 +188,17 @@ impl Duration {
 }
 
 impl FromStr for Duration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let split = t
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let bad = || format!("expected {DURATION_EXPECTED}, found \"{s}\"");
+        let bad = || UnitError::Malformed {
+            value: s.to_string(),
+            expected: DURATION_EXPECTED,
+        };
         let n: f64 = num.parse().map_err(|_| bad())?;
         let secs = match unit.trim() {
             "" | "s" => n,
@@ -255,12 +288,14 @@ mod tests {
         assert!("12Q"
             .parse::<Size>()
             .unwrap_err()
+            .to_string()
             .contains("unknown unit \"Q\""));
         assert!("M".parse::<Size>().is_err());
         assert!("-1".parse::<Size>().is_err());
         assert!("99999999999999T"
             .parse::<Size>()
             .unwrap_err()
+            .to_string()
             .contains("too large"));
     }
 

@@ -277,23 +277,34 @@ pub struct ExplainArgs {
     pub artifact: PathBuf,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+/// A flag value clap could not take apart (clap prints it after the flag's name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    /// `--env` without `=`, or with an empty name.
+    #[error("expected K=V, found {0:?}")]
+    Env(String),
+    /// `--mount` not of the form HOST:GUEST[:ro|:rw].
+    #[error("expected HOST:GUEST or HOST:GUEST:rw, found {0:?}")]
+    Mount(String),
+}
+
+fn parse_env(s: &str) -> Result<(String, String), FlagError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected K=V, found {s:?}")),
+        _ => Err(FlagError::Env(s.to_string())),
     }
 }
 
-fn parse_mount(s: &str) -> Result<Mount, String> {
+fn parse_mount(s: &str) -> Result<Mount, FlagError> {
     let parts: Vec<&str> = s.split(':').collect();
     let (host, guest, mode) = match parts.as_slice() {
         [h, g] => (*h, *g, Access::Ro),
         [h, g, "ro"] => (*h, *g, Access::Ro),
         [h, g, "rw"] => (*h, *g, Access::Rw),
-        _ => return Err(format!("expected HOST:GUEST or HOST:GUEST:rw, found {s:?}")),
+        _ => return Err(FlagError::Mount(s.to_string())),
     };
     if host.is_empty() || guest.is_empty() {
-        return Err(format!("expected HOST:GUEST or HOST:GUEST:rw, found {s:?}"));
+        return Err(FlagError::Mount(s.to_string()));
     }
     Ok(Mount {
         host: host.into(),

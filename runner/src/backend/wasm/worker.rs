@@ -1004,7 +1004,7 @@ pub fn precompile_in_process(
         why,
     };
     let bytes = std::fs::read(input).map_err(|e| err(format!("read: {e}")))?;
-    let format = crate::workload::sniff(&bytes).map_err(err)?;
+    let format = crate::workload::sniff(&bytes).map_err(|e| err(e.to_string()))?;
     let kind = kind_of(&format)
         .ok_or_else(|| err(format!("not a wasm module or component ({format})")))?;
     let engine =

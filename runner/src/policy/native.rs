@@ -1,0 +1,169 @@
+//! `native`: settings of the native backend (root filesystem, hostname, seccomp grants, Landlock,
+//! rlimits, and the ids inside and on the host).
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+
+use crate::units::Size;
+
+/// Settings for the native backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NativeSection {
+    /// The sandbox's root: `"host"` (a minimal read-only view of the host's system directories, enough
+    /// for dynamic binaries) or `{"dir": "/abs/path"}` (e.g. an unpacked image, bound read-only).
+    #[serde(default)]
+    pub rootfs: Rootfs,
+    /// Hostname inside the sandbox. Default `hybox`.
+    #[serde(default = "default_hostname", deserialize_with = "hostname_valid")]
+    pub hostname: String,
+    /// The seccomp filter: the default allow-list plus explicitly granted syscalls.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+    /// Landlock: `required` (default; fail if the kernel lacks it), `best_effort`, or `off`.
+    #[serde(default)]
+    pub landlock: LandlockMode,
+    /// Resource limits set with setrlimit inside the sandbox. RLIMIT_AS is never set (memory is the
+    /// cgroup's job).
+    #[serde(default)]
+    pub rlimits: Rlimits,
+    /// The workload's uid inside the sandbox. Default 1000.
+    #[serde(default = "default_id")]
+    pub uid: u32,
+    /// The workload's gid inside the sandbox. Default 1000.
+    #[serde(default = "default_id")]
+    pub gid: u32,
+    /// The one unprivileged host uid the sandbox's uid maps to. Default: 65534 (nobody) when hybox runs
+    /// as root, the caller's own uid otherwise. Never 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uid: Option<u32>,
+    /// The one unprivileged host gid the sandbox's gid maps to. Default like `host_uid`. Never 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_gid: Option<u32>,
+}
+
+impl Default for NativeSection {
+    fn default() -> Self {
+        NativeSection {
+            rootfs: Rootfs::default(),
+            hostname: default_hostname(),
+            seccomp: Seccomp::default(),
+            landlock: LandlockMode::default(),
+            rlimits: Rlimits::default(),
+            uid: default_id(),
+            gid: default_id(),
+            host_uid: None,
+            host_gid: None,
+        }
+    }
+}
+
+fn default_hostname() -> String {
+    "hybox".into()
+}
+fn default_id() -> u32 {
+    1000
+}
+
+fn hostname_valid<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let h = String::deserialize(d)?;
+    let ok = !h.is_empty()
+        && h.len() <= 64
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !ok {
+        return Err(de::Error::invalid_value(
+            de::Unexpected::Str(&h),
+            &"a hostname of at most 64 characters: letters, digits, '-' and '.'",
+        ));
+    }
+    Ok(h)
+}
+
+/// The root filesystem of a native sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Rootfs {
+    /// `/usr`, `/lib*`, `/bin`, `/sbin` and a few files of `/etc` from the host, read-only.
+    #[default]
+    Host,
+    /// This directory as the root, read-only.
+    Dir(PathBuf),
+}
+
+/// Seccomp settings for the native backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Seccomp {
+    /// Extra syscalls (by name) allowed on top of the default allow-list. Each one is listed in the
+    /// run report. Syscalls hybox considers escape primitives (e.g. `ptrace`, `bpf`, `mount`) cannot be
+    /// granted.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// Landlock enforcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockMode {
+    /// Landlock must be fully enforced, or the run fails (or degrades if the policy allows it).
+    #[default]
+    Required,
+    /// Enforce what the kernel supports; the report says what was enforced.
+    BestEffort,
+    /// Do not use Landlock (mount namespaces still apply). Recorded in the report.
+    Off,
+}
+
+/// setrlimit values for the native workload. `core` is always 0 and `as` is never set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimits {
+    /// RLIMIT_NOFILE. Default 256.
+    #[serde(default = "default_nofile")]
+    pub nofile: u64,
+    /// RLIMIT_FSIZE: largest file the workload may write. Default 1G.
+    #[serde(default = "default_fsize")]
+    pub fsize: Size,
+    /// RLIMIT_MEMLOCK. Default 64K.
+    #[serde(default = "default_memlock")]
+    pub memlock: Size,
+    /// RLIMIT_MSGQUEUE. Default 0.
+    #[serde(default)]
+    pub msgqueue: Size,
+    /// RLIMIT_STACK. Default 8M.
+    #[serde(default = "default_stack")]
+    pub stack: Size,
+}
+
+impl Default for Rlimits {
+    fn default() -> Self {
+        Rlimits {
+            nofile: default_nofile(),
+            fsize: default_fsize(),
+            memlock: default_memlock(),
+            msgqueue: Size(0),
+            stack: default_stack(),
+        }
+    }
+}
+
+fn default_nofile() -> u64 {
+    256
+}
+fn default_fsize() -> Size {
+    Size(1 << 30)
+}
+fn default_memlock() -> Size {
+    Size::kib(64)
+}
+fn default_stack() -> Size {
+    Size::mib(8)
+}
