@@ -483,3 +483,68 @@ fn scratch_dirs_are_private_and_gc_removes_those_of_a_killed_hybox() {
     );
     assert!(!dir.exists(), "{} survived gc", dir.display());
 }
+
+/// Without root on a host whose cgroups are root's, a policy that forbids degrading fails with the
+/// cause once and a hint of the ways out; `hybox doctor` as that user says the same.
+#[test]
+fn an_unprivileged_user_gets_the_cause_once_and_the_ways_out() {
+    if !common::privileged("an_unprivileged_user_gets_the_cause_once_and_the_ways_out") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // Everything the user needs, readable by it (the build tree may not be).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("hybox");
+    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &bin).unwrap();
+    let hello = dir.path().join("hello");
+    std::fs::copy(common::native_guest("hello"), &hello).unwrap();
+    let policy = dir.path().join("fail.json");
+    std::fs::write(&policy, r#"{"version": 1, "on_unenforceable": "fail"}"#).unwrap();
+    for f in [&bin, &hello, &policy] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(&bin)
+            .args(args)
+            .env_clear()
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (status, _, stderr) = as_nobody(&[
+        "run".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        hello.as_os_str(),
+    ]);
+    assert_eq!(status, Some(hybox::exit::RUNNER_FAILED), "{stderr}");
+    assert_eq!(
+        stderr.matches("Permission denied").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    assert!(stderr.contains("hybox: hint: "), "{stderr}");
+    for way_out in [
+        "as root",
+        "\"on_unenforceable\": \"degrade\"",
+        "degradation",
+    ] {
+        assert!(stderr.contains(way_out), "{way_out}: {stderr}");
+    }
+    let (_, doctor, _) = as_nobody(&["doctor".as_ref()]);
+    assert!(
+        doctor.contains("running as uid 65534")
+            && doctor.contains("\"on_unenforceable\": \"degrade\""),
+        "{doctor}"
+    );
+}

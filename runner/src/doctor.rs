@@ -103,7 +103,10 @@ fn privileges() -> Check {
             "privileges",
             Status::Warn,
             format!("running as uid {euid}"),
-            "the envelope needs root or a delegated writable cgroup; sandbox ids map to your own uid",
+            format!(
+                "{}; sandbox ids map to your own uid",
+                crate::envelope::NO_CGROUP_HINT.trim_end_matches('.')
+            ),
         )
     }
 }

@@ -63,12 +63,22 @@ pub use sandbox::{Error, RunOptions, RunResult, Sandbox, Stdio};
 pub use workload::{Workload, WorkloadError};
 
 /// One error and its sources, `: `-separated, for a one-line message that keeps the cause (the
-/// file, field or syscall a source names).
+/// file, field or syscall a source names). A source whose text its parent already ends with (an
+/// error that both prints its cause and returns it as `source()`, as many do) is not repeated.
+///
+/// ```
+/// let e = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+/// assert_eq!(hybox::error_chain(&e), "disk on fire");
+/// ```
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
+        let text = s.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
         src = s.source();
     }
     msg

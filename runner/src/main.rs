@@ -150,7 +150,13 @@ fn run(args: RunArgs) -> i32 {
     };
     let result = match sandbox.run(&opts) {
         Ok(r) => r,
-        Err(e) => return fail(&e, e.exit_status()),
+        Err(e) => {
+            let status = fail(&e, e.exit_status());
+            if let Some(hint) = e.hint() {
+                eprintln!("hybox: hint: {hint}");
+            }
+            return status;
+        }
     };
     let report = &result.report;
     let json = serde_json::to_string_pretty(report).expect("report serialises");

@@ -29,6 +29,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// What the user can do about this error, when there is something to say beyond the error
+    /// itself (the ways out of a host that gives hybox no cgroup).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Envelope(e) if e.is_unavailable() => Some(crate::envelope::NO_CGROUP_HINT),
+            _ => None,
+        }
+    }
+
     /// The CLI's exit status for this error (see [`crate::exit`]).
     pub fn exit_status(&self) -> i32 {
         match self {

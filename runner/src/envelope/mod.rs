@@ -88,6 +88,15 @@ pub(crate) struct Applied {
     pub pids_max: u64,
 }
 
+/// What to do when this host or user gives hybox no cgroup to build envelopes in
+/// ([`EnvelopeError::is_unavailable`]); `hybox doctor` says the same.
+pub const NO_CGROUP_HINT: &str = "every run's envelope is a cgroup that hybox creates under \
+the cgroup root, which needs root: run hybox as root (sudo); or let runs go ahead without an \
+envelope with \"on_unenforceable\": \"degrade\" in the policy, which gives up the run's own \
+memory, CPU and process limits and its usage figures (rlimits, and for wasm the store's limits, \
+still apply; the report lists the degradation). A delegated cgroup v2 subtree (systemd-run --user \
+--scope -p Delegate=yes) is not usable by hybox yet.";
+
 /// Errors of the envelope. Every variant names the file or the step.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
