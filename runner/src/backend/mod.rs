@@ -4,6 +4,7 @@
 //! the report from it.
 
 pub mod native;
+pub mod postmortem;
 pub mod process;
 pub mod seccomp;
 pub mod wasm;

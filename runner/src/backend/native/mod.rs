@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use hybox_shim::plan::{LandlockStatus, Message, Plan};
 
+use crate::backend::postmortem;
 use crate::backend::Stdio;
 use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedRun, Reaper};
 use crate::policy::{LandlockMode, OnUnenforceable, Policy};
@@ -409,15 +410,8 @@ fn finish(
     // Still exiting (early return): the caller reaps it.
     let pending = if status.is_none() { Some(pidfd) } else { None };
     if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, reader.exec_pid) {
-        // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
-        for _ in 0..20 {
-            if let Some(nr) = spawn::seccomp_syscall_from_kmsg(wpid) {
-                *syscall = hybox_shim::seccomp::syscall_name(nr)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("syscall {nr}"));
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if let Some(name) = postmortem::seccomp_killed_syscall(wpid, 20) {
+            *syscall = name;
         }
     }
     let mut run = BackendRun::new(outcome);
@@ -488,7 +482,7 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
                     syscall: "unknown".into(),
                 };
             }
-            Message::Signaled { signal } => return signaled(*signal),
+            Message::Signaled { signal } => return postmortem::signaled(*signal),
             Message::Exec { .. } | Message::Ready => {}
         }
     }
@@ -503,25 +497,11 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
                 None => format!("hybox-shim exited with {code} before the workload ended"),
             },
         },
-        Some(spawn::WaitStatus::Signaled(sig)) => signaled(sig),
+        Some(spawn::WaitStatus::Signaled(sig)) => postmortem::signaled(sig),
         None => Outcome::SetupError {
             step: "hybox-shim ended without a report".into(),
         },
     }
-}
-
-fn signaled(signal: i32) -> Outcome {
-    Outcome::Signaled {
-        signal,
-        name: signal_name(signal),
-    }
-}
-
-/// `SIGSEGV` for 11.
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 #[derive(Default)]

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::postmortem;
 use crate::backend::Stdio;
 use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedRun, Reaper};
 use crate::host::HostConfig;
@@ -409,22 +410,10 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
             let outcome = match status.signal() {
                 // The worker's seccomp filter killed it: name the syscall if the audit record says.
                 Some(libc::SIGSYS) if os_sandbox => Outcome::SeccompViolation {
-                    syscall: crate::backend::native::spawn::seccomp_syscall_from_kmsg(
-                        child.id() as i32
-                    )
-                    .map(|nr| {
-                        hybox_shim::seccomp::syscall_name(nr)
-                            .map(str::to_string)
-                            .unwrap_or_else(|| format!("syscall {nr}"))
-                    })
-                    .unwrap_or_else(|| "unknown (wasm worker)".into()),
+                    syscall: postmortem::seccomp_killed_syscall(child.id() as i32, 1)
+                        .unwrap_or_else(|| "unknown (wasm worker)".into()),
                 },
-                Some(sig) => Outcome::Signaled {
-                    signal: sig,
-                    name: nix::sys::signal::Signal::try_from(sig)
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|_| format!("signal {sig}")),
-                },
+                Some(sig) => postmortem::signaled(sig),
                 None => Outcome::SetupError {
                     step: format!(
                         "wasm worker exited with {status} without a result ({why}){}",

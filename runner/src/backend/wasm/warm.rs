@@ -42,6 +42,7 @@ use super::worker::{
     ComponentState, Loaded, ModuleState,
 };
 use super::{Job, WorkerResult, JOB_FD, RESULT_FD, SUPERVISOR_GRACE, WORKER_SUBCOMMAND};
+use crate::backend::postmortem;
 use crate::backend::process::Spawned;
 use crate::backend::{BackendError, EnvelopeJoin};
 use crate::envelope::{Envelope, Limits};
@@ -459,13 +460,11 @@ impl WarmFunction {
             .unwrap_or(0);
         let new_ooms = oom.saturating_sub(self.oom_kills);
         self.oom_kills = oom;
-        let sigkill = matches!(&status, Ok(s) if s.signal() == Some(libc::SIGKILL));
-        if sigkill && new_ooms > 0 {
-            let detail = format!(
-                "cgroup memory limit {} (OOM kills: {new_ooms})",
-                self.policy.resources.memory
-            );
-            let mut call = WarmCall::empty(Outcome::Oom { detail }, round_trip_us, worker_started);
+        let signal = status.as_ref().ok().and_then(|s| s.signal());
+        if let Some(outcome) =
+            postmortem::oom_killed(signal, new_ooms, self.policy.resources.memory)
+        {
+            let mut call = WarmCall::empty(outcome, round_trip_us, worker_started);
             call.details
                 .insert("worker_killed".into(), "cgroup OOM killer".into());
             return Ok(call);
