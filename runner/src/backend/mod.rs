@@ -218,8 +218,3 @@ impl BackendError {
         move |source| BackendError::Io { step, source }
     }
 }
-
-/// The warm invoker for `hybox bench`'s `wasm-warm` mode, if this build has one.
-pub fn warm_factory() -> Option<&'static crate::bench::WarmFactory> {
-    Some(&wasm::warm::bench_invoker)
-}
