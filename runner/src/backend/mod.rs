@@ -192,6 +192,13 @@ pub enum BackendError {
     /// A warm worker did not load its function: what it said, or how it failed to answer.
     #[error("warm wasm worker for {artifact}: {why}")]
     WarmLoad { artifact: PathBuf, why: String },
+    /// The pipe to a warm worker failed, or it answered what the protocol does not allow.
+    #[error("{step}: {source}")]
+    WarmWorker {
+        step: String,
+        #[source]
+        source: wasm::protocol::ProtocolError,
+    },
     /// A host-side step failed before the workload started.
     #[error("{step}: {source}")]
     Io {
