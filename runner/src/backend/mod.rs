@@ -175,14 +175,14 @@ pub enum BackendError {
         source: std::io::Error,
     },
     /// The policy requires Landlock and this kernel cannot enforce all of hybox's ruleset.
-    #[error("landlock: {why} (hint: boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort)")]
-    Landlock { why: String },
+    #[error("landlock: {0} (hint: boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort)")]
+    Landlock(#[source] std::sync::Arc<native::LandlockUnavailable>),
     /// `wasm.os_sandbox` cannot be had on this host; `fix` is what the host could change.
     #[error("wasm.os_sandbox: {why} (hint: {fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\")")]
     OsSandbox { why: String, fix: &'static str },
     /// The executable that runs the wasm worker cannot be found or opened.
-    #[error("wasm worker: {why} (hint: set HostConfig.hybox_path to the hybox binary)")]
-    WorkerBinary { why: String },
+    #[error("wasm worker: no `hybox` binary next to {} (hint: set HostConfig.hybox_path to the hybox binary)", next_to.display())]
+    WorkerBinary { next_to: PathBuf },
     /// This backend does not do what was asked of it.
     #[error("{what}")]
     Unsupported { what: &'static str },

@@ -1,8 +1,9 @@
-//! The native backend: an ELF in fresh Linux namespaces behind the shim (issue 4).
+//! The native backend: an ELF in fresh Linux namespaces behind the shim.
 //!
-//! [`run`] does steps 1-5 of `shared/security.md` on the runner's side: preflight, the [`Plan`](hybox_shim::plan::Plan) (mounts,
-//! ids, rlimits, Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared
-//! *before* the clone because the runner may be multithreaded. The child (sharing the runner's memory
+//! [`prepare`] does the runner's side of the setup before the sandbox exists: the preflight (Landlock
+//! when the policy requires it), the [`Plan`](hybox_shim::plan::Plan) (mounts, ids, rlimits,
+//! Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared *before*
+//! the clone because the runner may be multithreaded. The child (sharing the runner's memory
 //! until its exec on cgroup v1, created inside the envelope by `clone3` on v2; see `spawn`) only does
 //! async-signal-safe raw syscalls: move fds into place, `execveat` the shim (embedded: [`shim`]) by fd.
 //! The shim waits for "go" while the parent joins it to the envelope, writes the id maps and sends the
@@ -18,7 +19,7 @@ use stdio::Pump;
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use hybox_shim::plan::{LandlockStatus, Message, Plan};
@@ -610,23 +611,28 @@ fn preflight(
     // actionable error.
     let mode = policy.native.landlock;
     if mode == LandlockMode::Required {
-        static LANDLOCK: OnceLock<Result<(), String>> = OnceLock::new();
-        if let Err(why) = LANDLOCK.get_or_init(probe_landlock) {
+        static LANDLOCK: OnceLock<Result<(), Arc<LandlockUnavailable>>> = OnceLock::new();
+        if let Err(e) = LANDLOCK.get_or_init(|| probe_landlock().map_err(Arc::new)) {
             if policy.on_unenforceable == OnUnenforceable::Degrade {
                 degradations.push(Degradation {
                     what: "landlock".into(),
-                    why: why.clone(),
+                    why: e.to_string(),
                 });
                 return Ok(LandlockMode::BestEffort);
             }
-            return Err(BackendError::Landlock { why: why.clone() });
+            return Err(BackendError::Landlock(e.clone()));
         }
     }
     Ok(mode)
 }
 
+/// This kernel cannot enforce all of the shim's Landlock ruleset (ABI 6: filesystem, TCP, scoping).
+#[derive(Debug, thiserror::Error)]
+#[error("Landlock ABI 6 is not available: {0}")]
+pub struct LandlockUnavailable(#[source] landlock::RulesetError);
+
 /// Whether the kernel fully supports the Landlock features the shim uses (ABI 6: fs, TCP, scoping).
-fn probe_landlock() -> Result<(), String> {
+fn probe_landlock() -> Result<(), LandlockUnavailable> {
     use landlock::{
         Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope, ABI,
     };
@@ -638,5 +644,5 @@ fn probe_landlock() -> Result<(), String> {
         .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
         .and_then(|r| r.create())
         .map(drop)
-        .map_err(|e| format!("Landlock ABI 6 is not available: {e}"))
+        .map_err(LandlockUnavailable)
 }

@@ -1,6 +1,6 @@
-//! The wasm backend: WASI modules and components in wasmtime (issue 5).
+//! The wasm backend: WASI modules and components in wasmtime.
 //!
-//! The supervisor (this module's [`run`]) never compiles or loads guest bytes. It starts a worker
+//! The supervisor (this module's [`start`] and `finish`) never compiles or loads guest bytes. It starts a worker
 //! process ([`start`]): the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty
 //! environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
 //! starts the worker before it builds the envelope, so the two overlap; [`finish`] then moves the
@@ -74,9 +74,7 @@ pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
     if sibling.is_file() {
         return Ok(sibling);
     }
-    Err(BackendError::WorkerBinary {
-        why: format!("no `hybox` binary next to {}", exe.display()),
-    })
+    Err(BackendError::WorkerBinary { next_to: exe })
 }
 
 impl PreparedRun for Started {

@@ -1,4 +1,5 @@
-//! A warm wasm function: loaded once, invoked many times (the serverless shape of `shared/wasm.md`).
+//! A warm wasm function: loaded once, invoked many times (the serverless shape: one compiled
+//! guest, a fresh instance per call).
 //!
 //! The supervisor ([`WarmFunction`]) creates the function's own envelope, starts one long-lived worker
 //! (`hybox __wasm-worker --serve`), moves it into the envelope and only then sends it the load job, so

@@ -36,6 +36,25 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// hello (`runner/benches/wasm.rs`, warm/*): instantiate + run + drop ~33 us -> 11-14 us.
 const MEMORY_KEEP_RESIDENT: usize = 4 << 20;
 
+/// Why the worker could not load its function (sent to the supervisor as the load answer's error).
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// Reading, verifying or compiling the guest failed (the setup error a one-shot run reports).
+    #[error("{0}")]
+    Load(Outcome),
+    /// The WASI imports could not be added to the linker (`p1` or `p2`).
+    #[error("link WASI {0}: {1:#}")]
+    LinkWasi(&'static str, wasmtime::Error),
+    /// The guest imports what the linker does not provide.
+    #[error("link: {0:#}")]
+    Link(wasmtime::Error),
+    /// A component that does not export `wasi:cli/run`.
+    #[error("link: not a wasi:cli/command component: {0:#}")]
+    NotACommand(wasmtime::Error),
+}
+
 /// The compiled guest, linked once.
 enum Pre {
     Module(InstancePre<ModuleState>),
@@ -83,7 +102,7 @@ struct Served {
 fn load_served(
     mut job: Job,
     details: &mut serde_json::Map<String, serde_json::Value>,
-) -> Result<Served, String> {
+) -> Result<Served, LoadError> {
     let policy = &job.policy;
     let memory = wasm_memory_limit(policy.resources.memory.bytes());
     // Pool slots may not be larger than the wasm memory limit the one-shot path applies (rounded
@@ -126,9 +145,9 @@ fn load_served(
     );
     let mut config = worker::engine_config(policy, false);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config).map_err(|e| format!("wasm engine: {e:#}"))?;
+    let engine = Engine::new(&config).map_err(LoadError::Engine)?;
     let t = Instant::now();
-    let (loaded, _) = worker::load(&engine, &job, details).map_err(|o| o.to_string())?;
+    let (loaded, _) = worker::load(&engine, &job, details).map_err(LoadError::Load)?;
     details.insert("load_us".into(), (t.elapsed().as_micros() as u64).into());
     details.insert("wasm_memory_limit".into(), memory.into());
     details.insert("pool_slots".into(), POOL_SLOTS.into());
@@ -136,25 +155,16 @@ fn load_served(
         Loaded::Module(m) => {
             let mut linker: Linker<ModuleState> = Linker::new(&engine);
             wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut ModuleState| &mut s.wasi)
-                .map_err(|e| format!("link WASI p1: {e:#}"))?;
-            Pre::Module(
-                linker
-                    .instantiate_pre(&m)
-                    .map_err(|e| format!("link: {e:#}"))?,
-            )
+                .map_err(|e| LoadError::LinkWasi("p1", e))?;
+            Pre::Module(linker.instantiate_pre(&m).map_err(LoadError::Link)?)
         }
         Loaded::Component(c) => {
             let mut linker: wasmtime::component::Linker<ComponentState> =
                 wasmtime::component::Linker::new(&engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-                .map_err(|e| format!("link WASI p2: {e:#}"))?;
-            let pre = linker
-                .instantiate_pre(&c)
-                .map_err(|e| format!("link: {e:#}"))?;
-            Pre::Component(
-                CommandPre::new(pre)
-                    .map_err(|e| format!("link: not a wasi:cli/command component: {e:#}"))?,
-            )
+                .map_err(|e| LoadError::LinkWasi("p2", e))?;
+            let pre = linker.instantiate_pre(&c).map_err(LoadError::Link)?;
+            Pre::Component(CommandPre::new(pre).map_err(LoadError::NotACommand)?)
         }
     };
     let fuel = fuel_budget(&job.policy);
@@ -202,7 +212,7 @@ pub fn serve_main() -> i32 {
     let loaded = load_served(job, &mut details);
     let (served, error) = match loaded {
         Ok(s) => (Some(s), None),
-        Err(e) => (None, Some(e)),
+        Err(e) => (None, Some(e.to_string())),
     };
     let reply = LoadReply { error, details };
     if let Err(e) = protocol::write_frame(&mut replies, &reply, &[]) {
@@ -435,7 +445,7 @@ impl Served {
         self.job.tmp_dir = tmp.map(Path::to_path_buf);
         let mut builder = match wasi_builder(&self.job, stdin, Some(&captured)) {
             Ok(b) => b,
-            Err(step) => return setup(step, details),
+            Err(e) => return setup(e.to_string(), details),
         };
         let limiter = worker::limiter(&self.job);
         let timeout = Duration::from_millis(self.job.timeout_ms);

@@ -305,7 +305,7 @@ fn load_or_compile(
                     );
                 }
                 Err(why) => {
-                    details.insert("cache_rejected".into(), why.into());
+                    details.insert("cache_rejected".into(), why.to_string().into());
                 }
             }
             if !compile_allowed {

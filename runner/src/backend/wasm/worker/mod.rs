@@ -29,7 +29,7 @@ pub(crate) use engine::{limiter, load};
 pub use run::classify;
 pub(crate) use run::result_for;
 pub use stdio::{CappedPipe, Captured};
-pub use wasi::{wasi_builder, ComponentState, ModuleState};
+pub use wasi::{wasi_builder, ComponentState, ModuleState, WasiError};
 
 /// Entry point of `hybox __wasm-worker`: reads the job from fd 3, runs it, writes the result to fd 4.
 /// Returns the worker's exit code (0 when a result was written, whatever the guest did).

@@ -54,7 +54,7 @@ pub(super) fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
         .os_sandbox
         .then(|| crate::backend::wasm::hardened::confine(&job))
     {
-        Some(Err(step)) => return setup_failed(&mut result_out, None, step),
+        Some(Err(e)) => return setup_failed(&mut result_out, None, e.to_string()),
         Some(Ok(detail)) => Some(detail),
         None => None,
     };
@@ -225,7 +225,10 @@ fn run_guest(
     );
     let builder = match wasi_builder(job, stdin, captured) {
         Ok(b) => b,
-        Err(step) => return fail(Outcome::SetupError { step }, details),
+        Err(e) => {
+            let step = e.to_string();
+            return fail(Outcome::SetupError { step }, details);
+        }
     };
     let fuel = fuel_budget(&job.policy);
     details.insert(

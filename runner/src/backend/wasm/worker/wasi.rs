@@ -9,6 +9,28 @@ use super::engine::Limiter;
 use super::stdio::Captured;
 use crate::backend::wasm::Job;
 use crate::policy::{Access, Network};
+use std::path::PathBuf;
+
+/// Why the guest's WASI context could not be built from the policy.
+#[derive(Debug, thiserror::Error)]
+pub enum WasiError {
+    /// A wasm grant names a host path that is not a directory (WASI preopens only directories).
+    #[error("preopen {}: wasm grants must be directories ({} is not one)", guest.display(), host.display())]
+    NotADirectory { guest: PathBuf, host: PathBuf },
+    /// wasmtime could not preopen a granted directory.
+    #[error("preopen {} -> {}: {cause:#}", host.display(), guest.display())]
+    Preopen {
+        host: PathBuf,
+        guest: PathBuf,
+        cause: wasmtime::Error,
+    },
+    /// wasmtime could not preopen the run's `/tmp` directory.
+    #[error("preopen /tmp ({}): {cause:#}", dir.display())]
+    PreopenTmp {
+        dir: PathBuf,
+        cause: wasmtime::Error,
+    },
+}
 
 /// Store data for a core module (WASI p1).
 pub struct ModuleState {
@@ -37,7 +59,7 @@ pub fn wasi_builder(
     job: &Job,
     stdin: Vec<u8>,
     captured: Option<&Captured>,
-) -> Result<WasiCtxBuilder, String> {
+) -> Result<WasiCtxBuilder, WasiError> {
     let mut b = WasiCtxBuilder::new();
     // Blocking host calls go through tokio (not on-thread) so the watchdog stays responsive.
     b.allow_blocking_current_thread(false);
@@ -55,28 +77,28 @@ pub fn wasi_builder(
     }
     for m in &job.policy.filesystem.mounts {
         if !m.host.is_dir() {
-            return Err(format!(
-                "preopen {}: wasm grants must be directories ({} is not one)",
-                m.guest.display(),
-                m.host.display()
-            ));
+            return Err(WasiError::NotADirectory {
+                guest: m.guest.clone(),
+                host: m.host.clone(),
+            });
         }
         let perms = match m.mode {
             Access::Ro => FsPerms::ReadOnly,
             Access::Rw => FsPerms::ReadWrite,
         };
         b.preopened_dir(&m.host, m.guest.to_string_lossy(), perms)
-            .map_err(|e| {
-                format!(
-                    "preopen {} -> {}: {e:#}",
-                    m.host.display(),
-                    m.guest.display()
-                )
+            .map_err(|cause| WasiError::Preopen {
+                host: m.host.clone(),
+                guest: m.guest.clone(),
+                cause,
             })?;
     }
     if let Some(t) = &job.tmp_dir {
         b.preopened_dir(t, "/tmp", FsPerms::ReadWrite)
-            .map_err(|e| format!("preopen /tmp ({}): {e:#}", t.display()))?;
+            .map_err(|cause| WasiError::PreopenTmp {
+                dir: t.clone(),
+                cause,
+            })?;
     }
     match captured {
         Some(c) => {
