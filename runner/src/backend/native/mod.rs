@@ -437,16 +437,6 @@ fn finish(
     }
     run.details
         .insert("landlock".into(), landlock.as_str().into());
-    run.details.insert(
-        "granted_syscalls".into(),
-        policy
-            .native
-            .seccomp
-            .allow
-            .iter()
-            .map(|s| serde_json::Value::from(s.as_str()))
-            .collect(),
-    );
     run.details.insert("pid1".into(), "hybox-shim".into());
     // How the shim entered the envelope: created in it (cgroup v2), or migrated before release (v1).
     run.details
