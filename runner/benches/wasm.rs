@@ -1,4 +1,4 @@
-//! Wasm backend benchmarks (issue 5).
+//! Wasm backend benchmarks.
 //!
 //! 1. `oneshot/*`: one run of `examples/out/wasm/hello.wasm` with a warm compile cache.
 //!    - `oneshot/hybox_backend`: `backend::wasm::run` (spawn the `hybox __wasm-worker` process, send
@@ -7,7 +7,7 @@
 //!    - `oneshot/minimal_embedding_process`: a baseline timed the same way: a fresh process (this
 //!      bench binary re-executed) that builds an engine, `Module::deserialize_file`s a `.cwasm` of the
 //!      same guest, links WASI p1, instantiates and runs it.
-//!    - `oneshot/hybox_cli` and `oneshot/wasmtime_cli`: the comparison the issue asks for, process
+//!    - `oneshot/hybox_cli` and `oneshot/wasmtime_cli`: the comparison with wasmtime's own CLI, process
 //!      for process: `hybox run --policy policies/benchmark.json hello.wasm` (envelope included)
 //!      against `wasmtime run -C cache=y hello.wasm`, both caches warm (wasmtime from
 //!      $HYBOX_BENCH_WASMTIME or PATH; skipped without it). Before them, `oneshot/cli_pair` runs the
@@ -175,7 +175,7 @@ fn oneshot(c: &mut Criterion) {
             assert_eq!(out.stdout, b"hello from hybox\n");
         })
     });
-    // The issue's comparison, process for process: the `hybox run` CLI (envelope, worker, report)
+    // The comparison with wasmtime's CLI, process for process: the `hybox run` CLI (envelope, worker, report)
     // against `wasmtime run` of the same module, each with its compile cache warm. wasmtime comes
     // from $HYBOX_BENCH_WASMTIME or PATH (`cargo install wasmtime-cli --version 48.0.8`); without
     // it this pair is skipped and the minimal embedding above is the baseline.

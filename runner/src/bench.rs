@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::backend::wasm::WarmFunction;
 use crate::policy::{Backend, Policy};
+use crate::report::Outcome;
 use crate::workload::{Format, Workload};
 use crate::{HostConfig, RunOptions, Sandbox, Stdio};
 
@@ -140,9 +142,69 @@ pub trait WarmInvoker {
     fn invoke(&mut self) -> Result<Sample, String>;
 }
 
-/// Builds a warm invoker for a wasm file under a policy (provided by the wasm backend).
+/// Builds a warm invoker for a wasm file under a policy.
 pub type WarmFactory =
     dyn Fn(&Path, &Policy, &[String], &HostConfig) -> Result<Box<dyn WarmInvoker>, String>;
+
+/// The warm invoker of `wasm-warm`: a [`WarmFunction`] (the wasm backend's warm worker).
+pub fn warm_factory() -> Option<&'static WarmFactory> {
+    Some(&warm_invoker)
+}
+
+/// A warm function called with the workload's args and empty stdin, once per sample.
+struct WarmFunctionInvoker {
+    function: WarmFunction,
+    args: Vec<String>,
+}
+
+impl WarmInvoker for WarmFunctionInvoker {
+    /// One call. `wall_us` is the supervisor's round trip (request written to reply read);
+    /// `setup_us` the worker's per-call preparation (WASI context, `/tmp`, store), `start_us` the
+    /// instantiation, `run_us` the guest, `teardown_us` the store drop. CPU is 0: the envelope's
+    /// counters are cumulative over the worker's life, and cpuacct's per-tick resolution (10 ms on
+    /// cgroup v1) cannot attribute a call of tens of microseconds. Peak memory is the warm worker's
+    /// peak so far (its envelope's), read after the timed call: what keeping the function warm costs.
+    fn invoke(&mut self) -> Result<Sample, String> {
+        let call = self
+            .function
+            .invoke(&self.args, &[])
+            .map_err(|e| e.to_string())?;
+        if call.outcome != (Outcome::Exited { code: 0 }) {
+            return Err(format!(
+                "outcome {} (stderr: {})",
+                call.outcome,
+                String::from_utf8_lossy(&call.stderr).trim()
+            ));
+        }
+        Ok(Sample {
+            wall_us: call.round_trip_us,
+            setup_us: call.prepare_us,
+            start_us: call.instantiate_us,
+            run_us: call.run_us,
+            teardown_us: call.drop_us,
+            peak_memory_bytes: self
+                .function
+                .envelope()
+                .map(|e| e.usage().peak_memory_bytes)
+                .unwrap_or(0),
+            ..Default::default()
+        })
+    }
+}
+
+/// The [`WarmFactory`] of [`warm_factory`]: loads `path` once into a warm worker.
+fn warm_invoker(
+    path: &Path,
+    policy: &Policy,
+    args: &[String],
+    host: &HostConfig,
+) -> Result<Box<dyn WarmInvoker>, String> {
+    let function = WarmFunction::load(path, policy, host).map_err(|e| e.to_string())?;
+    Ok(Box::new(WarmFunctionInvoker {
+        function,
+        args: args.to_vec(),
+    }))
+}
 
 /// Median, p95 and friends of one quantity.
 #[derive(Debug, Clone, Default, Serialize)]

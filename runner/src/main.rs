@@ -249,7 +249,7 @@ fn bench(args: BenchArgs) -> i32 {
         runs: args.runs.max(1),
         warmup: args.warmup,
         host: HostConfig::default(),
-        warm: hybox::backend::warm_factory(),
+        warm: hybox::bench::warm_factory(),
     };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

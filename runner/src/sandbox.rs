@@ -8,7 +8,7 @@ use crate::decide::{decide, DecideError, Decision};
 use crate::envelope::{Envelope, EnvelopeError, Limits};
 pub use crate::host::{new_run_id, HostConfig};
 use crate::policy::{Backend, OnUnenforceable, Policy};
-use crate::report::{Degradation, EnvelopeReport, Outcome, OutputReport, Phases, RunReport, Usage};
+use crate::report::{Degradation, EnvelopeReport, OutputReport, Phases, RunReport, Usage};
 use crate::workload::{Workload, WorkloadError};
 
 /// Everything that can stop a run before the workload's own outcome exists.
@@ -312,7 +312,7 @@ impl Sandbox {
                 EnvelopeReport::None,
             ),
         };
-        run.outcome = attribute(run.outcome, &usage, &self.policy);
+        run.outcome = crate::backend::postmortem::attribute(run.outcome, &usage, &self.policy);
         if let Teardown::Background(reaper) = teardown {
             // The workload ended and its output is complete; a native shim may still be tearing
             // down its namespaces. Reaping it and removing the envelope happen off the caller's path.
@@ -463,30 +463,5 @@ impl Drop for Prebuilt {
                 tracing::error!("pre-built sandbox envelope teardown failed: {e}");
             }
         }
-    }
-}
-
-/// Which limit fired, from what the envelope saw: a SIGKILL the backend did not send, with an OOM kill
-/// counted in the cgroup, is the memory limit; a failure while `pids.max` refused forks is the pids
-/// limit. The backend's own attribution (timeout, wasm memory limit, fuel, seccomp) is kept as is.
-fn attribute(outcome: Outcome, usage: &Usage, policy: &Policy) -> Outcome {
-    match outcome {
-        Outcome::Signaled { signal, .. } if signal == libc::SIGKILL && usage.oom_kills > 0 => {
-            Outcome::Oom {
-                detail: format!(
-                    "cgroup memory limit {} (OOM kills: {})",
-                    policy.resources.memory, usage.oom_kills
-                ),
-            }
-        }
-        Outcome::Exited { code } if code != 0 && usage.oom_kills > 0 => Outcome::Oom {
-            detail: format!(
-                "cgroup memory limit {} (OOM kills: {})",
-                policy.resources.memory, usage.oom_kills
-            ),
-        },
-        Outcome::Exited { code } if code != 0 && usage.pids_limit_hits > 0 => Outcome::PidsLimit,
-        Outcome::Signaled { .. } if usage.pids_limit_hits > 0 => Outcome::PidsLimit,
-        other => other,
     }
 }

@@ -4,6 +4,7 @@
 //! the report from it.
 
 pub mod native;
+pub mod postmortem;
 pub mod process;
 pub mod seccomp;
 pub mod wasm;
@@ -174,14 +175,14 @@ pub enum BackendError {
         source: std::io::Error,
     },
     /// The policy requires Landlock and this kernel cannot enforce all of hybox's ruleset.
-    #[error("landlock: {why} (hint: boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort)")]
-    Landlock { why: String },
+    #[error("landlock: {0} (hint: boot a kernel with Landlock ABI 6 (Linux 6.12+, lsm=...,landlock), or set native.landlock to best_effort)")]
+    Landlock(#[source] std::sync::Arc<native::LandlockUnavailable>),
     /// `wasm.os_sandbox` cannot be had on this host; `fix` is what the host could change.
     #[error("wasm.os_sandbox: {why} (hint: {fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\")")]
     OsSandbox { why: String, fix: &'static str },
     /// The executable that runs the wasm worker cannot be found or opened.
-    #[error("wasm worker: {why} (hint: set HostConfig.hybox_path to the hybox binary)")]
-    WorkerBinary { why: String },
+    #[error("wasm worker: no `hybox` binary next to {} (hint: set HostConfig.hybox_path to the hybox binary)", next_to.display())]
+    WorkerBinary { next_to: PathBuf },
     /// This backend does not do what was asked of it.
     #[error("{what}")]
     Unsupported { what: &'static str },
@@ -191,6 +192,13 @@ pub enum BackendError {
     /// A warm worker did not load its function: what it said, or how it failed to answer.
     #[error("warm wasm worker for {artifact}: {why}")]
     WarmLoad { artifact: PathBuf, why: String },
+    /// The pipe to a warm worker failed, or it answered what the protocol does not allow.
+    #[error("{step}: {source}")]
+    WarmWorker {
+        step: String,
+        #[source]
+        source: wasm::protocol::ProtocolError,
+    },
     /// A host-side step failed before the workload started.
     #[error("{step}: {source}")]
     Io {
@@ -216,9 +224,4 @@ impl BackendError {
         let step = step.into();
         move |source| BackendError::Io { step, source }
     }
-}
-
-/// The warm invoker for `hybox bench`'s `wasm-warm` mode, if this build has one.
-pub fn warm_factory() -> Option<&'static crate::bench::WarmFactory> {
-    Some(&wasm::warm::bench_invoker)
 }

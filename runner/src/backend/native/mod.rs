@@ -1,8 +1,9 @@
-//! The native backend: an ELF in fresh Linux namespaces behind the shim (issue 4).
+//! The native backend: an ELF in fresh Linux namespaces behind the shim.
 //!
-//! [`run`] does steps 1-5 of `shared/security.md` on the runner's side: preflight, the [`Plan`](hybox_shim::plan::Plan) (mounts,
-//! ids, rlimits, Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared
-//! *before* the clone because the runner may be multithreaded. The child (sharing the runner's memory
+//! [`prepare`] does the runner's side of the setup before the sandbox exists: the preflight (Landlock
+//! when the policy requires it), the [`Plan`](hybox_shim::plan::Plan) (mounts, ids, rlimits,
+//! Landlock rules, the seccomp BPF compiled here), the fds the child needs, all prepared *before*
+//! the clone because the runner may be multithreaded. The child (sharing the runner's memory
 //! until its exec on cgroup v1, created inside the envelope by `clone3` on v2; see `spawn`) only does
 //! async-signal-safe raw syscalls: move fds into place, `execveat` the shim (embedded: [`shim`]) by fd.
 //! The shim waits for "go" while the parent joins it to the envelope, writes the id maps and sends the
@@ -18,11 +19,12 @@ use stdio::Pump;
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use hybox_shim::plan::{LandlockStatus, Message, Plan};
 
+use crate::backend::postmortem;
 use crate::backend::Stdio;
 use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedRun, Reaper};
 use crate::policy::{LandlockMode, OnUnenforceable, Policy};
@@ -409,15 +411,8 @@ fn finish(
     // Still exiting (early return): the caller reaps it.
     let pending = if status.is_none() { Some(pidfd) } else { None };
     if let (Outcome::SeccompViolation { syscall }, Some(wpid)) = (&mut outcome, reader.exec_pid) {
-        // Without auditd the record goes out through kauditd, a moment after the kill: retry briefly.
-        for _ in 0..20 {
-            if let Some(nr) = spawn::seccomp_syscall_from_kmsg(wpid) {
-                *syscall = hybox_shim::seccomp::syscall_name(nr)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("syscall {nr}"));
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if let Some(name) = postmortem::seccomp_killed_syscall(wpid, 20) {
+            *syscall = name;
         }
     }
     let mut run = BackendRun::new(outcome);
@@ -442,16 +437,6 @@ fn finish(
     }
     run.details
         .insert("landlock".into(), landlock.as_str().into());
-    run.details.insert(
-        "granted_syscalls".into(),
-        policy
-            .native
-            .seccomp
-            .allow
-            .iter()
-            .map(|s| serde_json::Value::from(s.as_str()))
-            .collect(),
-    );
     run.details.insert("pid1".into(), "hybox-shim".into());
     // How the shim entered the envelope: created in it (cgroup v2), or migrated before release (v1).
     run.details
@@ -488,7 +473,7 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
                     syscall: "unknown".into(),
                 };
             }
-            Message::Signaled { signal } => return signaled(*signal),
+            Message::Signaled { signal } => return postmortem::signaled(*signal),
             Message::Exec { .. } | Message::Ready => {}
         }
     }
@@ -503,25 +488,11 @@ fn classify(messages: &[Message], status: Option<spawn::WaitStatus>, timed_out: 
                 None => format!("hybox-shim exited with {code} before the workload ended"),
             },
         },
-        Some(spawn::WaitStatus::Signaled(sig)) => signaled(sig),
+        Some(spawn::WaitStatus::Signaled(sig)) => postmortem::signaled(sig),
         None => Outcome::SetupError {
             step: "hybox-shim ended without a report".into(),
         },
     }
-}
-
-fn signaled(signal: i32) -> Outcome {
-    Outcome::Signaled {
-        signal,
-        name: signal_name(signal),
-    }
-}
-
-/// `SIGSEGV` for 11.
-pub fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
 #[derive(Default)]
@@ -630,23 +601,28 @@ fn preflight(
     // actionable error.
     let mode = policy.native.landlock;
     if mode == LandlockMode::Required {
-        static LANDLOCK: OnceLock<Result<(), String>> = OnceLock::new();
-        if let Err(why) = LANDLOCK.get_or_init(probe_landlock) {
+        static LANDLOCK: OnceLock<Result<(), Arc<LandlockUnavailable>>> = OnceLock::new();
+        if let Err(e) = LANDLOCK.get_or_init(|| probe_landlock().map_err(Arc::new)) {
             if policy.on_unenforceable == OnUnenforceable::Degrade {
                 degradations.push(Degradation {
                     what: "landlock".into(),
-                    why: why.clone(),
+                    why: e.to_string(),
                 });
                 return Ok(LandlockMode::BestEffort);
             }
-            return Err(BackendError::Landlock { why: why.clone() });
+            return Err(BackendError::Landlock(e.clone()));
         }
     }
     Ok(mode)
 }
 
+/// This kernel cannot enforce all of the shim's Landlock ruleset (ABI 6: filesystem, TCP, scoping).
+#[derive(Debug, thiserror::Error)]
+#[error("Landlock ABI 6 is not available: {0}")]
+pub struct LandlockUnavailable(#[source] landlock::RulesetError);
+
 /// Whether the kernel fully supports the Landlock features the shim uses (ABI 6: fs, TCP, scoping).
-fn probe_landlock() -> Result<(), String> {
+fn probe_landlock() -> Result<(), LandlockUnavailable> {
     use landlock::{
         Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr, Scope, ABI,
     };
@@ -658,5 +634,5 @@ fn probe_landlock() -> Result<(), String> {
         .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
         .and_then(|r| r.create())
         .map(drop)
-        .map_err(|e| format!("Landlock ABI 6 is not available: {e}"))
+        .map_err(LandlockUnavailable)
 }

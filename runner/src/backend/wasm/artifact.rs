@@ -48,6 +48,28 @@ pub enum ArtifactError {
     Compile { path: String, why: String },
 }
 
+/// Why the bytes of an artifact (or a cache entry) are not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("not a hybox artifact (bad magic)")]
+    BadMagic,
+    #[error("truncated header")]
+    TruncatedHeader,
+    #[error("bad header length")]
+    BadHeaderLength,
+    #[error("truncated artifact")]
+    Truncated,
+    #[error("unreadable header: {0}")]
+    Header(#[source] serde_json::Error),
+    #[error(
+        "its MAC does not verify with this host's key (corrupted, tampered, or written elsewhere)"
+    )]
+    Mac,
+    /// Compiled for another engine configuration (wasmtime version, codegen flags, fuel on or off).
+    #[error("built for engine configuration {found}, this run needs {needed} (recompile it)")]
+    Engine { found: String, needed: String },
+}
+
 fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> ArtifactError {
     let path = path.display().to_string();
     move |source| ArtifactError::Io { path, op, source }
@@ -239,29 +261,33 @@ pub fn encode(key: &[u8; KEY_LEN], header: &Header, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Parses the header without authenticating anything (for listing only; never load on this basis).
-pub fn peek_header(bytes: &[u8]) -> Result<Header, String> {
+pub fn peek_header(bytes: &[u8]) -> Result<Header, VerifyError> {
     split(bytes).map(|(h, ..)| h)
 }
 
 /// An artifact taken apart: header, the MAC'ed prefix, the MAC, the payload.
 type Parts<'a> = (Header, &'a [u8], &'a [u8], &'a [u8]);
 
-fn split(bytes: &[u8]) -> Result<Parts<'_>, String> {
+fn split(bytes: &[u8]) -> Result<Parts<'_>, VerifyError> {
     if !bytes.starts_with(HYBOX_ARTIFACT_MAGIC) {
-        return Err("not a hybox artifact (bad magic)".into());
+        return Err(VerifyError::BadMagic);
     }
     let len_end = HYBOX_ARTIFACT_MAGIC.len() + 4;
     let len = bytes
         .get(HYBOX_ARTIFACT_MAGIC.len()..len_end)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("truncated header")?;
-    let header_end = len_end.checked_add(len).ok_or("bad header length")?;
-    let mac_end = header_end.checked_add(MAC_LEN).ok_or("bad header length")?;
+        .ok_or(VerifyError::TruncatedHeader)?;
+    let header_end = len_end
+        .checked_add(len)
+        .ok_or(VerifyError::BadHeaderLength)?;
+    let mac_end = header_end
+        .checked_add(MAC_LEN)
+        .ok_or(VerifyError::BadHeaderLength)?;
     if bytes.len() < mac_end {
-        return Err("truncated artifact".into());
+        return Err(VerifyError::Truncated);
     }
-    let header: Header = serde_json::from_slice(&bytes[len_end..header_end])
-        .map_err(|e| format!("unreadable header: {e}"))?;
+    let header: Header =
+        serde_json::from_slice(&bytes[len_end..header_end]).map_err(VerifyError::Header)?;
     Ok((
         header,
         &bytes[..header_end],
@@ -276,18 +302,17 @@ pub fn verify<'a>(
     key: &[u8; KEY_LEN],
     bytes: &'a [u8],
     engine: &str,
-) -> Result<(Header, &'a [u8]), String> {
+) -> Result<(Header, &'a [u8]), VerifyError> {
     let (header, prefix, tag, payload) = split(bytes)?;
     // verify_slice compares in constant time.
     mac(key, prefix, payload)
         .verify_slice(tag)
-        .map_err(|_| "its MAC does not verify with this host's key (corrupted, tampered, or written elsewhere)".to_string())?;
+        .map_err(|_| VerifyError::Mac)?;
     if header.engine != engine {
-        return Err(format!(
-            "built for engine configuration {}, this run needs {} (recompile it)",
-            short(&header.engine),
-            short(engine)
-        ));
+        return Err(VerifyError::Engine {
+            found: short(&header.engine).to_string(),
+            needed: short(engine).to_string(),
+        });
     }
     Ok((header, payload))
 }
@@ -443,12 +468,13 @@ mod tests {
                 "flipped byte {i} accepted"
             );
         }
-        assert!(verify(&[8u8; KEY_LEN], &bytes, &"e".repeat(64))
-            .unwrap_err()
-            .contains("MAC"));
-        assert!(verify(&key, &bytes, &"f".repeat(64))
-            .unwrap_err()
-            .contains("engine"));
+        assert!(matches!(
+            verify(&[8u8; KEY_LEN], &bytes, &"e".repeat(64)),
+            Err(VerifyError::Mac)
+        ));
+        let wrong_engine = verify(&key, &bytes, &"f".repeat(64)).unwrap_err();
+        assert!(matches!(wrong_engine, VerifyError::Engine { .. }));
+        assert!(wrong_engine.to_string().contains("engine"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `wasm.os_sandbox`: the wasm worker process itself in namespaces, without capabilities, under
-//! Landlock and a seccomp filter tailored to wasmtime (defense in depth, `shared/wasm.md`).
+//! Landlock and a seccomp filter tailored to wasmtime: defense in depth, so that a bug in wasmtime
+//! or in its WASI implementation that lets a guest run code in the worker still meets the kernel's
+//! walls.
 //!
 //! Two halves:
 //! - The supervisor creates the worker in new user, mount, network, IPC and UTS namespaces
@@ -27,6 +29,35 @@ use std::path::{Path, PathBuf};
 use super::Job;
 use crate::policy::{Access, Network};
 use hybox_shim::plan::LandlockStatus;
+use hybox_shim::seccomp::FilterError;
+
+/// Why the worker could not confine itself (`wasm.os_sandbox`); the run is then a setup error and
+/// nothing of the guest was read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    /// seccompiler refused the errno filters on arguments.
+    #[error("compile the worker's seccomp filter: {0}")]
+    CompileArgFilters(#[source] seccompiler::Error),
+    /// A filter of [`filters_json`] is not in what seccompiler compiled.
+    #[error("seccomp filter {0} missing")]
+    MissingFilter(&'static str),
+    /// libseccomp refused the allow-list.
+    #[error("compile the worker's seccomp filter: {0}")]
+    CompileAllowList(#[source] FilterError),
+    /// Creating or enforcing the Landlock ruleset failed.
+    #[error("landlock: {0}")]
+    Landlock(#[source] landlock::RulesetError),
+    /// A path's Landlock rule could not be added.
+    #[error("landlock rule for {}: {source}", path.display())]
+    LandlockRule {
+        path: PathBuf,
+        #[source]
+        source: landlock::RulesetError,
+    },
+    /// The kernel refused a seccomp filter.
+    #[error("install seccomp: {0}")]
+    InstallSeccomp(#[source] seccompiler::Error),
+}
 
 /// The namespaces the worker is started in.
 pub const NAMESPACES: &[&str] = &["user", "mnt", "net", "ipc", "uts"];
@@ -269,8 +300,8 @@ pub fn filters_json() -> serde_json::Value {
     })
 }
 
-/// Syscalls the worker's allow-list answers with `ENOSYS`: memfd_create (not EPERM, so wasmtime falls
-/// back to anonymous mmap, `shared/wasm.md`); clone3, which keeps its flags in memory where BPF cannot
+/// Syscalls the worker's allow-list answers with `ENOSYS`: memfd_create (not EPERM: wasmtime takes ENOSYS
+/// as "not supported" and falls back to anonymous mmap, EPERM as a failure); clone3, which keeps its flags in memory where BPF cannot
 /// look (glibc falls back to clone); io_uring, which performs its operations outside seccomp's view.
 const WORKER_ENOSYS: &[&str] = &[
     "memfd_create",
@@ -282,16 +313,13 @@ const WORKER_ENOSYS: &[&str] = &[
 
 /// The worker's filters for x86_64, in install order: the errno filters of [`filters_json`], then the
 /// default-deny allow-list.
-pub fn compile_filters(network: Network) -> Result<Vec<seccompiler::BpfProgram>, String> {
+pub fn compile_filters(network: Network) -> Result<Vec<seccompiler::BpfProgram>, ConfineError> {
     let text = filters_json().to_string();
     let mut map = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
-        .map_err(|e| format!("compile the worker's seccomp filter: {e}"))?;
+        .map_err(ConfineError::CompileArgFilters)?;
     let mut out: Vec<seccompiler::BpfProgram> = ["1_errno", "2_eperm"]
         .iter()
-        .map(|n| {
-            map.remove(*n)
-                .ok_or_else(|| format!("seccomp filter {n} missing"))
-        })
+        .map(|n| map.remove(*n).ok_or(ConfineError::MissingFilter(n)))
         .collect::<Result<_, _>>()?;
     let mut allow: Vec<&str> = WORKER_ALLOW
         .iter()
@@ -309,7 +337,7 @@ pub fn compile_filters(network: Network) -> Result<Vec<seccompiler::BpfProgram>,
     };
     out.push(
         crate::backend::seccomp::compile_allow_list(&allow, &[clone_thread], WORKER_ENOSYS)
-            .map_err(|e| format!("compile the worker's seccomp filter: {e}"))?,
+            .map_err(ConfineError::CompileAllowList)?,
     );
     Ok(out)
 }
@@ -334,13 +362,13 @@ fn exec_paths() -> Vec<PathBuf> {
     v
 }
 
-fn landlock(job: &Job) -> Result<LandlockStatus, String> {
+fn landlock(job: &Job) -> Result<LandlockStatus, ConfineError> {
     use landlock::{
         Access as _, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
         RulesetAttr, RulesetCreatedAttr, Scope, ABI,
     };
     let abi = ABI::V6;
-    let err = |e: landlock::RulesetError| format!("landlock: {e}");
+    let err = ConfineError::Landlock;
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(abi))
@@ -397,7 +425,10 @@ fn landlock(job: &Job) -> Result<LandlockStatus, String> {
         let Ok(fd) = PathFd::new(&p) else { continue };
         created = created
             .add_rule(PathBeneath::new(fd, access))
-            .map_err(|e| format!("landlock rule for {}: {e}", p.display()))?;
+            .map_err(|source| ConfineError::LandlockRule {
+                path: p.clone(),
+                source,
+            })?;
     }
     let status = created.restrict_self().map_err(err)?;
     Ok(LandlockStatus::from(status.ruleset))
@@ -406,12 +437,12 @@ fn landlock(job: &Job) -> Result<LandlockStatus, String> {
 /// In the worker, right after it read its job and before it touches guest bytes or starts a thread:
 /// Landlock, then seccomp (last: after it, neither landlock_* nor seccomp(2) are allowed). Returns the
 /// report's `os_sandbox` detail.
-pub fn confine(job: &Job) -> Result<serde_json::Value, String> {
+pub fn confine(job: &Job) -> Result<serde_json::Value, ConfineError> {
     // Compiled first: it needs nothing Landlock takes away, and a failure leaves nothing half-done.
     let filters = compile_filters(job.policy.network)?;
     let landlock = landlock(job)?;
     for f in &filters {
-        seccompiler::apply_filter_all_threads(f).map_err(|e| format!("install seccomp: {e}"))?;
+        seccompiler::apply_filter_all_threads(f).map_err(ConfineError::InstallSeccomp)?;
     }
     Ok(serde_json::json!({
         "namespaces": NAMESPACES,

@@ -1,6 +1,6 @@
-//! The wasm backend: WASI modules and components in wasmtime (issue 5).
+//! The wasm backend: WASI modules and components in wasmtime.
 //!
-//! The supervisor (this module's [`run`]) never compiles or loads guest bytes. It starts a worker
+//! The supervisor (this module's [`start`] and `finish`) never compiles or loads guest bytes. It starts a worker
 //! process ([`start`]): the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty
 //! environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
 //! starts the worker before it builds the envelope, so the two overlap; [`finish`] then moves the
@@ -18,31 +18,29 @@
 //! call (sleep, poll) that epochs cannot reach; and the supervisor kills the worker
 //! ([`SUPERVISOR_GRACE`] after the deadline) if no result came at all.
 //!
-//! Wire format (both pipes): `u32 LE length | JSON | raw bytes`. The job's raw bytes are the guest's
-//! stdin (capture mode); the result's are the captured stdout then stderr, lengths in the JSON.
+//! The job and the result travel as [`protocol`] frames, the same frames a warm worker uses.
 
 pub mod artifact;
 pub mod hardened;
+pub mod protocol;
 pub mod warm;
 pub mod worker;
 
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use crate::backend::postmortem;
 use crate::backend::Stdio;
 use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedRun, Reaper};
 use crate::host::HostConfig;
 use crate::policy::{OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
-use crate::workload::Format;
 
 pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use protocol::{Job, WorkerResult};
 pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
 
@@ -54,107 +52,10 @@ pub const RESULT_FD: i32 = 4;
 /// How long after the deadline the supervisor waits for the worker's own timeout report before it
 /// kills the worker.
 pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
-
-/// One run, as the worker receives it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    pub artifact: PathBuf,
-    pub format: Format,
-    /// `argv[1..]`; `argv[0]` is the artifact's file name.
-    pub args: Vec<String>,
-    /// The guest's complete environment.
-    pub env: Vec<(String, String)>,
-    pub policy: Policy,
-    /// `Some((stdout_max, stderr_max))` when output is captured; `None` when stdio is inherited.
-    pub capture: Option<(u64, u64)>,
-    /// A per-run host directory preopened at `/tmp` (created and removed by the supervisor).
-    pub tmp_dir: Option<PathBuf>,
-    pub cache_dir: Option<PathBuf>,
-    /// Wall-clock budget from the moment the worker starts.
-    pub timeout_ms: u64,
-}
-
-/// What the worker reports.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerResult {
-    pub outcome: Outcome,
-    /// Worker start to the guest's first instruction (compile or cache load included).
-    pub startup_us: u64,
-    pub run_us: u64,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    pub details: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ResultHeader {
-    result: WorkerResult,
-    stdout_len: usize,
-    stderr_len: usize,
-}
-
-fn frame(json: &[u8], tail: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + json.len() + tail.iter().map(|t| t.len()).sum::<usize>());
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(json);
-    for t in tail {
-        out.extend_from_slice(t);
-    }
-    out
-}
-
-fn unframe(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
-    let len = bytes
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("empty message")?;
-    let end = 4usize
-        .checked_add(len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or("truncated message")?;
-    Ok((&bytes[4..end], &bytes[end..]))
-}
-
-pub(crate) fn encode_job(job: &Job, stdin: &[u8]) -> Vec<u8> {
-    frame(
-        &serde_json::to_vec(job).expect("a job always serialises"),
-        &[stdin],
-    )
-}
-
-pub(crate) fn decode_job(bytes: &[u8]) -> Result<(Job, Vec<u8>), String> {
-    let (json, stdin) = unframe(bytes)?;
-    let job = serde_json::from_slice(json).map_err(|e| format!("job: {e}"))?;
-    Ok((job, stdin.to_vec()))
-}
-
-pub(crate) fn encode_result(r: &WorkerResult, stdout: &[u8], stderr: &[u8]) -> Vec<u8> {
-    let h = ResultHeader {
-        result: r.clone(),
-        stdout_len: stdout.len(),
-        stderr_len: stderr.len(),
-    };
-    frame(
-        &serde_json::to_vec(&h).expect("a result always serialises"),
-        &[stdout, stderr],
-    )
-}
-
-fn decode_result(bytes: &[u8]) -> Result<(WorkerResult, Vec<u8>, Vec<u8>), String> {
-    let (json, tail) = unframe(bytes)?;
-    let h: ResultHeader = serde_json::from_slice(json).map_err(|e| format!("result: {e}"))?;
-    if tail.len() != h.stdout_len + h.stderr_len {
-        return Err(format!(
-            "result: expected {} output bytes, found {}",
-            h.stdout_len + h.stderr_len,
-            tail.len()
-        ));
-    }
-    let (o, e) = tail.split_at(h.stdout_len);
-    Ok((h.result, o.to_vec(), e.to_vec()))
-}
+/// How long after the deadline a worker's watchdog gives up on the guest thread (a guest blocked in
+/// a host call such as `poll_oneoff` is not reached by epoch interruption), reports the timeout
+/// itself and exits.
+pub const WATCHDOG_GRACE: Duration = Duration::from_millis(200);
 
 /// The `hybox` binary that runs the worker: `HostConfig.hybox_path`, else the current executable if it
 /// is `hybox`, else `hybox` next to it (a test binary or an embedding host).
@@ -173,9 +74,7 @@ pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
     if sibling.is_file() {
         return Ok(sibling);
     }
-    Err(BackendError::WorkerBinary {
-        why: format!("no `hybox` binary next to {}", exe.display()),
-    })
+    Err(BackendError::WorkerBinary { next_to: exe })
 }
 
 impl PreparedRun for Started {
@@ -353,33 +252,39 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
             });
         }
     }
+    // The answer is bounded before anything is allocated for it: the worker runs untrusted code.
+    let (omax, emax) = job.capture.unwrap_or((0, 0));
+    let max = protocol::MAX_ANSWER_JSON
+        .saturating_add(omax)
+        .saturating_add(emax);
     let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::fs::File::from(res_r).read_to_end(&mut buf);
-        buf
+        protocol::read_frame(&mut std::fs::File::from(res_r), max)
+            .and_then(|f| f.ok_or(protocol::ProtocolError::Closed)?.result())
     });
-    let job_bytes = encode_job(&job, &stdin);
-    let write = std::fs::File::from(job_w).write_all(&job_bytes);
+    let write = protocol::write_job(&mut std::fs::File::from(job_w), &job, &stdin);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(reader.join().unwrap_or_default());
+        let _ = tx.send(reader.join());
     });
     let wait = deadline.saturating_duration_since(Instant::now()) + SUPERVISOR_GRACE;
-    let (bytes, killed) = match rx.recv_timeout(wait) {
-        Ok(b) => (b, false),
+    let (answer, killed) = match rx.recv_timeout(wait) {
+        Ok(Ok(answer)) => (Some(answer), false),
+        // The reader thread panicked: no answer, as if the worker had sent none.
+        Ok(Err(_)) => (None, false),
         Err(_) => {
             // Backstop: the worker did not report in time; kill it (and everything in the envelope).
             let _ = child.kill();
             if let Some(env) = envelope {
                 let _ = env.kill_all();
             }
-            (Vec::new(), true)
+            (None, true)
         }
     };
     let status = child.wait().map_err(io("wait for the wasm worker"))?;
     let total_us = t_spawn.elapsed().as_micros() as u64;
     drop(tmp);
-    let mut run = match (killed, decode_result(&bytes)) {
+    let answer = answer.unwrap_or(Err(protocol::ProtocolError::Closed));
+    let mut run = match (killed, answer) {
         (false, Ok((r, stdout, stderr))) => {
             let mut run = BackendRun::new(r.outcome);
             run.start_us = total_us.saturating_sub(r.run_us);
@@ -409,22 +314,10 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
             let outcome = match status.signal() {
                 // The worker's seccomp filter killed it: name the syscall if the audit record says.
                 Some(libc::SIGSYS) if os_sandbox => Outcome::SeccompViolation {
-                    syscall: crate::backend::native::spawn::seccomp_syscall_from_kmsg(
-                        child.id() as i32
-                    )
-                    .map(|nr| {
-                        hybox_shim::seccomp::syscall_name(nr)
-                            .map(str::to_string)
-                            .unwrap_or_else(|| format!("syscall {nr}"))
-                    })
-                    .unwrap_or_else(|| "unknown (wasm worker)".into()),
+                    syscall: postmortem::seccomp_killed_syscall(child.id() as i32, 1)
+                        .unwrap_or_else(|| "unknown (wasm worker)".into()),
                 },
-                Some(sig) => Outcome::Signaled {
-                    signal: sig,
-                    name: nix::sys::signal::Signal::try_from(sig)
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_else(|_| format!("signal {sig}")),
-                },
+                Some(sig) => postmortem::signaled(sig),
                 None => Outcome::SetupError {
                     step: format!(
                         "wasm worker exited with {status} without a result ({why}){}",

@@ -1,0 +1,148 @@
+//! A warm function's worker process, seen from the supervisor: started (`hybox __wasm-worker
+//! --serve`, an empty environment, only its two pipes), given its load job, sent calls, killed.
+//! Moving it into the function's envelope between its start and its load is the caller's
+//! ([`super::WarmFunction`]).
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use super::SERVE_ARG;
+use crate::backend::process::Spawned;
+use crate::backend::wasm::protocol::{self, CallRequest, Frame, LoadReply, ProtocolError};
+use crate::backend::wasm::{place_worker_fds, Job, WORKER_SUBCOMMAND};
+use crate::backend::BackendError;
+
+/// The running worker: the process, the request pipe's write end, the reply pipe's read end.
+pub(super) struct Worker {
+    child: Spawned,
+    requests: File,
+    replies: File,
+}
+
+impl Worker {
+    /// Starts the worker, blocked reading its load job.
+    pub(super) fn spawn(exe: &Path) -> Result<Worker, BackendError> {
+        let io = BackendError::io;
+        let (req_r, req_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
+        let (rep_r, rep_w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
+        let child = spawn_serve_worker(exe, &req_r, &rep_w).map_err(BackendError::io(format!(
+            "start the warm wasm worker {}",
+            exe.display()
+        )))?;
+        Ok(Worker {
+            child,
+            requests: File::from(req_w),
+            replies: File::from(rep_r),
+        })
+    }
+
+    /// The worker's pid.
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the worker and reaps it.
+    pub(super) fn kill(self) {
+        let _ = self.reap();
+    }
+
+    /// Kills the worker and reaps it; how it ended.
+    pub(super) fn reap(mut self) -> std::io::Result<ExitStatus> {
+        let _ = self.child.kill();
+        self.child.wait()
+    }
+
+    /// Sends the load job and waits up to `wait` for the answer: the load's details, or why the
+    /// guest did not load (the worker is then killed).
+    pub(super) fn load(
+        mut self,
+        job: &Job,
+        wait: Duration,
+    ) -> Result<(Worker, serde_json::Map<String, serde_json::Value>), BackendError> {
+        let warm_load = |why: String| BackendError::WarmLoad {
+            artifact: job.artifact.clone(),
+            why,
+        };
+        if let Err(source) = protocol::write_job(&mut self.requests, job, &[]) {
+            self.kill();
+            return Err(BackendError::WarmWorker {
+                step: "send the load job to the warm wasm worker".into(),
+                source,
+            });
+        }
+        let frame =
+            match protocol::read_frame_within(&mut self.replies, wait, protocol::MAX_ANSWER_JSON) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    self.kill();
+                    return Err(warm_load(format!(
+                        "no answer to the load job within {wait:?}"
+                    )));
+                }
+                Err(source) => {
+                    let status = self.reap();
+                    return Err(BackendError::WarmWorker {
+                        step: format!(
+                            "read the load answer of the warm wasm worker (worker exit: {status:?})"
+                        ),
+                        source,
+                    });
+                }
+            };
+        match frame.message::<LoadReply>("load answer") {
+            Ok(LoadReply {
+                error: None,
+                details,
+            }) => Ok((self, details)),
+            Ok(LoadReply {
+                error: Some(why), ..
+            }) => {
+                self.kill();
+                Err(warm_load(why))
+            }
+            Err(source) => {
+                self.kill();
+                Err(BackendError::WarmWorker {
+                    step: "read the load answer of the warm wasm worker".into(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Sends one call (its stdin as the frame's raw bytes) and waits up to `wait` for the answer,
+    /// of at most `max` bytes. `Ok(None)`: no answer in time.
+    pub(super) fn call(
+        &mut self,
+        req: &CallRequest,
+        stdin: &[u8],
+        wait: Duration,
+        max: u64,
+    ) -> Result<Option<Frame>, ProtocolError> {
+        protocol::write_frame(&mut self.requests, req, &[stdin])?;
+        protocol::read_frame_within(&mut self.replies, wait, max)
+    }
+}
+
+/// Starts `hybox __wasm-worker --serve` with the request pipe at fd 3, the reply pipe at fd 4, no other
+/// fds, an empty environment, stdin and stdout on /dev/null (the guest's stdio is captured per call),
+/// stderr inherited for the worker's own diagnostics.
+fn spawn_serve_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::Result<Spawned> {
+    let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
+    let program = crate::backend::process::Program {
+        program: exe,
+        args: &[WORKER_SUBCOMMAND, SERVE_ARG],
+        namespaces: 0,
+        null_stdin_stdout: true,
+    };
+    // SAFETY: in the child before exec, with both pipe ends open.
+    let prepare = move || unsafe { place_worker_fds(j, r) };
+    // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
+    // cannot panic.
+    unsafe { crate::backend::process::spawn(&program, &prepare) }
+}
