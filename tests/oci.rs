@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 fn hybox_runc() -> PathBuf {
     static LINK: OnceLock<PathBuf> = OnceLock::new();
     LINK.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("hybox-runc-test-{}", std::process::id()));
+        // In cargo's scratch dir for integration tests: nothing is left in /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hybox-runc-link");
         std::fs::create_dir_all(&dir).unwrap();
         let link = dir.join("hybox-runc");
         let _ = std::fs::remove_file(&link);
