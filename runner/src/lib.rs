@@ -21,7 +21,8 @@
 //   2. what runs where: workload, decide
 //   3. the host resources of a run: scratch, envelope
 //   4. running it: backend (native, wasm, and what they share)
-//   5. the API front-ends drive: sandbox, function, explain, doctor
+//   5. the API front-ends drive: sandbox, function, explain, doctor; oci (hybox-runc: runc's
+//      lifecycle over `Sandbox`; its command line behind feature `cli`)
 //   6. the CLI's commands (feature `cli`): cli, bench, conformance, serve, loadgen
 /// The two backends and what they share. **Not part of the stable API**: public so that hybox's
 /// own integration tests and benchmarks can drive a backend directly; a front-end uses [`Sandbox`]
@@ -35,6 +36,7 @@ pub mod exit;
 pub mod explain;
 pub mod function;
 pub mod host;
+pub mod oci;
 pub mod policy;
 pub mod report;
 pub mod sandbox;

@@ -22,6 +22,16 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(hybox::backend::wasm::worker_main() as u8);
     }
+    // Called as `hybox-runc` (a link to this binary, as containerd's BinaryName or Docker's runtime
+    // path), or with HYBOX_RUNC=1: runc's command line, whose `run`/`list`/`spec` are not hybox's.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "hybox-runc")
+        || std::env::var_os("HYBOX_RUNC").is_some_and(|v| v == "1")
+    {
+        return ExitCode::from(hybox::oci::cli::main(std::env::args_os()) as u8);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

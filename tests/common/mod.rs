@@ -1,6 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+// The OCI harness (docs/notes-oci.md): a private containerd and dockerd, OCI image tarballs built
+// by the test, the process/cgroup census.
+pub mod containerd; // needs procs
+pub mod dockerd; // needs procs
+pub mod oci_image;
+pub mod procs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;

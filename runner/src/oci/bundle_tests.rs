@@ -1,0 +1,211 @@
+//! The config.json mapping on the fixtures recorded from ctr, Docker and the CRI
+//! (tests/fixtures/oci/), each in a bundle of its own with a tiny rootfs.
+
+use super::*;
+use serde_json::{json, Value};
+
+const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/oci")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn runtime() -> RuntimePolicy {
+    RuntimePolicy::from_json_str(crate::oci::runtime_policy::BUILTIN, "builtin").unwrap()
+}
+
+/// A bundle with `config` (root.path made `rootfs`) and a rootfs where /bin/echo and /bin/sh link
+/// to `bin/prog`, a copy of `program`.
+fn bundle(mut config: Value, program: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::write(root.join("bin/prog"), program).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        root.join("bin/prog"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("prog", root.join("bin/echo")).unwrap();
+    std::os::unix::fs::symlink("/bin/prog", root.join("bin/sh")).unwrap();
+    config["root"] = json!({"path": "rootfs"});
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+fn load_fixture(config: Value, program: &[u8]) -> Result<Container, OciError> {
+    let b = bundle(config, program);
+    load(b.path(), &runtime())
+}
+
+fn refused_field(r: Result<Container, OciError>) -> String {
+    match r {
+        Err(OciError::Refused { field, .. }) => field,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn elf() -> Option<Vec<u8>> {
+    std::fs::read("/bin/busybox").ok()
+}
+
+#[test]
+fn ctr_run_maps_onto_a_native_policy() {
+    let Some(busybox) = elf() else {
+        eprintln!("skipped: no /bin/busybox (busybox-static) to stand in for an ELF");
+        return;
+    };
+    let c = load_fixture(fixture("ctr-run.json"), &busybox).unwrap();
+    assert_eq!(c.backend(), Backend::Native);
+    assert_eq!(c.argv0, "echo");
+    assert!(c.program.ends_with("rootfs/bin/prog"), "{:?}", c.program);
+    assert_eq!(c.policy.args, vec!["hello".to_string()]);
+    assert_eq!(c.policy.filesystem.workdir, Path::new("/tmp"));
+    assert_eq!(c.policy.native.uid, 0);
+    assert_eq!(c.policy.native.rlimits.nofile, 1024);
+    assert_eq!(c.policy.native.rootfs, Rootfs::Dir(c.rootfs.clone()));
+    assert!(c.policy.env.contains_key("PATH"));
+    assert!(c.policy.filesystem.mounts.is_empty());
+    assert_eq!(c.cgroups_path.as_deref(), Some("/hybox-test/ctr-run"));
+    assert!(c.ignored.iter().any(|i| i.starts_with("root.readonly")));
+}
+
+#[test]
+fn a_wasm_program_gets_the_rootfs_as_a_read_only_preopen() {
+    let mut config = fixture("ctr-run.json");
+    config["process"]["args"] = json!(["echo", "a", "b"]);
+    let c = load_fixture(config, MODULE).unwrap();
+    assert_eq!(c.backend(), Backend::Wasm);
+    assert_eq!(c.argv0, "echo");
+    assert_eq!(c.policy.args, vec!["a".to_string(), "b".to_string()]);
+    let root = &c.policy.filesystem.mounts[0];
+    assert_eq!(
+        (root.guest.as_path(), root.mode),
+        (Path::new("/"), Access::Ro)
+    );
+}
+
+#[test]
+fn docker_limits_map_onto_the_envelope() {
+    let mut config = fixture("docker-run-memory.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    // Docker's binds of /etc/{hosts,hostname,resolv.conf} are writable: beyond the default policy.
+    let binds: Vec<Value> = config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "bind")
+        .cloned()
+        .collect();
+    config["mounts"] = json!(binds);
+    let c = load_fixture(config, MODULE).unwrap();
+    assert_eq!(c.policy.resources.memory, Size(67_108_864));
+}
+
+#[test]
+fn writable_host_binds_are_refused_by_the_default_policy() {
+    let mut config = fixture("docker-run.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    let field = refused_field(load_fixture(config, MODULE));
+    assert!(
+        field.starts_with("mounts[") && field.ends_with("].source"),
+        "{field}"
+    );
+}
+
+#[test]
+fn privileged_requests_are_refused_naming_the_field() {
+    let base = fixture("ctr-run.json");
+    let mut c = base.clone();
+    c["process"]["capabilities"]["bounding"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("CAP_SYS_ADMIN"));
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "process.capabilities.bounding"
+    );
+
+    let mut c = base.clone();
+    c["linux"]["namespaces"][4] = json!({"type": "network", "path": "/proc/1/ns/net"});
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "linux.namespaces[4].path"
+    );
+
+    let mut c = base.clone();
+    c["linux"]["namespaces"].as_array_mut().unwrap().remove(4);
+    assert_eq!(refused_field(load_fixture(c, MODULE)), "linux.namespaces");
+
+    let mut c = base.clone();
+    c["process"]["terminal"] = json!(true);
+    assert_eq!(refused_field(load_fixture(c, MODULE)), "process.terminal");
+
+    let mut c = base.clone();
+    c["linux"]["resources"]["memory"] = json!({"limit": 64_i64 << 30});
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "linux.resources.memory.limit"
+    );
+
+    let mut c = base.clone();
+    c["hooks"] = json!({"prestart": [{"path": "/bin/true"}]});
+    assert_eq!(refused_field(load_fixture(c, MODULE)), "hooks");
+
+    let mut c = base.clone();
+    c["process"]["args"] = json!(["nonexistent"]);
+    assert_eq!(refused_field(load_fixture(c, MODULE)), "process.args[0]");
+}
+
+#[test]
+fn a_cri_container_joining_the_pods_namespaces_is_refused() {
+    let mut config = fixture("cri-container.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    let field = refused_field(load_fixture(config, MODULE));
+    assert!(
+        field.starts_with("linux.namespaces[") && field.ends_with("].path"),
+        "{field}"
+    );
+}
+
+#[test]
+fn a_malformed_field_is_named() {
+    let mut config = fixture("ctr-run.json");
+    config["process"]["args"] = json!("echo hello");
+    match load_fixture(config, MODULE) {
+        Err(OciError::ConfigParse { field, .. }) => assert_eq!(field, "process.args"),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn symlinks_resolve_inside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    std::fs::write(root.join("a/b/f"), "x").unwrap();
+    std::os::unix::fs::symlink("/a/b", root.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../a", root.join("a/up")).unwrap();
+    std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+    assert_eq!(
+        resolve_in_root(root, Path::new("/abs/f")).unwrap(),
+        root.join("a/b/f")
+    );
+    assert_eq!(
+        resolve_in_root(root, Path::new("/a/up/b/f")).unwrap(),
+        root.join("a/b/f")
+    );
+    assert_eq!(
+        resolve_in_root(root, Path::new("/../../a/b/f")).unwrap(),
+        root.join("a/b/f")
+    );
+    assert!(resolve_in_root(root, Path::new("/loop")).is_err());
+}

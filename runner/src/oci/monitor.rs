@@ -1,0 +1,376 @@
+//! The monitor: the process `create` leaves behind, whose pid goes into `--pid-file` (like
+//! conmon for podman). containerd's shim is a child subreaper: when `create` exits, the monitor is
+//! reparented to it, and the shim reaps it and reports its exit status as the container's. So the
+//! monitor waits on the state directory's fifo until `start`, then runs the container through
+//! [`crate::Sandbox`] (its own envelope, namespaces, shim or wasm worker) with the stdio fds
+//! containerd gave `create`, forwards the signals `kill` sends it, records the outcome and exits
+//! with the container's status.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::oci::log::Log;
+use crate::oci::state::{ExitRecord, StateDir};
+use crate::oci::{procfs, OciError};
+use crate::{HostConfig, RunOptions, Sandbox, Stdio};
+
+/// The monitor's exit status when the container could not be started at all (hybox's own
+/// failure, as `hybox run` reports it).
+const START_FAILED: i32 = crate::exit::RUNNER_FAILED;
+
+/// The signals the monitor passes on to the container's process (its sandbox: the native shim,
+/// which forwards them to the workload, or the wasm worker). SIGKILL cannot be caught: `kill`
+/// sends it to the container's processes directly.
+const FORWARDED: [i32; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// Where the container's envelope goes: `<cgroup_parent>/<run_id>.owner-<monitor>-<start>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Placement {
+    pub cgroup_parent: String,
+    pub run_id: Option<String>,
+    /// A native container's rootfs, bound by the monitor (in a mount namespace of its own) at
+    /// `.1`, the path the policy names: see [`RootfsView`].
+    pub rootfs: Option<RootfsView>,
+}
+
+/// Where a native container's sandbox finds the bundle's rootfs. The native sandbox reaches its
+/// rootfs as its own unprivileged host uid (the shim binds it from inside its user namespace), so
+/// every directory above it must be searchable by anyone; containerd's bundles sit under state
+/// directories that are not (0700 roots). The monitor therefore binds the rootfs, in a private
+/// mount namespace of its own that the sandbox inherits, at [`RootfsView::view`] under
+/// [`VIEW_BASE`] (0711), and removes the empty mount point when it ends; nothing is mounted on
+/// the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsView {
+    pub rootfs: std::path::PathBuf,
+    pub view: std::path::PathBuf,
+}
+
+/// Where the monitors' rootfs views are.
+pub const VIEW_BASE: &str = "/run/hybox-runc/rootfs";
+
+impl RootfsView {
+    /// A fresh mount point for `rootfs` (not created yet).
+    pub fn new(rootfs: &std::path::Path) -> RootfsView {
+        RootfsView {
+            rootfs: rootfs.to_path_buf(),
+            view: std::path::Path::new(VIEW_BASE).join(crate::host::new_run_id()),
+        }
+    }
+
+    /// In the monitor: a private mount namespace, the mount point, the bind.
+    fn mount(&self) -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let cstr = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes());
+        // SAFETY: unshare with a constant flag has no memory effects.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(format!(
+                "unshare(CLONE_NEWNS): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // Nothing mounted from here on may propagate back to the host.
+        // SAFETY: constant NUL-terminated strings and null data.
+        if unsafe {
+            libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(format!(
+                "make / private: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(VIEW_BASE)
+            .and_then(|()| std::fs::DirBuilder::new().mode(0o755).create(&self.view))
+            .map_err(|e| format!("create {}: {e}", self.view.display()))?;
+        let (src, dst) = match (cstr(&self.rootfs), cstr(&self.view)) {
+            (Ok(s), Ok(d)) => (s, d),
+            _ => return Err("a rootfs path with a NUL byte".into()),
+        };
+        // SAFETY: NUL-terminated paths, a null type and data (a bind takes neither).
+        if unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            return Err(format!(
+                "bind {} at {}: {}",
+                self.rootfs.display(),
+                self.view.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The mount point gone (the bind dies with the monitor's mount namespace).
+    pub fn remove(&self) {
+        if let Ok(c) = std::ffi::CString::new(self.view.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a NUL-terminated path; failing (not mounted here) is fine.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.view);
+    }
+}
+
+impl Placement {
+    /// Next to where `linux.cgroupsPath` would put the container (its parent, the container id
+    /// as the run id; containerd's `/NS/ID` becomes `/NS/ID.owner-...`), so the container's
+    /// cgroup lives under the caller's hierarchy. A systemd-style path (`slice:prefix:name`) or an
+    /// id that is not a cgroup name falls back to hybox's own parent and a fresh run id.
+    pub fn for_container(cgroups_path: Option<&str>, id: &str) -> Placement {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && !s.contains("/.")
+                && s.len() <= 200
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        };
+        let parent = cgroups_path
+            .filter(|p| !p.contains(':'))
+            .and_then(|p| std::path::Path::new(p.trim_start_matches('/')).parent())
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| ok(p) && !p.split('/').any(str::is_empty));
+        Placement {
+            cgroup_parent: parent.unwrap_or_else(|| HostConfig::default().cgroup_parent),
+            run_id: (ok(id) && !id.contains('/')).then(|| id.to_string()),
+            rootfs: None,
+        }
+    }
+}
+
+/// Forks the monitor; returns its pid once it is waiting for `start`. The caller must be
+/// single-threaded (checked by `create`): the child goes on running Rust code after the fork.
+pub(super) fn spawn(
+    sd: &StateDir,
+    sandbox: Sandbox,
+    placement: &Placement,
+    log: Log,
+) -> Result<i32, OciError> {
+    let mut fds = [0; 2];
+    // SAFETY: a pointer to two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(OciError::io("readiness pipe")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (ready_r, ready_w) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the caller is single-threaded (create checks /proc/self/status), so the child is a
+    // complete copy of the process and may go on running ordinary Rust code, allocations included.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(OciError::io("fork the monitor")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        drop(ready_r);
+        let status = main(sd, &sandbox, placement, &log, ready_w);
+        std::process::exit(status);
+    }
+    drop(ready_w);
+    let mut said = Vec::new();
+    let _ = std::fs::File::from(ready_r).read_to_end(&mut said);
+    if said.first() == Some(&b'k') {
+        return Ok(pid);
+    }
+    // The monitor failed before it was ready: reap it, report what it said.
+    let mut st = 0;
+    // SAFETY: waiting for our own child; st is a live int.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    Err(OciError::Monitor {
+        why: if said.is_empty() {
+            format!("exited before it was ready (wait status {st})")
+        } else {
+            String::from_utf8_lossy(&said).into_owned()
+        },
+    })
+}
+
+/// The monitor itself; returns its exit status.
+fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, ready: OwnedFd) -> i32 {
+    // Its own session: a signal to containerd's process group or terminal does not reach it.
+    // SAFETY: setsid has no memory effects; it fails only for a group leader, which a fresh
+    // child is not.
+    unsafe { libc::setsid() };
+    let _ = std::env::set_current_dir("/");
+    // The shim hands `create` its own listening socket as fd 3 (not CLOEXEC): nothing but stdio
+    // and the readiness pipe may survive into the monitor and, through it, the container.
+    close_fds_except(&[ready.as_raw_fd()]);
+    let mut ready = std::fs::File::from(ready);
+    let fifo = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(sd.fifo())
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = write!(ready, "open {}: {e}", sd.fifo().display());
+            return START_FAILED;
+        }
+    };
+    if ready.write_all(b"k").is_err() {
+        return START_FAILED;
+    }
+    drop(ready);
+    if let Err(e) = wait_for_start(&fifo) {
+        log.error(&format!("container {}: waiting for start: {e}", sd.id));
+        return START_FAILED;
+    }
+    drop(fifo);
+    if let Some(v) = &placement.rootfs {
+        if let Err(e) = v.mount() {
+            log.error(&format!("container {}: rootfs: {e}", sd.id));
+            eprintln!("hybox-runc: container {}: rootfs: {e}", sd.id);
+            v.remove();
+            let _ = sd.write_exit(&ExitRecord {
+                status: START_FAILED,
+                outcome: format!("rootfs: {e}"),
+            });
+            return START_FAILED;
+        }
+    }
+    forward_signals();
+    let opts = RunOptions {
+        stdio: Stdio::Inherit,
+        host: HostConfig {
+            hybox_path: std::env::current_exe().ok(),
+            cgroup_parent: placement.cgroup_parent.clone(),
+            ..HostConfig::default()
+        },
+        run_id: placement.run_id.clone(),
+        ..RunOptions::default()
+    };
+    let (status, outcome) = match sandbox.run(&opts) {
+        Ok(r) => {
+            log.info(&format!(
+                "container {}: {} on {} ({}); exit status {}",
+                sd.id,
+                r.report.outcome,
+                r.report.backend,
+                r.report.reasons.join("; "),
+                r.report.exit_status
+            ));
+            (r.report.exit_status, r.report.outcome.to_string())
+        }
+        Err(e) => {
+            let msg = crate::error_chain(&e);
+            log.error(&format!("container {}: cannot start: {msg}", sd.id));
+            // Also on the container's stderr: `ctr run` and `docker logs` show it to the user.
+            eprintln!("hybox-runc: container {}: cannot start: {msg}", sd.id);
+            (START_FAILED, msg)
+        }
+    };
+    if let Some(v) = &placement.rootfs {
+        v.remove();
+    }
+    let _ = sd.write_exit(&ExitRecord { status, outcome });
+    status
+}
+
+/// Blocks until `start` writes its byte. A fifo opened for reading that never had a writer polls
+/// as not ready (Linux reports POLLHUP only after a writer has come and gone), so this sleeps
+/// until `start` opens it.
+fn wait_for_start(mut fifo: &std::fs::File) -> std::io::Result<()> {
+    loop {
+        let mut p = libc::pollfd {
+            fd: fifo.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut b = [0u8; 1];
+        return match fifo.read(&mut b) {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(std::io::Error::other("the fifo was closed without a start")),
+            Err(e) => Err(e),
+        };
+    }
+}
+
+/// Every fd above stdio but `keep` closed.
+fn close_fds_except(keep: &[i32]) {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: closing an fd of this process that nothing else in it owns: the monitor
+            // has just been forked and holds no File or socket but `keep`'s.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// A thread that passes [`FORWARDED`] signals on to the monitor's children (the sandbox's
+/// process). If it cannot be installed the signals keep their default action and end the
+/// monitor, which the container's processes survive only until their envelope is collected.
+fn forward_signals() {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new(FORWARDED) else {
+        return;
+    };
+    let me = std::process::id() as i32;
+    let _ = std::thread::Builder::new()
+        .name("hybox-runc-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                for child in procfs::children(me) {
+                    procfs::signal(child, sig);
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn the_envelope_goes_next_to_the_cgroups_path() {
+        let p = Placement::for_container(Some("/hybox-test/ctr-run"), "ctr-run");
+        assert_eq!(p.cgroup_parent, "hybox-test");
+        assert_eq!(p.run_id.as_deref(), Some("ctr-run"));
+        let p = Placement::for_container(Some("kubepods.slice:cri-containerd:abc"), "abc");
+        assert_eq!(p.cgroup_parent, "hybox");
+        let p = Placement::for_container(None, "a b");
+        assert_eq!((p.cgroup_parent.as_str(), p.run_id), ("hybox", None));
+    }
+}

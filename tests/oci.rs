@@ -1,0 +1,599 @@
+//! hybox-runc, the OCI runtime (docs/oci.md): runc's command-line contract driven directly, then
+//! containers run by a real containerd started by the test (`ctr run --runc-binary`), with runc
+//! itself as the negative control: the same ctr checks pass with it for the native image, and fail
+//! where only hybox can do it (a wasm entrypoint) or where hybox must refuse (a privileged bundle).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::containerd::Containerd;
+use common::oci_image::{Config, Image};
+use serde_json::{json, Value};
+
+/// `hybox-runc`: a link to the hybox binary under that name (argv[0] dispatch).
+fn hybox_runc() -> PathBuf {
+    static LINK: OnceLock<PathBuf> = OnceLock::new();
+    LINK.get_or_init(|| {
+        // In cargo's scratch dir for integration tests: nothing is left in /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hybox-runc-link");
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("hybox-runc");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hybox"), &link).unwrap();
+        link
+    })
+    .clone()
+}
+
+fn guest(name: &str) -> Vec<u8> {
+    let p = common::repo().join("examples/out/wasm").join(name);
+    std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (build the guests: examples/build.sh)", p.display()))
+}
+
+/// The last `"level":"error"` line's message in a `--log` file, as containerd's shim reports it.
+fn last_error(log: &Path) -> String {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|v| v["level"] == "error")
+        .map(|v| v["msg"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// A bundle: busybox (or `program`) as the rootfs's /bin/busybox with applet links, and the
+/// config.json containerd's `ctr run` writes (tests/fixtures/oci/ctr-run.json) with `args`.
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    fn new(args: &[&str], edit: impl FnOnce(&mut Value)) -> Bundle {
+        let dir = tempfile::Builder::new()
+            .prefix("hybox-oci-")
+            .tempdir()
+            .unwrap();
+        let bin = dir.path().join("rootfs/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (busybox-static)");
+        for applet in ["sh", "echo", "sleep", "cat"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        std::fs::write(bin.join("env.wasm"), guest("env.wasm")).unwrap();
+        std::fs::write(bin.join("probe.wasm"), guest("probe.wasm")).unwrap();
+        let mut config: Value = serde_json::from_str(
+            &std::fs::read_to_string(common::repo().join("tests/fixtures/oci/ctr-run.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        config["process"]["args"] = json!(args);
+        config["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("GREETING=hello from config.json"));
+        // Our own cgroup parent, unique to this test process: nothing to collide with.
+        config["linux"]["cgroupsPath"] = json!(format!("/hybox-oci-test-{}/c", std::process::id()));
+        edit(&mut config);
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_string_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        Bundle { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A `--root` and `--log` of one test, and the runtime called with them.
+struct Runc {
+    root: tempfile::TempDir,
+}
+
+impl Runc {
+    fn new() -> Runc {
+        Runc {
+            root: tempfile::Builder::new()
+                .prefix("hybox-runc-root-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+    fn log(&self) -> PathBuf {
+        self.root.path().join("log.json")
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(hybox_runc());
+        c.arg("--root")
+            .arg(self.root.path().join("state"))
+            .arg("--log")
+            .arg(self.log())
+            .args(["--log-format", "json"])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+    fn call(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.call(args);
+        assert!(
+            o.status.success(),
+            "hybox-runc {args:?}: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            last_error(&self.log())
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn state(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+    /// `create` with stdout and stderr into files of the root dir; returns the monitor's pid.
+    fn create(&self, bundle: &Bundle, id: &str) -> i32 {
+        let out = std::fs::File::create(self.root.path().join(format!("{id}.out"))).unwrap();
+        let err = out.try_clone().unwrap();
+        let pid_file = self.root.path().join(format!("{id}.pid"));
+        let status = self
+            .cmd(&["create", "--bundle"])
+            .arg(bundle.path())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .unwrap();
+        assert!(status.success(), "create: {}", last_error(&self.log()));
+        std::fs::read_to_string(&pid_file)
+            .expect("the pid file")
+            .parse()
+            .expect("a decimal pid")
+    }
+    fn output_of(&self, id: &str) -> String {
+        std::fs::read_to_string(self.root.path().join(format!("{id}.out"))).unwrap_or_default()
+    }
+}
+
+/// Makes this test process the reaper of orphans (as containerd's shim is), so the monitor's exit
+/// status can be read once `create` has exited.
+fn become_subreaper() {
+    assert_eq!(
+        // SAFETY: prctl with integer arguments touches no memory of ours.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+}
+
+/// The exit status of an orphaned monitor this process reaps (128+N for a signal).
+fn wait_exit(pid: i32, timeout: Duration) -> i32 {
+    let until = Instant::now() + timeout;
+    loop {
+        let mut st = 0;
+        // SAFETY: a live int for the status.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            };
+        }
+        assert!(
+            Instant::now() < until,
+            "pid {pid} did not exit in {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn create_leaves_a_blocked_monitor_and_the_lifecycle_follows_runc() {
+    if !common::privileged("create_leaves_a_blocked_monitor") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let bundle = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "echo \"$GREETING\" \"$0\" \"$1\"; exec sleep 30",
+            "zero",
+            "one",
+        ],
+        |_| {},
+    );
+    let pid = runc.create(&bundle, "c1");
+    assert!(alive(pid), "the pid file's process is alive after create");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(runc.state("c1")["status"], "created");
+    assert_eq!(runc.state("c1")["pid"], pid);
+    assert_eq!(runc.output_of("c1"), "", "nothing runs before start");
+    assert_eq!(runc.state("c1")["hybox"]["backend"], "native");
+
+    runc.ok(&["start", "c1"]);
+    assert_eq!(runc.state("c1")["status"], "running");
+    // The output arrives on the stdio create was given.
+    let until = Instant::now() + Duration::from_secs(10);
+    while runc.output_of("c1").is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(runc.output_of("c1"), "hello from config.json zero one\n");
+    // The monitor and the sandbox's processes (the native shim and sleep, at least).
+    let ps: Vec<i32> = serde_json::from_str(&runc.ok(&["ps", "--format", "json", "c1"])).unwrap();
+    assert!(ps[0] == pid && ps.len() >= 3, "{ps:?}");
+
+    let o = runc.call(&["delete", "c1"]);
+    assert!(
+        !o.status.success(),
+        "delete of a running container must fail"
+    );
+    assert!(
+        last_error(&runc.log()).contains("not stopped"),
+        "{}",
+        last_error(&runc.log())
+    );
+    assert_eq!(runc.state("c1")["status"], "running");
+
+    runc.ok(&["kill", "c1", "9"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 137);
+    let st = runc.state("c1");
+    assert_eq!(st["status"], "stopped");
+    assert_eq!(st["hybox"]["exit"]["status"], 137);
+    // runc's answers after the exit, which containerd relies on.
+    let o = runc.call(&["kill", "c1", "9"]);
+    assert!(!o.status.success());
+    assert!(last_error(&runc.log()).contains("container not running"));
+    runc.ok(&["kill", "--all", "c1", "9"]);
+    runc.ok(&["delete", "c1"]);
+    runc.ok(&["delete", "--force", "c1"]);
+    assert!(!runc.root.path().join("state/c1").exists());
+    let o = runc.call(&["state", "c1"]);
+    assert!(!o.status.success());
+    assert!(last_error(&runc.log()).contains("does not exist"));
+}
+
+#[test]
+fn exit_status_signals_and_force_delete() {
+    if !common::privileged("exit_status_signals_and_force_delete") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    // The container's own status.
+    let b = Bundle::new(&["/bin/sh", "-c", "exit 7"], |_| {});
+    let pid = runc.create(&b, "exit7");
+    runc.ok(&["start", "exit7"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 7);
+    assert_eq!(runc.state("exit7")["hybox"]["exit"]["status"], 7);
+    runc.ok(&["delete", "exit7"]);
+
+    // SIGTERM is forwarded to the workload (busybox sleep dies of it): 128+15.
+    let b = Bundle::new(&["sleep", "30"], |_| {});
+    let pid = runc.create(&b, "term");
+    runc.ok(&["start", "term"]);
+    std::thread::sleep(Duration::from_millis(300));
+    runc.ok(&["kill", "term", "SIGTERM"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 143);
+    runc.ok(&["delete", "term"]);
+
+    // delete --force of a running and of a created container.
+    let b = Bundle::new(&["sleep", "30"], |_| {});
+    let pid = runc.create(&b, "forced");
+    runc.ok(&["start", "forced"]);
+    runc.ok(&["delete", "--force", "forced"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 137);
+    let pid = runc.create(&b, "never-started");
+    runc.ok(&["delete", "--force", "never-started"]);
+    wait_exit(pid, Duration::from_secs(10));
+    assert_eq!(
+        std::fs::read_dir(runc.root.path().join("state"))
+            .unwrap()
+            .count(),
+        0,
+        "no state left"
+    );
+}
+
+#[test]
+fn a_wasm_entrypoint_runs_on_the_wasm_backend() {
+    if !common::privileged("a_wasm_entrypoint_runs_on_the_wasm_backend") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let b = Bundle::new(&["/bin/env.wasm", "first", "second"], |_| {});
+    let pid = runc.create(&b, "wasm");
+    let st = runc.state("wasm");
+    assert_eq!(st["hybox"]["backend"], "wasm", "{st}");
+    runc.ok(&["start", "wasm"]);
+    assert_eq!(
+        wait_exit(pid, Duration::from_secs(30)),
+        0,
+        "{}",
+        last_error(&runc.log())
+    );
+    let out = runc.output_of("wasm");
+    assert!(out.contains("arg[1]=first\narg[2]=second\n"), "{out}");
+    assert!(out.contains("env GREETING=hello from config.json"), "{out}");
+    runc.ok(&["delete", "wasm"]);
+
+    let b = Bundle::new(&["/bin/probe.wasm", "attack", "exit", "9"], |_| {});
+    let pid = runc.create(&b, "wasm-exit");
+    runc.ok(&["start", "wasm-exit"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(30)), 9);
+    runc.ok(&["delete", "wasm-exit"]);
+}
+
+#[test]
+fn a_refused_bundle_names_the_field_and_leaves_nothing() {
+    // No privilege needed: the refusal comes before anything is built.
+    let runc = Runc::new();
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "process.capabilities.bounding",
+            Box::new(|c: &mut Value| {
+                c["process"]["capabilities"]["bounding"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("CAP_SYS_ADMIN"))
+            }),
+        ),
+        (
+            "linux.namespaces[4].path",
+            Box::new(|c: &mut Value| {
+                c["linux"]["namespaces"][4] = json!({"type": "network", "path": "/proc/1/ns/net"})
+            }),
+        ),
+        (
+            "process.args",
+            Box::new(|c: &mut Value| c["process"]["args"] = json!("sh -c true")),
+        ),
+    ];
+    for (i, (field, edit)) in cases.into_iter().enumerate() {
+        let b = Bundle::new(&["sh"], edit);
+        let id = format!("refused{i}");
+        let pid_file = runc.root.path().join("refused.pid");
+        let o = runc
+            .cmd(&["create", "--bundle"])
+            .arg(b.path())
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&id)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let err = last_error(&runc.log());
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(!pid_file.exists());
+        assert!(!runc.root.path().join("state").join(&id).exists());
+        // containerd's cleanup after a failed create.
+        runc.ok(&["delete", "--force", &id]);
+    }
+    let o = runc.call(&["--systemd-cgroup", "state", "x"]);
+    assert!(!o.status.success());
+    assert!(last_error(&runc.log()).contains("--systemd-cgroup"));
+}
+
+// ---- through a real containerd ----
+
+struct Images {
+    _dir: tempfile::TempDir,
+    busybox: PathBuf,
+    wasm: PathBuf,
+}
+
+fn images() -> Images {
+    let dir = tempfile::tempdir().unwrap();
+    let busybox = dir.path().join("busybox.tar");
+    Image::busybox("hybox.test/busybox:latest", &["echo", "sleep", "cat"])
+        .unwrap()
+        .write_oci_archive(&busybox)
+        .unwrap();
+    let wasm = dir.path().join("wasm.tar");
+    Image::new("hybox.test/wasm-env:latest")
+        .file("env.wasm", guest("env.wasm"), 0o644)
+        .file("probe.wasm", guest("probe.wasm"), 0o644)
+        .config(Config {
+            entrypoint: vec!["/env.wasm".into()],
+            env: vec![
+                common::oci_image::DEFAULT_PATH.to_string(),
+                "IMAGE_VAR=from the image".into(),
+            ],
+            ..Config::default()
+        })
+        .write_oci_archive(&wasm)
+        .unwrap();
+    Images {
+        _dir: dir,
+        busybox,
+        wasm,
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The ctr checks with `runtime` as the runc binary; `hybox` says which answers to expect where
+/// hybox and runc differ (a wasm entrypoint, a privileged bundle).
+fn ctr_suite(runtime: &Path, hybox: bool) {
+    let imgs = images();
+    let ctd = Containerd::start().expect("start containerd");
+    ctd.import(&ctd.namespace, &imgs.busybox).unwrap();
+    ctd.import(&ctd.namespace, &imgs.wasm).unwrap();
+    let rt = runtime.display().to_string();
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["--runc-binary".to_string(), rt.clone()];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&str], image: &str, id: &str, args: &[&str]| {
+        let e = with(extra);
+        let e: Vec<&str> = e.iter().map(String::as_str).collect();
+        ctd.run(&e, image, id, args)
+    };
+
+    // Native: output, env, args, exit code.
+    let o = run(
+        &["--env", "FOO=bar"],
+        "hybox.test/busybox:latest",
+        "native",
+        &[
+            "/bin/sh",
+            "-c",
+            "echo \"out $FOO $0 $1\"; echo err >&2; exit 7",
+            "zero",
+            "one",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "out bar zero one\n",
+        "{}",
+        text(&o)
+    );
+
+    // Wasm entrypoint: hybox runs it on the wasm backend; runc cannot exec it.
+    let o = run(
+        &["--env", "FOO=bar"],
+        "hybox.test/wasm-env:latest",
+        "wasm",
+        // ctr 1.6's ARGS replace the image's entrypoint and cmd: the module is named again.
+        &["/env.wasm", "a1", "a2"],
+    );
+    if hybox {
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("arg[1]=a1\narg[2]=a2\n"), "{}", text(&o));
+        assert!(
+            out.contains("env FOO=bar") && out.contains("env IMAGE_VAR=from the image"),
+            "{}",
+            text(&o)
+        );
+        // A wasm module's exit status is the container's.
+        let o = run(
+            &[],
+            "hybox.test/wasm-env:latest",
+            "wasm-exit",
+            &["/probe.wasm", "attack", "exit", "9"],
+        );
+        assert_eq!(o.status.code(), Some(9), "{}", text(&o));
+    } else {
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "runc cannot run a wasm module: {}",
+            text(&o)
+        );
+    }
+
+    // A privileged bundle: hybox refuses it naming the field; runc runs it.
+    let o = run(
+        &["--privileged"],
+        "hybox.test/busybox:latest",
+        "privileged",
+        &["/bin/echo", "ran"],
+    );
+    if hybox {
+        assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("process.capabilities"), "{}", text(&o));
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+
+    // A long-running task killed through ctr leaves nothing behind.
+    let mut c = ctd.ctr();
+    c.args(["run", "-d"])
+        .args(ctd.run_args())
+        .args(with(&[]))
+        .args(["hybox.test/busybox:latest", "sleeper", "/bin/sleep", "30"]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    ctd.ctr_ok(&["task", "kill", "-s", "KILL", "sleeper"]);
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = ctd.ctr_output(&["task", "delete", "sleeper"]);
+        if o.status.success() {
+            break;
+        }
+        assert!(Instant::now() < until, "task delete: {}", text(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ctd.ctr_ok(&["containers", "delete", "sleeper"]);
+
+    // Before the teardown: no process but containerd, no cgroup below the namespace's own
+    // (runc leaves `/NS` itself, and so does hybox-runc).
+    let namespaces = ctd.namespaces();
+    let left = ctd.leftovers(&namespaces);
+    let procs: Vec<_> = left
+        .processes
+        .iter()
+        .filter(|p| p.pid != ctd.pid())
+        .collect();
+    assert!(procs.is_empty(), "processes left behind: {procs:?}");
+    let cgroups: Vec<_> = left
+        .cgroups
+        .iter()
+        .filter(|c| {
+            !namespaces
+                .iter()
+                .any(|n| c.file_name().is_some_and(|f| f == n.as_str()))
+        })
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    assert!(
+        left.mounts.is_empty(),
+        "mounts left behind: {:?}",
+        left.mounts
+    );
+    let runc_state = ctd.dir.join("runc").join(&ctd.namespace);
+    let states: Vec<_> = std::fs::read_dir(&runc_state)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(states.is_empty(), "state dirs left: {states:?}");
+    let left = ctd.stop();
+    assert!(left.is_empty(), "left behind after teardown: {left:?}");
+}
+
+#[test]
+fn ctr_runs_native_and_wasm_containers_under_hybox_runc() {
+    if !common::privileged("ctr_runs_native_and_wasm_containers_under_hybox_runc") {
+        return;
+    }
+    ctr_suite(&hybox_runc(), true);
+}
+
+#[test]
+fn ctr_with_runc_is_the_negative_control() {
+    if !common::privileged("ctr_with_runc_is_the_negative_control") {
+        return;
+    }
+    ctr_suite(Path::new("/usr/sbin/runc"), false);
+}
