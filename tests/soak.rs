@@ -6,8 +6,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
+
+use common::procs;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
