@@ -1,4 +1,4 @@
-//! The native backend end to end (issue 4): a probe runs inside the sandbox and prints its view; attack
+//! The native backend end to end: a probe runs inside the sandbox and prints its view; attack
 //! probes try escape primitives. Every check has a negative control: the same probe run bare, outside
 //! the sandbox, sees the host / succeeds, proving the test exercises the mechanism.
 //!

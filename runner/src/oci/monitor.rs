@@ -192,6 +192,8 @@ pub(super) fn spawn(
     if pid == 0 {
         drop(ready_r);
         let status = main(sd, &sandbox, placement, &log, ready_w);
+        // The monitor is its own process, forked above: it ends here with the container's status
+        // (what containerd's shim reaps). The caller's process, `create`, goes on below.
         std::process::exit(status);
     }
     drop(ready_w);
