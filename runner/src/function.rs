@@ -452,7 +452,7 @@ impl Function {
                         source: e,
                     })?;
                 let mut report = run.report;
-                report.details.insert("start".into(), "cold".into());
+                report.details.run.start = Some("cold".into());
                 Ok(Invocation {
                     stdout: run.stdout,
                     stderr: run.stderr,
@@ -532,11 +532,14 @@ impl Function {
             } else {
                 Start::Warm
             };
-            let mut details = call.details.clone();
-            details.insert("start".into(), start.to_string().into());
-            details.insert("worker_run_id".into(), w.run_id().into());
-            details.insert("round_trip_us".into(), call.round_trip_us.into());
-            details.insert("prepare_us".into(), call.prepare_us.into());
+            let mut details = crate::report::Details {
+                wasm: call.details.clone(),
+                ..Default::default()
+            };
+            details.run.start = Some(start.to_string());
+            details.run.worker_run_id = Some(w.run_id().into());
+            details.run.round_trip_us = Some(call.round_trip_us);
+            details.wasm.prepare_us = Some(call.prepare_us);
             let policy = self.sandbox.policy();
             let report = RunReport {
                 hybox_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -265,8 +265,7 @@ impl Sandbox {
             run_id,
             (envelope, degradations),
             result.map(|mut run| {
-                run.details
-                    .insert("prebuild_us".into(), p.prebuild_us.into());
+                run.details.run.prebuild_us = Some(p.prebuild_us);
                 run
             }),
             0,
@@ -276,7 +275,7 @@ impl Sandbox {
                 None => Teardown::Now,
             },
         )?;
-        r.report.details.insert("start".into(), "warm".into());
+        r.report.details.run.start = Some("warm".into());
         Ok(r)
     }
 
@@ -316,16 +315,13 @@ impl Sandbox {
         if let Teardown::Background(reaper) = teardown {
             // The workload ended and its output is complete; a native shim may still be tearing
             // down its namespaces. Reaping it and removing the envelope happen off the caller's path.
-            run.details.insert("teardown".into(), "background".into());
+            run.details.run.teardown = Some("background".into());
             background_teardown(reaper, envelope);
         } else if let Some(env) = envelope {
             if let Err(e) = env.destroy() {
                 // The run happened and its report must survive; a failed teardown is loud in it.
                 tracing::error!("envelope teardown failed: {e}");
-                run.details.insert(
-                    "teardown_error".into(),
-                    serde_json::Value::String(e.to_string()),
-                );
+                run.details.run.teardown_error = Some(e.to_string());
             }
         }
         run.degradations.splice(0..0, degradations);

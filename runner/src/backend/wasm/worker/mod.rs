@@ -56,12 +56,12 @@ pub fn worker_main() -> i32 {
 pub(crate) struct Prepared {
     engine: Engine,
     /// The module and the load's details, on a cache hit.
-    loaded: Option<(Loaded, serde_json::Map<String, serde_json::Value>)>,
+    loaded: Option<(Loaded, crate::report::details::WasmDetails)>,
 }
 
 pub(crate) fn prepare(job: &Job) -> Option<Prepared> {
     let engine = Engine::new(&engine_config(&job.policy, false)).ok()?;
-    let mut details = serde_json::Map::new();
+    let mut details = crate::report::details::WasmDetails::default();
     let loaded = engine::load_cached(&engine, job, &mut details).map(|l| (l, details));
     Some(Prepared { engine, loaded })
 }
