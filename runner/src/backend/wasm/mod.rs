@@ -23,6 +23,8 @@
 
 pub mod artifact;
 pub mod hardened;
+pub mod http;
+mod http_worker;
 pub mod warm;
 pub mod worker;
 
@@ -43,6 +45,7 @@ use crate::workload::Format;
 
 pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use http::{HttpCallReport, HttpFunction, World};
 pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
 

@@ -412,6 +412,13 @@ pub fn worker_main() -> i32 {
     {
         return super::warm::serve_main();
     }
+    // `hybox __wasm-worker --http`: the worker of a wasi:http function (see `super::http`).
+    if std::env::args_os()
+        .nth(2)
+        .is_some_and(|a| a == super::http::HTTP_ARG)
+    {
+        return super::http_worker::serve_main();
+    }
     run_job()
 }
 
