@@ -406,6 +406,12 @@ async fn serve(
         );
         drain_state.draining.store(true, Ordering::SeqCst);
     };
+    // No Nagle: a streamed response (a wasi:http function's head, then its body chunks) would
+    // otherwise wait for the client's delayed ACK (~40 ms) between its first writes.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
