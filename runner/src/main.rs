@@ -366,6 +366,7 @@ fn bench_serve(args: BenchServeArgs) -> i32 {
         concurrency: args.concurrency,
         warmup: args.warmup,
         payload: args.payload.into_bytes(),
+        path: args.path,
     };
     match hybox::loadgen::run(&cfg) {
         Ok(r) => {

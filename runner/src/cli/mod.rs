@@ -259,6 +259,10 @@ pub struct BenchServeArgs {
     /// Request body sent with every call.
     #[arg(long, default_value = "")]
     pub payload: String,
+    /// POST to this path instead of `/v1/functions/FUNCTION/invoke` (a wasi:http function's
+    /// route, or `/` of `wasmtime serve`); FUNCTION then only labels the result.
+    #[arg(long)]
+    pub path: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

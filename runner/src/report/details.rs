@@ -139,6 +139,9 @@ pub struct WasmDetails {
     /// What killed a warm worker during this call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_killed: Option<String>,
+    /// An HTTP function's request: the bytes its guest wrote to stderr (stdout is the response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_bytes: Option<u64>,
 }
 
 impl Details {

@@ -22,6 +22,11 @@
 
 pub mod artifact;
 pub mod hardened;
+pub mod http;
+// The wasi:http host itself (wasmtime-wasi-http on hyper) runs only in the worker process, which is
+// the hybox binary: a library built without the `http` feature still starts HTTP functions.
+#[cfg(feature = "http")]
+mod http_worker;
 pub mod protocol;
 pub mod warm;
 pub mod worker;
@@ -40,6 +45,7 @@ use crate::report::{Degradation, Outcome};
 
 pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use http::{HttpCallReport, HttpFunction, World};
 pub use protocol::{Job, WorkerResult};
 pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;

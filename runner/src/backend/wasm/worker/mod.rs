@@ -43,6 +43,21 @@ pub fn worker_main() -> i32 {
     {
         return super::warm::serve_main();
     }
+    // `hybox __wasm-worker --http`: the worker of a wasi:http function (see `super::http`).
+    if std::env::args_os()
+        .nth(2)
+        .is_some_and(|a| a == super::http::HTTP_ARG)
+    {
+        #[cfg(feature = "http")]
+        return super::http_worker::serve_main();
+        #[cfg(not(feature = "http"))]
+        {
+            eprintln!(
+                "hybox wasm worker: this hybox was built without the `http` feature (wasi:http)"
+            );
+            return crate::exit::RUNNER_FAILED;
+        }
+    }
     run_job()
 }
 
