@@ -50,6 +50,27 @@ fn last_error(log: &Path) -> String {
 /// config.json containerd's `ctr run` writes (tests/fixtures/oci/ctr-run.json) with `args`.
 struct Bundle {
     dir: tempfile::TempDir,
+    /// `linux.cgroupsPath`: `/hybox-oci-test-PID-N/c`, unique to this bundle (hybox never shares
+    /// a container's cgroup), its parent removed with the bundle.
+    cgroup: String,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let parent = Path::new(&self.cgroup).parent().unwrap().to_path_buf();
+        for d in cgroup_dirs(&parent.display().to_string()) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The directories of cgroup `path` in every mounted hierarchy where it exists.
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    common::procs::cgroup_roots()
+        .into_iter()
+        .map(|r| r.join(path.trim_start_matches('/')))
+        .filter(|d| d.is_dir())
+        .collect()
 }
 
 impl Bundle {
@@ -76,15 +97,18 @@ impl Bundle {
             .as_array_mut()
             .unwrap()
             .push(json!("GREETING=hello from config.json"));
-        // Our own cgroup parent, unique to this test process: nothing to collide with.
-        config["linux"]["cgroupsPath"] = json!(format!("/hybox-oci-test-{}/c", std::process::id()));
+        // Our own cgroup, unique to this bundle: nothing to collide with.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup = format!("/hybox-oci-test-{}-{n}/c", std::process::id());
+        config["linux"]["cgroupsPath"] = json!(cgroup);
         edit(&mut config);
         std::fs::write(
             dir.path().join("config.json"),
             serde_json::to_string_pretty(&config).unwrap(),
         )
         .unwrap();
-        Bundle { dir }
+        Bundle { dir, cgroup }
     }
     fn path(&self) -> &Path {
         self.dir.path()
@@ -227,6 +251,16 @@ fn create_leaves_a_blocked_monitor_and_the_lifecycle_follows_runc() {
     assert_eq!(runc.state("c1")["pid"], pid);
     assert_eq!(runc.output_of("c1"), "", "nothing runs before start");
     assert_eq!(runc.state("c1")["hybox"]["backend"], "native");
+    // The pid file's process is in the container's cgroup, exactly at linux.cgroupsPath, from
+    // create on (containerd loads the cgroup of that pid for stats and OOM events).
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cg.lines()
+            .any(|l| l.ends_with(&format!(":{}", bundle.cgroup)) && l.contains("memory"))
+            || cg.lines().any(|l| l == format!("0::{}", bundle.cgroup)),
+        "{cg}"
+    );
+    assert_eq!(runc.state("c1")["hybox"]["cgroup"], bundle.cgroup.as_str());
 
     runc.ok(&["start", "c1"]);
     assert_eq!(runc.state("c1")["status"], "running");
@@ -262,7 +296,10 @@ fn create_leaves_a_blocked_monitor_and_the_lifecycle_follows_runc() {
     assert!(!o.status.success());
     assert!(last_error(&runc.log()).contains("container not running"));
     runc.ok(&["kill", "--all", "c1", "9"]);
+    // The cgroup outlives the container (as runc's does) until delete removes it everywhere.
+    assert!(!cgroup_dirs(&bundle.cgroup).is_empty());
     runc.ok(&["delete", "c1"]);
+    assert_eq!(cgroup_dirs(&bundle.cgroup), Vec::<PathBuf>::new());
     runc.ok(&["delete", "--force", "c1"]);
     assert!(!runc.root.path().join("state/c1").exists());
     let o = runc.call(&["state", "c1"]);
@@ -303,6 +340,11 @@ fn exit_status_signals_and_force_delete() {
     let pid = runc.create(&b, "never-started");
     runc.ok(&["delete", "--force", "never-started"]);
     wait_exit(pid, Duration::from_secs(10));
+    assert_eq!(
+        cgroup_dirs(&b.cgroup),
+        Vec::<PathBuf>::new(),
+        "no cgroup left"
+    );
     assert_eq!(
         std::fs::read_dir(runc.root.path().join("state"))
             .unwrap()
@@ -527,6 +569,8 @@ fn ctr_suite(runtime: &Path, hybox: bool) {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     }
 
+    oom_is_seen_by_containerd(&ctd, &with(&[]));
+
     // A long-running task killed through ctr leaves nothing behind.
     let mut c = ctd.ctr();
     c.args(["run", "-d"])
@@ -536,6 +580,22 @@ fn ctr_suite(runtime: &Path, hybox: bool) {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     std::thread::sleep(Duration::from_millis(500));
+    // The pid containerd got from the pid file is in the container's cgroup, exactly at the
+    // cgroupsPath ctr asked for (`/NS/ID`), in every controller containerd reads.
+    let (pid, _) = task_of(&ctd, "sleeper").expect("the sleeper task");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let want = format!("/{}/sleeper", ctd.namespace);
+    for c in ["memory", "pids"] {
+        assert!(
+            cg.lines().any(|l| l
+                .split(':')
+                .nth(1)
+                .is_some_and(|n| n.split(',').any(|x| x == c))
+                && l.ends_with(&format!(":{want}")))
+                || cg.lines().any(|l| l == format!("0::{want}")),
+            "pid {pid} is not in {want} ({c}):\n{cg}"
+        );
+    }
     ctd.ctr_ok(&["task", "kill", "-s", "KILL", "sleeper"]);
     let until = Instant::now() + Duration::from_secs(10);
     loop {
@@ -580,6 +640,96 @@ fn ctr_suite(runtime: &Path, hybox: bool) {
     assert!(states.is_empty(), "state dirs left: {states:?}");
     let left = ctd.stop();
     assert!(left.is_empty(), "left behind after teardown: {left:?}");
+}
+
+/// `ctr task ls`: the task's pid and status.
+fn task_of(ctd: &Containerd, id: &str) -> Option<(i32, String)> {
+    let ls = ctd.ctr_ok(&["task", "ls"]);
+    ls.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&id)).then(|| (f[1].parse().unwrap_or(0), f[2].to_string()))
+    })
+}
+
+/// The cgroup file of a container's memory controller (`/NS/ID`), on v1 or v2.
+fn memory_file(ctd: &Containerd, id: &str, v1: &str, v2: &str) -> PathBuf {
+    let rel = format!("{}/{id}", ctd.namespace);
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if unified {
+        Path::new("/sys/fs/cgroup").join(rel).join(v2)
+    } else {
+        Path::new("/sys/fs/cgroup/memory").join(rel).join(v1)
+    }
+}
+
+/// A memory bomb under `ctr run --memory-limit` ends as an OOM kill (137), and containerd sees
+/// it where it looks: the kill is counted in the task's cgroup (read while the task is stopped
+/// and not yet deleted, as the cgroup stays until `delete` under runc too), containerd publishes
+/// a `/tasks/oom` event, and `delete` removes the cgroup.
+fn oom_is_seen_by_containerd(ctd: &Containerd, runtime: &[String]) {
+    let mut events = ctd
+        .ctr()
+        .arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = ctd.ctr();
+    c.args(["run", "-d", "--memory-limit", "33554432"])
+        .args(ctd.run_args())
+        .args(runtime)
+        .args([
+            "hybox.test/busybox:latest",
+            "bomb",
+            "/bin/sh",
+            "-c",
+            "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
+        ]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let until = Instant::now() + Duration::from_secs(60);
+    while task_of(ctd, "bomb").is_some_and(|(_, s)| s != "STOPPED") {
+        assert!(Instant::now() < until, "the bomb is still running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let oom = std::fs::read_to_string(memory_file(
+        ctd,
+        "bomb",
+        "memory.oom_control",
+        "memory.events",
+    ))
+    .unwrap();
+    let kills: u64 = oom
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        kills >= 1,
+        "no OOM kill counted in the task's cgroup:\n{oom}"
+    );
+    // ctr 1.6's `task delete` exits 0 and warns with the task's status.
+    let o = ctd.ctr_output(&["task", "delete", "bomb"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stderr).contains("exit code 137"),
+        "{}",
+        text(&o)
+    );
+    ctd.ctr_ok(&["containers", "delete", "bomb"]);
+    assert!(
+        !memory_file(ctd, "bomb", "", "").exists(),
+        "delete left the cgroup"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let out = events.wait_with_output().unwrap();
+    let ev = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ev.lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains("bomb")),
+        "containerd published no /tasks/oom for the bomb:\n{ev}"
+    );
 }
 
 #[test]

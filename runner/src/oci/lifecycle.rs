@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::envelope::{Envelope, EnvelopeError};
 use crate::oci::log::Log;
 use crate::oci::runtime_policy::{RuntimePolicy, DEFAULT_CAPABILITIES};
 use crate::oci::state::{self, Record, StateDir, Status};
@@ -84,7 +85,7 @@ fn create_in(
         format: c.artifact.format.clone(),
     });
     let mut policy = c.policy.clone();
-    let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id);
+    let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id)?;
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
         let view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());
@@ -110,6 +111,7 @@ fn create_in(
             reasons: decision.reasons.clone(),
             workload: c.artifact.format.to_string(),
             cgroups_path: c.cgroups_path.clone(),
+            cgroup: Some(placement.cgroup_path.clone()),
             rootfs_view: placement.rootfs.as_ref().map(|v| v.view.clone()),
         })?;
         if let Some(pf) = &opts.pid_file {
@@ -208,6 +210,7 @@ pub fn state(ctx: &Context, id: &str) -> Result<serde_json::Value, OciError> {
         "reasons": r.reasons,
         "workload": r.workload,
         "cgroupsPath": r.cgroups_path,
+        "cgroup": r.cgroup,
     });
     if let Some(e) = sd.exit().filter(|_| status == Status::Stopped) {
         hybox["exit"] = serde_json::to_value(e).expect("an exit record serialises");
@@ -304,7 +307,28 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), OciError> {
         // The monitor removes it when it ends; not when it was SIGKILLed.
         let _ = std::fs::remove_dir(view);
     }
+    // The container's cgroup stays after the exit (containerd reads it, as runc's does) until
+    // here; a monitor killed by a group OOM kill (v2 memory.oom.group) left it too.
+    if let Some(path) = &r.cgroup {
+        remove_cgroup(path)?;
+    }
     sd.remove()
+}
+
+/// Removes the container's cgroup and whatever is left in it; gone already is fine.
+fn remove_cgroup(path: &str) -> Result<(), OciError> {
+    let root = crate::HostConfig::default().cgroup_root;
+    let fail = |source| OciError::Cgroup {
+        path: path.to_string(),
+        source,
+    };
+    match Envelope::open_at(&root, path) {
+        Ok(e) => e.remove().map_err(fail),
+        Err(EnvelopeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        Err(e) => Err(fail(e)),
+    }
 }
 
 /// Waits until the monitor has exited; `false` on timeout.

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::envelope::Envelope;
 use crate::oci::log::Log;
 use crate::oci::state::{ExitRecord, StateDir};
 use crate::oci::{procfs, OciError};
@@ -32,15 +33,21 @@ const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
-/// Where the container's envelope goes: `<cgroup_parent>/<run_id>.owner-<monitor>-<start>`.
+/// Where the container goes: its cgroup, the run id, the rootfs view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Placement {
-    pub cgroup_parent: String,
+    /// The container's cgroup, exactly `linux.cgroupsPath` (containerd reads statistics and OOM
+    /// events from the cgroup of the pid in the pid file), or [`DEFAULT_CGROUP_PARENT`]`/ID`
+    /// when the bundle names none.
+    pub cgroup_path: String,
     pub run_id: Option<String>,
     /// A native container's rootfs, bound by the monitor (in a mount namespace of its own) at
     /// `.1`, the path the policy names: see [`RootfsView`].
     pub rootfs: Option<RootfsView>,
 }
+
+/// The parent of the cgroup of a container whose bundle names no `linux.cgroupsPath`.
+pub const DEFAULT_CGROUP_PARENT: &str = "/hybox-runc";
 
 /// Where a native container's sandbox finds the bundle's rootfs. The native sandbox reaches its
 /// rootfs as its own unprivileged host uid (the shim binds it from inside its user namespace), so
@@ -137,29 +144,35 @@ impl RootfsView {
 }
 
 impl Placement {
-    /// Next to where `linux.cgroupsPath` would put the container (its parent, the container id
-    /// as the run id; containerd's `/NS/ID` becomes `/NS/ID.owner-...`), so the container's
-    /// cgroup lives under the caller's hierarchy. A systemd-style path (`slice:prefix:name`) or an
-    /// id that is not a cgroup name falls back to hybox's own parent and a fresh run id.
-    pub fn for_container(cgroups_path: Option<&str>, id: &str) -> Placement {
+    /// The container's cgroup at `linux.cgroupsPath` as given (absolute: from the hierarchies'
+    /// roots; relative: under the caller's own cgroup, as runc does). A systemd-style path
+    /// (`slice:prefix:name`) is refused: hybox builds its cgroups itself.
+    pub fn for_container(cgroups_path: Option<&str>, id: &str) -> Result<Placement, OciError> {
+        let cgroup_path = match cgroups_path.filter(|p| !p.is_empty()) {
+            Some(p) if p.contains(':') => {
+                return Err(OciError::Refused {
+                    field: "linux.cgroupsPath".into(),
+                    message: format!(
+                        "{p:?} is a systemd cgroup path; hybox-runc builds cgroupfs paths only \
+                         (SystemdCgroup = false)"
+                    ),
+                })
+            }
+            Some(p) => p.to_string(),
+            None => format!("{DEFAULT_CGROUP_PARENT}/{id}"),
+        };
         let ok = |s: &str| {
             !s.is_empty()
                 && !s.starts_with('.')
-                && !s.contains("/.")
                 && s.len() <= 200
                 && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         };
-        let parent = cgroups_path
-            .filter(|p| !p.contains(':'))
-            .and_then(|p| std::path::Path::new(p.trim_start_matches('/')).parent())
-            .map(|p| p.to_string_lossy().into_owned())
-            .filter(|p| ok(p) && !p.split('/').any(str::is_empty));
-        Placement {
-            cgroup_parent: parent.unwrap_or_else(|| HostConfig::default().cgroup_parent),
-            run_id: (ok(id) && !id.contains('/')).then(|| id.to_string()),
+        Ok(Placement {
+            cgroup_path,
+            run_id: ok(id).then(|| id.to_string()),
             rootfs: None,
-        }
+        })
     }
 }
 
@@ -192,6 +205,7 @@ pub(super) fn spawn(
     if pid == 0 {
         drop(ready_r);
         let status = main(sd, &sandbox, placement, &log, ready_w);
+        // Everything (the envelope's kill included) is done: no destructor may run twice.
         std::process::exit(status);
     }
     drop(ready_w);
@@ -235,6 +249,23 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
             return START_FAILED;
         }
     };
+    // The container's cgroup, with the monitor in it before `create` returns: the pid in the
+    // pid file is then in the container's cgroup from the start, as runc's init is.
+    let limits = crate::envelope::Limits::from(&sandbox.policy().resources);
+    let root = HostConfig::default().cgroup_root;
+    let envelope = match Envelope::create_at(&root, &placement.cgroup_path, &limits)
+        .and_then(|e| e.enter().map(|()| e))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            let e = OciError::Cgroup {
+                path: placement.cgroup_path.clone(),
+                source: e,
+            };
+            let _ = write!(ready, "{}", crate::error_chain(&e));
+            return START_FAILED;
+        }
+    };
     if ready.write_all(b"k").is_err() {
         return START_FAILED;
     }
@@ -261,13 +292,12 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         stdio: Stdio::Inherit,
         host: HostConfig {
             hybox_path: std::env::current_exe().ok(),
-            cgroup_parent: placement.cgroup_parent.clone(),
             ..HostConfig::default()
         },
         run_id: placement.run_id.clone(),
         ..RunOptions::default()
     };
-    let (status, outcome) = match sandbox.run(&opts) {
+    let (status, outcome) = match sandbox.run_in(&opts, envelope) {
         Ok(r) => {
             log.info(&format!(
                 "container {}: {} on {} ({}); exit status {}",
@@ -364,13 +394,20 @@ mod tests {
     use super::Placement;
 
     #[test]
-    fn the_envelope_goes_next_to_the_cgroups_path() {
-        let p = Placement::for_container(Some("/hybox-test/ctr-run"), "ctr-run");
-        assert_eq!(p.cgroup_parent, "hybox-test");
+    fn the_cgroup_is_exactly_the_cgroups_path() {
+        let p = Placement::for_container(Some("/hybox-test/ctr-run"), "ctr-run").unwrap();
+        assert_eq!(p.cgroup_path, "/hybox-test/ctr-run");
         assert_eq!(p.run_id.as_deref(), Some("ctr-run"));
-        let p = Placement::for_container(Some("kubepods.slice:cri-containerd:abc"), "abc");
-        assert_eq!(p.cgroup_parent, "hybox");
-        let p = Placement::for_container(None, "a b");
-        assert_eq!((p.cgroup_parent.as_str(), p.run_id), ("hybox", None));
+        let p = Placement::for_container(Some("pods/abc"), "abc").unwrap();
+        assert_eq!(p.cgroup_path, "pods/abc");
+        let e = Placement::for_container(Some("kubepods.slice:cri-containerd:abc"), "abc")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.cgroupsPath"), "{e}");
+        let p = Placement::for_container(None, "a b").unwrap();
+        assert_eq!(
+            (p.cgroup_path.as_str(), p.run_id),
+            ("/hybox-runc/a b", None)
+        );
     }
 }

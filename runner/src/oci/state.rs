@@ -42,6 +42,9 @@ pub struct Record {
     pub reasons: Vec<String>,
     pub workload: String,
     pub cgroups_path: Option<String>,
+    /// The container's cgroup as hybox-runc built it (`linux.cgroupsPath`, or its default).
+    #[serde(default)]
+    pub cgroup: Option<String>,
     /// A native container's rootfs view (the monitor's mount point, see docs/oci.md).
     #[serde(default)]
     pub rootfs_view: Option<PathBuf>,
