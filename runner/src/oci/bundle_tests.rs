@@ -160,6 +160,20 @@ fn privileged_requests_are_refused_naming_the_field() {
     c["hooks"] = json!({"prestart": [{"path": "/bin/true"}]});
     assert_eq!(refused_field(load_fixture(c, MODULE)), "hooks");
 
+    // Docker's network hook is accepted, not run, and listed; the same args elsewhere are not.
+    let setkey = json!([{"path": "/proc/1/exe", "args": ["libnetwork-setkey", "-exec-root=/x", "id", "ctl"]}]);
+    let mut c = base.clone();
+    c["hooks"] = json!({"prestart": setkey});
+    let ok = load_fixture(c, MODULE).expect("Docker's network hook is accepted");
+    assert!(
+        ok.ignored.iter().any(|i| i.contains("libnetwork-setkey")),
+        "{:?}",
+        ok.ignored
+    );
+    let mut c = base.clone();
+    c["hooks"] = json!({"poststart": setkey});
+    assert_eq!(refused_field(load_fixture(c, MODULE)), "hooks");
+
     let mut c = base.clone();
     c["process"]["args"] = json!(["nonexistent"]);
     assert_eq!(refused_field(load_fixture(c, MODULE)), "process.args[0]");

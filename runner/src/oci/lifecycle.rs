@@ -87,8 +87,11 @@ fn create_in(
     let mut policy = c.policy.clone();
     let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id)?;
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
-        let view = monitor::RootfsView::new(dir);
+        let mut view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());
+        for m in &mut policy.filesystem.mounts {
+            m.host = view.add_bind(&m.host);
+        }
         placement.rootfs = Some(view);
     }
     let sandbox = Sandbox::new(workload, policy, None).map_err(OciError::Sandbox)?;
@@ -113,6 +116,22 @@ fn create_in(
             cgroups_path: c.cgroups_path.clone(),
             cgroup: Some(placement.cgroup_path.clone()),
             rootfs_view: placement.rootfs.as_ref().map(|v| v.view.clone()),
+            bind_views: placement
+                .rootfs
+                .as_ref()
+                .map(|v| v.binds.iter().map(|(_, p)| p.clone()).collect())
+                .unwrap_or_default(),
+            binds: c
+                .policy
+                .filesystem
+                .mounts
+                .iter()
+                .map(|m| state::Bind {
+                    source: m.host.clone(),
+                    destination: m.guest.clone(),
+                    writable: m.mode == crate::policy::Access::Rw,
+                })
+                .collect(),
         })?;
         if let Some(pf) = &opts.pid_file {
             state::write_atomic(pf, pid.to_string().as_bytes())?;
@@ -211,6 +230,8 @@ pub fn state(ctx: &Context, id: &str) -> Result<serde_json::Value, OciError> {
         "workload": r.workload,
         "cgroupsPath": r.cgroups_path,
         "cgroup": r.cgroup,
+        // What the runtime policy's grants let this container bind (docs/oci.md, "Docker").
+        "binds": r.binds,
     });
     if let Some(e) = sd.exit().filter(|_| status == Status::Stopped) {
         hybox["exit"] = serde_json::to_value(e).expect("an exit record serialises");
@@ -303,9 +324,9 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), OciError> {
             }
         }
     }
-    if let Some(view) = &r.rootfs_view {
-        // The monitor removes it when it ends; not when it was SIGKILLed.
-        let _ = std::fs::remove_dir(view);
+    // The monitor removes its mount points when it ends; not when it was SIGKILLed.
+    for point in r.rootfs_view.iter().chain(&r.bind_views) {
+        monitor::remove_point(point);
     }
     // The container's cgroup stays after the exit (containerd reads it, as runc's does) until
     // here; a monitor killed by a group OOM kill (v2 memory.oom.group) left it too.

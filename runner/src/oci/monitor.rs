@@ -60,6 +60,9 @@ pub const DEFAULT_CGROUP_PARENT: &str = "/hybox-runc";
 pub struct RootfsView {
     pub rootfs: std::path::PathBuf,
     pub view: std::path::PathBuf,
+    /// The bundle's bind sources (Docker's `containers/ID/hosts`, volumes), each bound at its own
+    /// mount point next to the rootfs's for the same reason: `(source, view)`.
+    pub binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Where the monitors' rootfs views are.
@@ -71,7 +74,24 @@ impl RootfsView {
         RootfsView {
             rootfs: rootfs.to_path_buf(),
             view: std::path::Path::new(VIEW_BASE).join(crate::host::new_run_id()),
+            binds: Vec::new(),
         }
+    }
+
+    /// A mount point for bind source `source`, to be bound by [`RootfsView::mount`]; returns it.
+    pub fn add_bind(&mut self, source: &std::path::Path) -> std::path::PathBuf {
+        let mut name = self.view.as_os_str().to_owned();
+        name.push(format!(".b{}", self.binds.len()));
+        let view = std::path::PathBuf::from(name);
+        self.binds.push((source.to_path_buf(), view.clone()));
+        view
+    }
+
+    /// Every mount point: the rootfs's, then the binds'.
+    pub fn points(&self) -> Vec<std::path::PathBuf> {
+        std::iter::once(self.view.clone())
+            .chain(self.binds.iter().map(|(_, v)| v.clone()))
+            .collect()
     }
 
     /// In the monitor: a private mount namespace, the mount point, the bind.
@@ -106,40 +126,64 @@ impl RootfsView {
             .recursive(true)
             .mode(0o711)
             .create(VIEW_BASE)
-            .and_then(|()| std::fs::DirBuilder::new().mode(0o755).create(&self.view))
-            .map_err(|e| format!("create {}: {e}", self.view.display()))?;
-        let (src, dst) = match (cstr(&self.rootfs), cstr(&self.view)) {
-            (Ok(s), Ok(d)) => (s, d),
-            _ => return Err("a rootfs path with a NUL byte".into()),
-        };
-        // SAFETY: NUL-terminated paths, a null type and data (a bind takes neither).
-        if unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        } != 0
-        {
-            return Err(format!(
-                "bind {} at {}: {}",
-                self.rootfs.display(),
-                self.view.display(),
-                std::io::Error::last_os_error()
-            ));
+            .map_err(|e| format!("create {VIEW_BASE}: {e}"))?;
+        let pairs = std::iter::once((self.rootfs.clone(), self.view.clone()))
+            .chain(self.binds.iter().cloned());
+        for (source, point) in pairs {
+            // A file is bound on a file, a directory on a directory.
+            let made = if source.is_dir() {
+                std::fs::DirBuilder::new().mode(0o755).create(&point)
+            } else {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&point)
+                    .map(drop)
+            };
+            made.map_err(|e| format!("create {}: {e}", point.display()))?;
+            let (src, dst) = match (cstr(&source), cstr(&point)) {
+                (Ok(s), Ok(d)) => (s, d),
+                _ => return Err("a path with a NUL byte".into()),
+            };
+            // SAFETY: NUL-terminated paths, a null type and data (a bind takes neither).
+            if unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            } != 0
+            {
+                return Err(format!(
+                    "bind {} at {}: {}",
+                    source.display(),
+                    point.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
         Ok(())
     }
 
     /// The mount point gone (the bind dies with the monitor's mount namespace).
     pub fn remove(&self) {
-        if let Ok(c) = std::ffi::CString::new(self.view.as_os_str().as_encoded_bytes()) {
-            // SAFETY: a NUL-terminated path; failing (not mounted here) is fine.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        for point in self.points() {
+            if let Ok(c) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) {
+                // SAFETY: a NUL-terminated path; failing (not mounted here) is fine.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+            remove_point(&point);
         }
-        let _ = std::fs::remove_dir(&self.view);
+    }
+}
+
+/// A mount point, a directory or a file, once nothing is mounted on it.
+pub fn remove_point(point: &std::path::Path) {
+    if std::fs::remove_dir(point).is_err() {
+        let _ = std::fs::remove_file(point);
     }
 }
 
@@ -298,6 +342,13 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         ..RunOptions::default()
     };
     let (status, outcome) = match sandbox.run_in(&opts, envelope) {
+        Ok(r) if matches!(r.report.outcome, crate::report::Outcome::SetupError { .. }) => {
+            let msg = r.report.outcome.to_string();
+            log.error(&format!("container {}: cannot start: {msg}", sd.id));
+            // Also on the container's stderr: `ctr run` and `docker logs` show it to the user.
+            eprintln!("hybox-runc: container {}: cannot start: {msg}", sd.id);
+            (r.report.exit_status, msg)
+        }
         Ok(r) => {
             log.info(&format!(
                 "container {}: {} on {} ({}); exit status {}",

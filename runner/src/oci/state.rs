@@ -48,6 +48,20 @@ pub struct Record {
     /// A native container's rootfs view (the monitor's mount point, see docs/oci.md).
     #[serde(default)]
     pub rootfs_view: Option<PathBuf>,
+    /// The mount points of its binds next to it.
+    #[serde(default)]
+    pub bind_views: Vec<PathBuf>,
+    /// The host paths the container binds, granted by the runtime policy (shown by `state`).
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+}
+
+/// One bind of a container, as `state` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub writable: bool,
 }
 
 /// What the monitor recorded when the container's process ended.
