@@ -354,6 +354,115 @@ fn exit_status_signals_and_force_delete() {
     );
 }
 
+/// A control file of cgroup `path` in the hierarchy that has it (v1 `controller`, or v2).
+fn cgroup_file(path: &str, controller: &str, file: &str) -> String {
+    let rel = path.trim_start_matches('/');
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join(file);
+    let p = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        v2
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(rel)
+            .join(file)
+    };
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn update_and_pause_act_on_the_live_cgroup() {
+    if !common::privileged("update_and_pause_act_on_the_live_cgroup") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let b = Bundle::new(
+        &["sh", "-c", "while :; do echo tick; sleep 0.05; done"],
+        |_| {},
+    );
+    let pid = runc.create(&b, "live");
+    runc.ok(&["start", "live"]);
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+
+    // update --resources - (runc's JSON on stdin, as containerd sends it), every value read back.
+    let mut c = runc.cmd(&["update", "--resources", "-", "live"]);
+    c.stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"memory": {"limit": 134217728, "swap": 134217728}, "cpu": {"quota": 50000, "period": 100000}, "pids": {"limit": 64}}"#,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", last_error(&runc.log()));
+    if v2 {
+        assert_eq!(cgroup_file(&b.cgroup, "", "memory.max"), "134217728");
+        assert_eq!(cgroup_file(&b.cgroup, "", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(
+            cgroup_file(&b.cgroup, "memory", "memory.limit_in_bytes"),
+            "134217728"
+        );
+        assert_eq!(cgroup_file(&b.cgroup, "cpu", "cpu.cfs_quota_us"), "50000");
+    }
+    assert_eq!(cgroup_file(&b.cgroup, "pids", "pids.max"), "64");
+    // runc's single-value flags too; more than the runtime policy allows is refused, naming it,
+    // and changes nothing.
+    runc.ok(&["update", "--pids-limit", "100", "live"]);
+    assert_eq!(cgroup_file(&b.cgroup, "pids", "pids.max"), "100");
+    let o = runc.call(&["update", "--memory", "68719476736", "live"]);
+    assert!(!o.status.success());
+    assert!(
+        last_error(&runc.log()).contains("memory.limit"),
+        "{}",
+        last_error(&runc.log())
+    );
+    assert_eq!(cgroup_file(&b.cgroup, "pids", "pids.max"), "100");
+
+    // pause freezes every process of the container: the output stops; resume goes on.
+    runc.ok(&["pause", "live"]);
+    assert_eq!(runc.state("live")["status"], "paused");
+    let frozen = if v2 {
+        cgroup_file(&b.cgroup, "", "cgroup.freeze")
+    } else {
+        cgroup_file(&b.cgroup, "freezer", "freezer.state")
+    };
+    assert!(frozen == "1" || frozen == "FROZEN", "{frozen}");
+    let before = runc.output_of("live").len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        runc.output_of("live").len(),
+        before,
+        "no output while paused"
+    );
+    assert!(
+        !runc.call(&["pause", "live"]).status.success(),
+        "paused twice"
+    );
+    runc.ok(&["resume", "live"]);
+    assert_eq!(runc.state("live")["status"], "running");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        runc.output_of("live").len() > before,
+        "output again after resume"
+    );
+
+    // A paused container still dies of kill 9 (hybox-runc thaws it after the signal).
+    runc.ok(&["pause", "live"]);
+    runc.ok(&["kill", "live", "9"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 137);
+    assert!(!runc
+        .call(&["update", "--pids-limit", "5", "live"])
+        .status
+        .success());
+    runc.ok(&["delete", "live"]);
+    assert_eq!(cgroup_dirs(&b.cgroup), Vec::<PathBuf>::new());
+}
+
 #[test]
 fn a_wasm_entrypoint_runs_on_the_wasm_backend() {
     if !common::privileged("a_wasm_entrypoint_runs_on_the_wasm_backend") {

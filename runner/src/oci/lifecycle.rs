@@ -267,7 +267,7 @@ pub fn kill(ctx: &Context, id: &str, signal: &str, all: bool) -> Result<(), OciE
             procfs::signal(r.pid, sig);
             Ok(())
         }
-        Status::Running if all || sig == libc::SIGKILL => {
+        Status::Running | Status::Paused if all || sig == libc::SIGKILL => {
             // SIGKILL cannot be forwarded: it goes to the container's processes, and the monitor
             // reports their end (137) and removes the envelope.
             let procs = procfs::descendants(r.pid);
@@ -277,9 +277,11 @@ pub fn kill(ctx: &Context, id: &str, signal: &str, all: bool) -> Result<(), OciE
             for p in procs {
                 procfs::signal(p, sig);
             }
+            // A frozen task takes the signal only once thawed (runc thaws after a kill too).
+            thaw(&r);
             Ok(())
         }
-        Status::Running => {
+        Status::Running | Status::Paused => {
             procfs::signal(r.pid, sig);
             Ok(())
         }
@@ -308,7 +310,8 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), OciError> {
             procfs::signal(r.pid, libc::SIGKILL);
             wait_stopped(&r, DELETE_WAIT);
         }
-        Status::Running => {
+        Status::Running | Status::Paused => {
+            thaw(&r);
             for p in procfs::descendants(r.pid) {
                 procfs::signal(p, libc::SIGKILL);
             }
@@ -349,6 +352,16 @@ fn remove_cgroup(path: &str) -> Result<(), OciError> {
             Ok(())
         }
         Err(e) => Err(fail(e)),
+    }
+}
+
+/// Thaws a paused container (nothing to do when it is not).
+fn thaw(r: &Record) {
+    if let Some(cg) = r.cgroup.as_deref().filter(|cg| state::is_frozen(cg)) {
+        let root = crate::HostConfig::default().cgroup_root;
+        if let Ok(e) = Envelope::open_at(&root, cg) {
+            let _ = e.set_frozen(false);
+        }
     }
 }
 

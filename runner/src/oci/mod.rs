@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod error;
 pub mod lifecycle;
+pub mod live;
 pub mod log;
 mod monitor;
 pub mod procfs;

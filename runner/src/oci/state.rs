@@ -79,6 +79,8 @@ pub struct ExitRecord {
 pub enum Status {
     Created,
     Running,
+    /// Running, with its cgroup frozen (`pause`).
+    Paused,
     Stopped,
 }
 
@@ -87,6 +89,7 @@ impl std::fmt::Display for Status {
         f.write_str(match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -191,6 +194,8 @@ impl StateDir {
             Status::Stopped
         } else if self.fifo().exists() {
             Status::Created
+        } else if r.cgroup.as_deref().is_some_and(is_frozen) {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -204,6 +209,14 @@ impl StateDir {
             Err(e) => Err(OciError::io(format!("remove {}", self.dir.display()))(e)),
         }
     }
+}
+
+/// Whether the container's cgroup is frozen (`pause`); a cgroup that cannot be read is not.
+pub fn is_frozen(cgroup: &str) -> bool {
+    let root = crate::HostConfig::default().cgroup_root;
+    crate::envelope::Envelope::open_at(&root, cgroup)
+        .and_then(|e| e.is_frozen())
+        .unwrap_or(false)
 }
 
 /// Writes `path` through a temporary file and a rename: a reader sees all of it or nothing.
