@@ -121,11 +121,13 @@ fn create_in(
                 .as_ref()
                 .map(|v| v.binds.iter().map(|(_, p)| p.clone()).collect())
                 .unwrap_or_default(),
+            // The bundle's binds (a wasm container's rootfs preopen is not one).
             binds: c
                 .policy
                 .filesystem
                 .mounts
                 .iter()
+                .filter(|m| m.host != c.rootfs)
                 .map(|m| state::Bind {
                     source: m.host.clone(),
                     destination: m.guest.clone(),
