@@ -856,3 +856,88 @@ fn ctr_with_runc_is_the_negative_control() {
     }
     ctr_suite(Path::new("/usr/sbin/runc"), false);
 }
+
+/// Receives one fd and its name over an accepted unix socket (what containerd's shim does with
+/// the console socket).
+fn recv_fd(stream: &std::os::unix::net::UnixStream) -> (std::fs::File, String) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut data = [0u8; 256];
+    let mut cmsg = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; it points at live buffers of this frame only.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.len();
+    // SAFETY: msg and its buffers are live for the call.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR reads within it.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    assert!(!c.is_null(), "no control message");
+    // SAFETY: c points at a cmsghdr in cmsg; its data holds the SCM_RIGHTS fd.
+    let fd = unsafe {
+        assert_eq!((*c).cmsg_type, libc::SCM_RIGHTS);
+        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>())
+    };
+    // SAFETY: the fd was just received and is owned by nothing else.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    (f, String::from_utf8_lossy(&data[..n as usize]).into_owned())
+}
+
+#[test]
+fn a_terminal_is_a_pty_sent_over_the_console_socket() {
+    if !common::privileged("a_terminal_is_a_pty_sent_over_the_console_socket") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let b = Bundle::new(
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no",
+        ],
+        |c| c["process"]["terminal"] = json!(true),
+    );
+    // Without a console socket: refused, naming the field (as runc does).
+    let o = runc.call(&[
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "noconsole",
+    ]);
+    assert!(!o.status.success());
+    assert!(last_error(&runc.log()).contains("process.terminal"));
+
+    let sock = runc.root.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let got = std::thread::spawn(move || recv_fd(&listener.accept().unwrap().0));
+    let pid_file = runc.root.path().join("tty.pid");
+    let o = runc
+        .cmd(&["create", "--bundle"])
+        .arg(b.path())
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--console-socket")
+        .arg(&sock)
+        .arg("tty")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "create: {}", last_error(&runc.log()));
+    let (mut master, name) = got.join().unwrap();
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    runc.ok(&["start", "tty"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 0);
+    let mut out = Vec::new();
+    // The slave is closed with the container: the master reads to EIO after the output.
+    let _ = std::io::Read::read_to_end(&mut master, &mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("tty yes"), "{out:?}");
+    runc.ok(&["delete", "tty"]);
+}

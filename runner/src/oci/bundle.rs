@@ -48,6 +48,8 @@ pub struct Container {
     pub annotations: BTreeMap<String, String>,
     /// `linux.cgroupsPath`, as given (recorded; see docs/oci.md for where the envelope is).
     pub cgroups_path: Option<String>,
+    /// `process.terminal`: the container's stdio is a pty whose master goes to the console socket.
+    pub terminal: bool,
     /// Fields present in `config.json` that hybox accepts without applying them, with why.
     pub ignored: Vec<String>,
 }
@@ -162,12 +164,8 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         .process()
         .as_ref()
         .ok_or_else(|| OciError::refused("process", "expected the container's process"))?;
-    if process.terminal() == Some(true) {
-        return Err(OciError::refused(
-            "process.terminal",
-            "a terminal (console socket) is not supported by hybox-runc yet",
-        ));
-    }
+    // A terminal: the monitor makes a pty and sends its master over `create`'s console socket.
+    let terminal = process.terminal() == Some(true);
     let args = process
         .args()
         .as_ref()
@@ -592,6 +590,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         artifact,
         annotations,
         cgroups_path,
+        terminal,
         ignored,
     })
 }

@@ -38,12 +38,6 @@ const DELETE_WAIT: Duration = Duration::from_secs(10);
 /// Nothing is left behind when it fails. Must be called from a single-threaded process (the
 /// monitor is forked and goes on running this process's code).
 pub fn create(ctx: &Context, id: &str, opts: &CreateOptions) -> Result<(), OciError> {
-    if opts.console_socket.is_some() {
-        return Err(OciError::Unsupported {
-            what: "--console-socket".into(),
-            why: "a terminal is not supported by hybox-runc yet".into(),
-        });
-    }
     if opts.preserve_fds > 0 {
         return Err(OciError::Unsupported {
             what: "--preserve-fds".into(),
@@ -57,6 +51,22 @@ pub fn create(ctx: &Context, id: &str, opts: &CreateOptions) -> Result<(), OciEr
     }
     let runtime = RuntimePolicy::load()?;
     let c = bundle::load(&opts.bundle, &runtime)?;
+    // As runc: a terminal needs the socket to send its pty to, and a socket needs a terminal.
+    match (c.terminal, &opts.console_socket) {
+        (true, None) => {
+            return Err(OciError::Refused {
+                field: "process.terminal".into(),
+                message: "a terminal needs --console-socket".into(),
+            })
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Unsupported {
+                what: "--console-socket".into(),
+                why: "given for a container without process.terminal".into(),
+            })
+        }
+        _ => {}
+    }
     for why in &c.ignored {
         ctx.log.debug(&format!("container {id}: ignored {why}"));
     }
@@ -86,6 +96,7 @@ fn create_in(
     });
     let mut policy = c.policy.clone();
     let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id)?;
+    placement.console_socket = opts.console_socket.clone();
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
         let mut view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());

@@ -11,6 +11,7 @@
 //! [`Workload`]: crate::Workload
 
 pub mod bundle;
+mod console;
 pub mod error;
 pub mod lifecycle;
 pub mod live;

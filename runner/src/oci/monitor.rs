@@ -44,6 +44,8 @@ pub(super) struct Placement {
     /// A native container's rootfs, bound by the monitor (in a mount namespace of its own) at
     /// `.1`, the path the policy names: see [`RootfsView`].
     pub rootfs: Option<RootfsView>,
+    /// `--console-socket`: where the monitor sends the master of the container's pty.
+    pub console_socket: Option<std::path::PathBuf>,
 }
 
 /// The parent of the cgroup of a container whose bundle names no `linux.cgroupsPath`.
@@ -216,6 +218,7 @@ impl Placement {
             cgroup_path,
             run_id: ok(id).then(|| id.to_string()),
             rootfs: None,
+            console_socket: None,
         })
     }
 }
@@ -282,6 +285,12 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     // and the readiness pipe may survive into the monitor and, through it, the container.
     close_fds_except(&[ready.as_raw_fd()]);
     let mut ready = std::fs::File::from(ready);
+    if let Some(sock) = &placement.console_socket {
+        if let Err(e) = crate::oci::console::give_pty(sock) {
+            let _ = write!(ready, "console socket {}: {e}", sock.display());
+            return START_FAILED;
+        }
+    }
     let fifo = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
