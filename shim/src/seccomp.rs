@@ -88,19 +88,26 @@ pub const NEVER_GRANTABLE: &[&str] = &[
     "landlock_restrict_self",
 ];
 
+/// Why a policy may not grant a syscall ([`check_grantable`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotGrantable {
+    #[error("expected a syscall name, found {0:?}")]
+    NotAName(String),
+    #[error("`{0}` is an escape primitive and cannot be granted")]
+    EscapePrimitive(String),
+}
+
 /// Whether a policy may grant `name` on top of the default allow-list.
-pub fn check_grantable(name: &str) -> Result<(), String> {
+pub fn check_grantable(name: &str) -> Result<(), NotGrantable> {
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
-        return Err(format!("expected a syscall name, found {name:?}"));
+        return Err(NotGrantable::NotAName(name.to_string()));
     }
     if NEVER_GRANTABLE.contains(&name) {
-        return Err(format!(
-            "`{name}` is an escape primitive and cannot be granted"
-        ));
+        return Err(NotGrantable::EscapePrimitive(name.to_string()));
     }
     Ok(())
 }
@@ -407,7 +414,7 @@ pub enum FilterError {
     },
     /// A granted syscall is not allowed to be granted.
     #[error("native.seccomp.allow: {0}")]
-    NotGrantable(String),
+    NotGrantable(NotGrantable),
 }
 
 fn errno_filter(action_errno: i32, rules: Vec<serde_json::Value>) -> serde_json::Value {

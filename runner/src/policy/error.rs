@@ -111,7 +111,10 @@ pub enum FieldError {
     HostRoot,
     /// A syscall `native.seccomp.allow` may not grant; `reason` is the shim's (it owns the filter).
     #[error("{reason}")]
-    Syscall { name: String, reason: String },
+    Syscall {
+        name: String,
+        reason: hybox_shim::seccomp::NotGrantable,
+    },
 }
 
 fn names(backends: &[Backend]) -> Vec<String> {
