@@ -182,6 +182,19 @@ pub struct BenchArgs {
     /// Unmeasured warm-up runs per mode.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Isolated runs: a pause before every run, as a user who runs one command and waits (a lone
+    /// run pays what back to back hides, such as cgroup v1's RCU grace period on joining). `0`
+    /// is the same as --back-to-back.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "200ms",
+        conflicts_with = "back_to_back"
+    )]
+    pub pause: Duration,
+    /// Run each sample as soon as the previous one ended (no pause): what a busy server sees.
+    #[arg(long)]
+    pub back_to_back: bool,
     /// Print the results as JSON (every sample included).
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
