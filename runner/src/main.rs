@@ -65,7 +65,12 @@ fn main() -> ExitCode {
             );
             0
         }
-        Command::Doctor { json } => doctor(json),
+        Command::Doctor {
+            fix: Some(fix),
+            dry_run,
+            ..
+        } => doctor_fix(fix, dry_run),
+        Command::Doctor { json, .. } => doctor(json),
         Command::Bench(args) => bench(args),
         Command::Conformance(args) => conformance(args),
         Command::Serve(args) => serve(args),
@@ -258,6 +263,49 @@ fn doctor(json: bool) -> i32 {
     } else {
         0
     }
+}
+
+/// `hybox doctor --fix favordynmods [--dry-run]`: says what it will change and that it is host-wide
+/// before changing it, and what it changed after; never without being asked.
+fn doctor_fix(fix: hybox::cli::Fix, dry_run: bool) -> i32 {
+    use hybox::tune::{Plan, FAVORDYNMODS_WARNING};
+    let hybox::cli::Fix::Favordynmods = fix;
+    let remount = match hybox::tune::plan(hybox::host::kernel::euid()) {
+        Ok(Plan::AlreadyOn { target }) => {
+            println!(
+                "favordynmods: already on ({} has it); nothing to change",
+                target.display()
+            );
+            return 0;
+        }
+        Ok(Plan::Remount(r)) => r,
+        Err(e) => return fail(&e, exit::RUNNER_FAILED),
+    };
+    println!("warning: {FAVORDYNMODS_WARNING}");
+    println!(
+        "favordynmods: {} {} (cgroup2): options {} -> {} (mount options {} kept)",
+        if dry_run {
+            "dry run: would remount"
+        } else {
+            "remounting"
+        },
+        remount.target.display(),
+        remount.before,
+        remount.after,
+        remount.mount_options
+    );
+    if dry_run {
+        println!("favordynmods: dry run: nothing changed");
+        return 0;
+    }
+    if let Err(e) = hybox::tune::apply(&remount) {
+        return fail(&e, exit::RUNNER_FAILED);
+    }
+    println!(
+        "favordynmods: remounted {}: joining a cgroup no longer waits for an RCU grace period",
+        remount.target.display()
+    );
+    0
 }
 
 /// The limits `hybox bench` uses without `--policy`: the shipped benchmark policy's.

@@ -42,8 +42,16 @@ pub enum Command {
     /// What this host supports (cgroups, user namespaces, seccomp, Landlock) and what it means for hybox.
     Doctor {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fix")]
         json: bool,
+        /// Change the host (root): `favordynmods` remounts the cgroup2 mount with the
+        /// favordynmods option, its other options kept, so joining a cgroup no longer waits for an
+        /// RCU grace period. Host-wide, and on Linux >= 6.18 irreversible until reboot.
+        #[arg(long, value_enum, value_name = "WHAT")]
+        fix: Option<Fix>,
+        /// With --fix: print what would change, change nothing.
+        #[arg(long, requires = "fix")]
+        dry_run: bool,
     },
     /// Measure isolation overhead side by side: bare, native, wasm cold/warm/hardened, same limits.
     Bench(BenchArgs),
@@ -207,6 +215,13 @@ pub struct BenchArgs {
     /// Workloads: function bundles (both variants), or single native / wasm files.
     #[arg(required = true)]
     pub workloads: Vec<PathBuf>,
+}
+
+/// Host tunings `hybox doctor --fix` can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fix {
+    /// The cgroup mount option that makes moving a process into a cgroup skip the RCU grace period.
+    Favordynmods,
 }
 
 #[derive(Debug, Args)]
