@@ -25,6 +25,11 @@ fn tiny_bench_json_is_complete_and_consistent() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["runs"], 3);
+    // Isolated runs by default: a lone run is what a CLI user makes.
+    assert_eq!(
+        v["pacing"],
+        serde_json::json!({"mode": "isolated", "pause_ms": 200})
+    );
     let results = v["results"].as_array().unwrap();
     let modes: Vec<&str> = results
         .iter()
@@ -79,5 +84,37 @@ fn tiny_bench_json_is_complete_and_consistent() {
     assert!(
         chart.starts_with("<svg") && chart.contains("hybox bench"),
         "chart written"
+    );
+}
+
+#[test]
+fn back_to_back_is_kept_and_printed() {
+    if !common::privileged("back_to_back_is_kept_and_printed") {
+        return;
+    }
+    let hello = common::native_guest("hello");
+    let bench = |extra: &[&str]| {
+        let out = common::hybox()
+            .args(["bench", "--runs", "1", "--warmup", "0"])
+            .args(extra)
+            .arg(&hello)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = bench(&["--back-to-back"]);
+    assert!(table.contains(", back-to-back;"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&bench(&["--pause", "0", "--json"])).unwrap();
+    assert_eq!(json["pacing"], serde_json::json!({"mode": "back-to-back"}));
+    let md = bench(&["--pause", "50ms", "--markdown"]);
+    assert!(
+        md.contains("isolated (50 ms pause before each run)"),
+        "{md}"
     );
 }

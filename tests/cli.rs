@@ -548,3 +548,56 @@ fn an_unprivileged_user_gets_the_cause_once_and_the_ways_out() {
         "{doctor}"
     );
 }
+
+/// `hybox doctor --fix favordynmods`: the dry run says what it would change and that it is host-wide,
+/// and changes nothing; an unprivileged caller is refused. (The remount itself is never made by a
+/// test: it is host-wide and, on Linux >= 6.18, irreversible until reboot.)
+#[test]
+fn doctor_fix_favordynmods_dry_run_and_refusals() {
+    let mountinfo = || {
+        let m = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        m.lines()
+            .filter(|l| l.contains(" - cgroup"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let before = mountinfo();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let o = run(&["doctor", "--fix", "favordynmods", "--dry-run"]);
+    let has_it = before.iter().any(|l| l.contains("favordynmods"));
+    let has_cgroup2 = before.iter().any(|l| l.contains(" - cgroup2 "));
+    if has_it {
+        assert_eq!(o.status, 0, "{}", o.stderr);
+        assert!(o.stdout.contains("already on"), "{}", o.stdout);
+    } else if has_cgroup2 && root {
+        assert_eq!(o.status, 0, "{}", o.stderr);
+        assert!(o.stdout.contains("host-wide"), "{}", o.stdout);
+        assert!(o.stdout.contains("until reboot"), "{}", o.stdout);
+        assert!(
+            o.stdout.contains("dry run: would remount") && o.stdout.contains(",favordynmods"),
+            "{}",
+            o.stdout
+        );
+        assert!(o.stdout.contains("nothing changed"), "{}", o.stdout);
+    } else {
+        assert_eq!(o.status, 125, "{}", o.stdout);
+    }
+    assert_eq!(mountinfo(), before, "a dry run changes no mount");
+    // --dry-run is an option of --fix only.
+    assert_eq!(run(&["doctor", "--dry-run"]).status, 2);
+    // Unprivileged: refused, naming why (where root would have had something to do).
+    if root && has_cgroup2 && !has_it {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_hybox"))
+            .args(["doctor", "--fix", "favordynmods"])
+            .output();
+        if let Ok(out) = out {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(125), "{err}");
+            assert!(err.contains("needs root"), "{err}");
+        }
+    }
+    assert_eq!(mountinfo(), before, "a refusal changes no mount");
+}

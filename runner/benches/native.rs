@@ -6,6 +6,9 @@
 //!
 //! Needs root and `examples/build.sh` run: `cargo bench -p hybox --bench native` (N from
 //! HYBOX_BENCH_N, default 200; HYBOX_SHIM=FILE runs that shim instead of the embedded one).
+//! Back to back by default; HYBOX_BENCH_PAUSE_MS=200 pauses before every timed run (isolated runs,
+//! as a user makes them: on cgroup v1 without favordynmods a lone join waits for an RCU grace
+//! period that back to back hides).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -24,6 +27,18 @@ use hybox::{Backend, HostConfig, Stdio};
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// The pause before each timed run (HYBOX_BENCH_PAUSE_MS; none by default).
+fn pause() {
+    static PAUSE: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let p = PAUSE.get_or_init(|| {
+        let ms: u64 = std::env::var("HYBOX_BENCH_PAUSE_MS").ok()?.parse().ok()?;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    });
+    if let Some(p) = p {
+        std::thread::sleep(*p);
+    }
 }
 
 fn main() {
@@ -77,6 +92,7 @@ fn main() {
     let mut parts: [Vec<Duration>; 3] = Default::default();
     for i in 0..n {
         // Full isolation: the run's envelope (created, joined, destroyed) + the sandbox.
+        pause();
         let t = Instant::now();
         let t_create = Instant::now();
         let env = Envelope::create(
@@ -102,6 +118,7 @@ fn main() {
         full.push(t.elapsed());
 
         // The sandbox alone (namespaces, mounts, Landlock, seccomp; no cgroup).
+        pause();
         let t = Instant::now();
         let r = hybox::backend::run(
             Backend::Native,
@@ -119,6 +136,7 @@ fn main() {
                 detach_teardown: detach,
                 ..Default::default()
             };
+            pause();
             let t = Instant::now();
             let r = sandbox.run(&opts).expect("Sandbox::run");
             let result_at = t.elapsed();
@@ -134,11 +152,14 @@ fn main() {
 
         // Returns once the sandbox is ready (its workload's process waits for the call).
         let p = sandbox.prebuild(&host).expect("prebuild");
+        pause();
         let t = Instant::now();
         let r = sandbox.run_prebuilt(p, Vec::new()).expect("run_prebuilt");
         pooled.push(t.elapsed());
         assert_eq!(r.report.outcome, Outcome::Exited { code: 0 });
         assert!(hybox::sandbox::wait_for_teardowns(Duration::from_secs(10)));
+
+        pause();
 
         let t = Instant::now();
         let o = Command::new(&hello)
@@ -149,6 +170,7 @@ fn main() {
         bare.push(t.elapsed());
 
         if have_bwrap {
+            pause();
             let t = Instant::now();
             let o = Command::new("bwrap")
                 .args(["--unshare-all", "--ro-bind", "/", "/"])
@@ -161,6 +183,7 @@ fn main() {
 
             // bwrap in the same kind of envelope (created, entered before bwrap runs, destroyed):
             // the like-for-like baseline for "hybox native + envelope".
+            pause();
             let t = Instant::now();
             let env = Envelope::create(
                 Path::new("/sys/fs/cgroup"),

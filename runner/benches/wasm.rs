@@ -11,7 +11,8 @@
 //!      for process: `hybox run --policy policies/benchmark.json hello.wasm` (envelope included)
 //!      against `wasmtime run -C cache=y hello.wasm`, both caches warm (wasmtime from
 //!      $HYBOX_BENCH_WASMTIME or PATH; skipped without it). Before them, `oneshot/cli_pair` runs the
-//!      two alternately (HYBOX_BENCH_PAIRS pairs, default 200) and prints both medians and the ratio,
+//!      two alternately (HYBOX_BENCH_PAIRS pairs, default 200; HYBOX_BENCH_PAUSE_MS pauses before
+//!      each run, back to back by default) and prints both medians and the ratio,
 //!      which the machine's drift between criterion's groups cannot skew.
 //!    - `oneshot/minimal_embedding_in_process`: the same embedding without the process start.
 //! 2. `warm/instantiate_run_drop`: serverless shape: one pooling engine, one linker, one `InstancePre`;
@@ -233,7 +234,15 @@ fn interleaved_pair(hybox: &dyn Fn(), wasmtime: &dyn Fn()) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
+    // HYBOX_BENCH_PAUSE_MS: a pause before every timed run (isolated runs, as a user makes them).
+    let pause = std::env::var("HYBOX_BENCH_PAUSE_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_millis);
     let time = |f: &dyn Fn()| {
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
         let t = Instant::now();
         f();
         t.elapsed().as_secs_f64() * 1e3

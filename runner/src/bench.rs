@@ -254,6 +254,50 @@ pub struct ModeResult {
     pub samples: Vec<Sample>,
 }
 
+/// How samples follow each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum Pacing {
+    /// Each sample starts as soon as the previous one ended: what most benchmarks measure, and
+    /// what a busy server sees.
+    BackToBack,
+    /// A pause before every sample, as a user who runs one command and waits. A lone run pays what
+    /// back to back hides: on cgroup v1 without `favordynmods`, the RCU grace period that moving a
+    /// process into a fresh cgroup waits for (back to back, the previous run's often still serves),
+    /// and caches gone cold.
+    Isolated { pause_ms: u64 },
+}
+
+impl Pacing {
+    /// `None` or a zero pause: back to back.
+    pub fn from_pause(pause: Option<std::time::Duration>) -> Pacing {
+        match pause {
+            Some(p) if !p.is_zero() => Pacing::Isolated {
+                pause_ms: p.as_millis().max(1) as u64,
+            },
+            _ => Pacing::BackToBack,
+        }
+    }
+
+    /// The pause before each sample, if any.
+    pub fn pause(self) -> Option<std::time::Duration> {
+        match self {
+            Pacing::BackToBack => None,
+            Pacing::Isolated { pause_ms } => Some(std::time::Duration::from_millis(pause_ms)),
+        }
+    }
+
+    /// One phrase for the output: `back-to-back` or `isolated (200 ms pause before each run)`.
+    pub fn describe(self) -> String {
+        match self {
+            Pacing::BackToBack => "back-to-back".into(),
+            Pacing::Isolated { pause_ms } => {
+                format!("isolated ({pause_ms} ms pause before each run)")
+            }
+        }
+    }
+}
+
 /// A whole benchmark run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
@@ -262,6 +306,8 @@ pub struct BenchReport {
     pub started_unix: u64,
     pub runs: usize,
     pub warmup: usize,
+    /// Back to back or isolated (a pause before each sample).
+    pub pacing: Pacing,
     pub policy: Policy,
     pub modes: Vec<Mode>,
     /// Modes that could not run on this host or build, and why (e.g. `wasm-hardened` not available).
@@ -275,6 +321,8 @@ pub struct BenchConfig<'a> {
     pub workloads: Vec<BenchWorkload>,
     pub runs: usize,
     pub warmup: usize,
+    /// Back to back, or a pause before every sample (warm-up included).
+    pub pacing: Pacing,
     pub host: HostConfig,
     pub warm: Option<&'a WarmFactory>,
 }
@@ -361,6 +409,9 @@ pub fn run(
                 if failed[pi][mi] {
                     continue;
                 }
+                if let Some(pause) = cfg.pacing.pause() {
+                    std::thread::sleep(pause);
+                }
                 let sample = match runner {
                     Runner::Bare(path) => bare(path, &plan.w.args),
                     Runner::Sandbox(sb) => sandboxed(sb, &plan.w.args, &cfg.host),
@@ -426,6 +477,7 @@ pub fn run(
         started_unix,
         runs: cfg.runs,
         warmup: cfg.warmup,
+        pacing: cfg.pacing,
         policy: cfg.policy.clone(),
         modes,
         skipped,
@@ -610,8 +662,10 @@ impl BenchReport {
 
     fn footer(&self) -> String {
         let mut s = format!(
-            "{} measured runs per mode after {} warm-up, interleaved; phases are medians in ms.\n",
-            self.runs, self.warmup
+            "{} measured runs per mode after {} warm-up, interleaved, {}; phases are medians in ms.\n",
+            self.runs,
+            self.warmup,
+            self.pacing.describe()
         );
         for (what, why) in &self.skipped {
             s += &format!("skipped {what}: {why}\n");
@@ -697,6 +751,26 @@ impl BenchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_from_pause_and_in_json() {
+        use std::time::Duration;
+        assert_eq!(Pacing::from_pause(None), Pacing::BackToBack);
+        assert_eq!(Pacing::from_pause(Some(Duration::ZERO)), Pacing::BackToBack);
+        let p = Pacing::from_pause(Some(Duration::from_millis(200)));
+        assert_eq!(p, Pacing::Isolated { pause_ms: 200 });
+        assert_eq!(p.pause(), Some(Duration::from_millis(200)));
+        assert_eq!(Pacing::BackToBack.pause(), None);
+        assert_eq!(p.describe(), "isolated (200 ms pause before each run)");
+        assert_eq!(
+            serde_json::to_value(p).unwrap(),
+            serde_json::json!({"mode": "isolated", "pause_ms": 200})
+        );
+        assert_eq!(
+            serde_json::to_value(Pacing::BackToBack).unwrap(),
+            serde_json::json!({"mode": "back-to-back"})
+        );
+    }
 
     #[test]
     fn stats_median_p95_and_outliers() {

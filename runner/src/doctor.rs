@@ -163,7 +163,10 @@ fn cgroup_entry(layout: &Detected) -> Check {
             "a move can wait for an RCU grace period (the kernel's cgroup_threadgroup_rwsem), milliseconds \
              for a lone run; remounting any cgroup hierarchy with -o favordynmods (Linux >= 6.0; \
              CONFIG_CGROUP_FAVOR_DYNMODS makes it the default) removes the wait and makes fork and exit \
-             slightly dearer: a host-wide choice hybox leaves to you",
+             slightly dearer: a host-wide choice hybox leaves to you (`hybox doctor --fix favordynmods \
+             --dry-run` shows the remount; on Linux >= 6.18 a mount that had it once keeps its effect \
+             until reboot though the option may no longer show, and `phases.join_us` in a run's \
+             report tells)",
         )
     }
 }

@@ -582,6 +582,7 @@ impl Function {
                     start_us: call.instantiate_us,
                     run_us: call.run_us,
                     teardown_us: call.drop_us + t_usage.elapsed().as_micros() as u64,
+                    ..Phases::default()
                 },
                 usage,
                 envelope,

@@ -21,7 +21,7 @@
 //   2. what runs where: workload, decide
 //   3. the host resources of a run: scratch, envelope, image
 //   4. running it: backend (native, wasm, and what they share)
-//   5. the API front-ends drive: sandbox, function, explain, doctor; oci (hybox-runc: runc's
+//   5. the API front-ends drive: sandbox, function, explain, doctor, tune (doctor's --fix); oci (hybox-runc: runc's
 //      lifecycle over `Sandbox`; its command line behind feature `cli`)
 //   6. the CLI's commands (feature `cli`): cli, bench, conformance, serve, loadgen
 /// The two backends and what they share. **Not part of the stable API**: public so that hybox's
@@ -42,6 +42,7 @@ pub mod policy;
 pub mod report;
 pub mod sandbox;
 pub mod scratch;
+pub mod tune;
 pub mod units;
 pub mod workload;
 

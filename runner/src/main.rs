@@ -14,6 +14,9 @@ use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
 
 fn main() -> ExitCode {
+    // Where this process's time went before `main` (the report's `phases.process_us`) and when
+    // `main` began (`phases.cli_us` runs from here to the run), taken first: both keep growing.
+    let t_main = std::time::Instant::now();
     // The wasm backend re-executes this binary as its worker process (inside the run's envelope);
     // that hidden entry point takes no flags, so it is dispatched before clap.
     if std::env::args_os()
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(hybox::oci::cli::main(std::env::args_os()) as u8);
     }
+    let before_main = hybox::host::kernel::runnable_since_fork().unwrap_or_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::RUNNER_FAILED as u8);
     }
     let status = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, (before_main, t_main)),
         Command::Explain(args) => explain(args),
         Command::Policy(PolicyCommand::Check { files }) => policy_check(&files),
         Command::Policy(PolicyCommand::Schema) => {
@@ -61,7 +65,12 @@ fn main() -> ExitCode {
             );
             0
         }
-        Command::Doctor { json } => doctor(json),
+        Command::Doctor {
+            fix: Some(fix),
+            dry_run,
+            ..
+        } => doctor_fix(fix, dry_run),
+        Command::Doctor { json, .. } => doctor(json),
         Command::Bench(args) => bench(args),
         Command::Conformance(args) => conformance(args),
         Command::Serve(args) => serve(args),
@@ -141,7 +150,9 @@ fn prepare(
     Sandbox::new(workload, policy, o.backend).map_err(|e| fail(&e, e.exit_status()))
 }
 
-fn run(args: RunArgs) -> i32 {
+/// `hybox run`. `before_main` and `t_main` (from the start of `main`) let the report account for
+/// the whole process: `phases.process_us` and `phases.cli_us`.
+fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::Instant)) -> i32 {
     if let Some(image) = hybox::cli::image::as_image(&args.artifact) {
         return hybox::cli::image::run(args, image);
     }
@@ -166,9 +177,27 @@ fn run(args: RunArgs) -> i32 {
         run_id: None,
         detach_teardown: false,
     };
-    let result = match sandbox.run(&opts) {
+    // The report file is created before the run: a path that cannot be written fails before
+    // anything runs, and creating (or truncating) it, which can wait for the filesystem's journal,
+    // is counted in `cli_us` instead of falling outside every phase.
+    let mut report_file = match &args.report {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some((path, f)),
+            Err(e) => {
+                eprintln!("hybox: error: cannot write report {}: {e}", path.display());
+                return exit::RUNNER_FAILED;
+            }
+        },
+        None => None,
+    };
+    let cli_us = t_main.elapsed().as_micros() as u64;
+    let mut result = match sandbox.run(&opts) {
         Ok(r) => r,
         Err(e) => {
+            // No run, no report: the file created for it goes.
+            if let Some((path, _)) = &report_file {
+                let _ = std::fs::remove_file(path);
+            }
             let status = fail(&e, e.exit_status());
             if let Some(hint) = e.hint() {
                 eprintln!("hybox: hint: {hint}");
@@ -176,10 +205,12 @@ fn run(args: RunArgs) -> i32 {
             return status;
         }
     };
+    result.report.phases.process_us = before_main.as_micros() as u64;
+    result.report.phases.cli_us = cli_us;
     let report = &result.report;
     let json = serde_json::to_string_pretty(report).expect("report serialises");
-    if let Some(path) = &args.report {
-        if let Err(e) = std::fs::write(path, format!("{json}\n")) {
+    if let Some((path, f)) = &mut report_file {
+        if let Err(e) = f.write_all(format!("{json}\n").as_bytes()) {
             eprintln!("hybox: error: cannot write report {}: {e}", path.display());
             return exit::RUNNER_FAILED;
         }
@@ -242,6 +273,49 @@ fn doctor(json: bool) -> i32 {
     }
 }
 
+/// `hybox doctor --fix favordynmods [--dry-run]`: says what it will change and that it is host-wide
+/// before changing it, and what it changed after; never without being asked.
+fn doctor_fix(fix: hybox::cli::Fix, dry_run: bool) -> i32 {
+    use hybox::tune::{Plan, FAVORDYNMODS_WARNING};
+    let hybox::cli::Fix::Favordynmods = fix;
+    let remount = match hybox::tune::plan(hybox::host::kernel::euid()) {
+        Ok(Plan::AlreadyOn { target }) => {
+            println!(
+                "favordynmods: already on ({} has it); nothing to change",
+                target.display()
+            );
+            return 0;
+        }
+        Ok(Plan::Remount(r)) => r,
+        Err(e) => return fail(&e, exit::RUNNER_FAILED),
+    };
+    println!("warning: {FAVORDYNMODS_WARNING}");
+    println!(
+        "favordynmods: {} {} (cgroup2): options {} -> {} (mount options {} kept)",
+        if dry_run {
+            "dry run: would remount"
+        } else {
+            "remounting"
+        },
+        remount.target.display(),
+        remount.before,
+        remount.after,
+        remount.mount_options
+    );
+    if dry_run {
+        println!("favordynmods: dry run: nothing changed");
+        return 0;
+    }
+    if let Err(e) = hybox::tune::apply(&remount) {
+        return fail(&e, exit::RUNNER_FAILED);
+    }
+    println!(
+        "favordynmods: remounted {}: joining a cgroup no longer waits for an RCU grace period",
+        remount.target.display()
+    );
+    0
+}
+
 /// The limits `hybox bench` uses without `--policy`: the shipped benchmark policy's.
 const BENCHMARK_POLICY: &str = include_str!("../../policies/benchmark.json");
 
@@ -266,6 +340,7 @@ fn bench(args: BenchArgs) -> i32 {
         workloads,
         runs: args.runs.max(1),
         warmup: args.warmup,
+        pacing: hybox::bench::Pacing::from_pause((!args.back_to_back).then(|| args.pause.as_std())),
         host: HostConfig::default(),
         warm: hybox::bench::warm_factory(),
     };

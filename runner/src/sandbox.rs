@@ -164,7 +164,8 @@ impl Sandbox {
                 return Err(e);
             }
         };
-        let setup_us = t0.elapsed().as_micros() as u64;
+        let t_backend = Instant::now();
+        let setup_us = t_backend.duration_since(t0).as_micros() as u64;
         let handle = envelope.as_ref().map(|e| e as &EnvelopeHandle);
         let (result, teardown) = match prepared.run(handle, opts.detach_teardown) {
             Ok((run, reaper)) if opts.detach_teardown => (Ok(run), Teardown::Background(reaper)),
@@ -175,7 +176,7 @@ impl Sandbox {
             run_id,
             (envelope, degradations),
             result,
-            setup_us,
+            (setup_us, Some(t_backend)),
             &opts.stdio,
             teardown,
         )
@@ -284,7 +285,7 @@ impl Sandbox {
                 run.details.run.prebuild_us = Some(p.prebuild_us);
                 run
             }),
-            0,
+            (0, None),
             &Stdio::Capture { stdin },
             match exiting {
                 Some(reaper) => Teardown::Background(Some(reaper)),
@@ -296,12 +297,16 @@ impl Sandbox {
     }
 
     /// Usage and limit hits from the envelope, the envelope removed, the report built.
+    ///
+    /// `t_backend` is when the backend's run began (after `setup_us`); with it the phases partition
+    /// the whole call: `start_us` loses what overlapped setup (a wasm worker launched before the
+    /// envelope was built) and `teardown_us` is everything from the workload's end to the report.
     fn complete(
         &self,
         run_id: String,
         (envelope, degradations): (Option<Envelope>, Vec<Degradation>),
         result: Result<crate::backend::BackendRun, BackendError>,
-        setup_us: u64,
+        (setup_us, t_backend): (u64, Option<Instant>),
         stdio: &Stdio,
         teardown: Teardown,
     ) -> Result<RunResult, Error> {
@@ -328,6 +333,7 @@ impl Sandbox {
             ),
         };
         run.outcome = crate::backend::postmortem::attribute(run.outcome, &usage, &self.policy);
+        let join_us = envelope.as_ref().map_or(0, Envelope::join_us);
         if let Teardown::Background(reaper) = teardown {
             // The workload ended and its output is complete; a native shim may still be tearing
             // down its namespaces. Reaping it and removing the envelope happen off the caller's path.
@@ -341,7 +347,15 @@ impl Sandbox {
             }
         }
         run.degradations.splice(0..0, degradations);
-        let teardown_us = t_teardown.elapsed().as_micros() as u64;
+        let (start_us, teardown_us) = match t_backend {
+            Some(tb) => {
+                let backend_us = t_teardown.duration_since(tb).as_micros() as u64;
+                let start_us = run.start_us.min(backend_us.saturating_sub(run.run_us));
+                let total_us = tb.elapsed().as_micros() as u64;
+                (start_us, total_us.saturating_sub(start_us + run.run_us))
+            }
+            None => (run.start_us, t_teardown.elapsed().as_micros() as u64),
+        };
         let mut granted_syscalls = self.policy.native.seccomp.allow.clone();
         if backend != Backend::Native {
             granted_syscalls.clear();
@@ -358,9 +372,11 @@ impl Sandbox {
             outcome: run.outcome,
             phases: Phases {
                 setup_us,
-                start_us: run.start_us,
+                start_us,
+                join_us,
                 run_us: run.run_us,
                 teardown_us,
+                ..Phases::default()
             },
             usage,
             envelope: envelope_report,

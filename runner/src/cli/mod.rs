@@ -43,8 +43,16 @@ pub enum Command {
     /// What this host supports (cgroups, user namespaces, seccomp, Landlock) and what it means for hybox.
     Doctor {
         /// Machine-readable output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fix")]
         json: bool,
+        /// Change the host (root): `favordynmods` remounts the cgroup2 mount with the
+        /// favordynmods option, its other options kept, so joining a cgroup no longer waits for an
+        /// RCU grace period. Host-wide, and on Linux >= 6.18 irreversible until reboot.
+        #[arg(long, value_enum, value_name = "WHAT")]
+        fix: Option<Fix>,
+        /// With --fix: print what would change, change nothing.
+        #[arg(long, requires = "fix")]
+        dry_run: bool,
     },
     /// Measure isolation overhead side by side: bare, native, wasm cold/warm/hardened, same limits.
     Bench(BenchArgs),
@@ -224,6 +232,19 @@ pub struct BenchArgs {
     /// Unmeasured warm-up runs per mode.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Isolated runs: a pause before every run, as a user who runs one command and waits (a lone
+    /// run pays what back to back hides, such as cgroup v1's RCU grace period on joining). `0`
+    /// is the same as --back-to-back.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "200ms",
+        conflicts_with = "back_to_back"
+    )]
+    pub pause: Duration,
+    /// Run each sample as soon as the previous one ended (no pause): what a busy server sees.
+    #[arg(long)]
+    pub back_to_back: bool,
     /// Print the results as JSON (every sample included).
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
@@ -236,6 +257,13 @@ pub struct BenchArgs {
     /// Workloads: function bundles (both variants), or single native / wasm files.
     #[arg(required = true)]
     pub workloads: Vec<PathBuf>,
+}
+
+/// Host tunings `hybox doctor --fix` can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fix {
+    /// The cgroup mount option that makes moving a process into a cgroup skip the RCU grace period.
+    Favordynmods,
 }
 
 #[derive(Debug, Args)]

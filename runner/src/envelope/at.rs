@@ -163,6 +163,7 @@ fn envelope(fs: Arc<dyn CgroupFs>, at: Located, applied: Applied) -> Envelope {
         id: 0,
         done: false,
         home: at.home,
+        join_ns: std::sync::atomic::AtomicU64::new(0),
     }
 }
 

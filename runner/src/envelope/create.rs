@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -340,6 +341,7 @@ fn create_leaf(
         id,
         done: false,
         home: Vec::new(),
+        join_ns: AtomicU64::new(0),
     };
     for dir in env.inner.dirs.unique() {
         match fs.mkdir(dir) {

@@ -51,6 +51,7 @@ mod tests;
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use at::LimitsUpdate;
@@ -330,6 +331,8 @@ pub struct Envelope {
     /// The creating process's own `cgroup.procs` files, where [`Envelope::enter`] returns to
     /// (envelopes made by [`Envelope::create_at`]; empty otherwise).
     home: Vec<PathBuf>,
+    /// Time spent in [`EnvelopeJoin::join`] so far, in nanoseconds ([`Envelope::join_us`]).
+    join_ns: AtomicU64,
 }
 
 impl Envelope {
@@ -411,6 +414,14 @@ impl Envelope {
         })
     }
 
+    /// How long moving processes into this envelope took so far ([`EnvelopeJoin::join`], all
+    /// controllers), in microseconds: the report's `phases.join_us`. On cgroup v1 without
+    /// `favordynmods` a lone run's join waits for an RCU grace period, milliseconds; 0 when nothing
+    /// migrated (`CLONE_INTO_CGROUP`).
+    pub fn join_us(&self) -> u64 {
+        self.join_ns.load(Ordering::Relaxed) / 1000
+    }
+
     /// Kills every process in the envelope, removes the cgroup (with retries) and verifies it is gone.
     pub fn destroy(mut self) -> Result<(), EnvelopeError> {
         self.done = true;
@@ -424,13 +435,19 @@ impl EnvelopeJoin for Envelope {
     /// The error keeps the errno's kind and names the step and the file (`write <dir>/cgroup.procs:
     /// <errno>`, the text of [`EnvelopeError::Io`]); the caller adds what it was moving.
     fn join(&self, pid: i32) -> io::Result<()> {
-        for f in self.inner.procs_files() {
-            self.inner
-                .fs
-                .write(&f, &pid.to_string())
-                .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", f.display())))?;
-        }
-        Ok(())
+        let t0 = std::time::Instant::now();
+        let r = (|| {
+            for f in self.inner.procs_files() {
+                self.inner
+                    .fs
+                    .write(&f, &pid.to_string())
+                    .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", f.display())))?;
+            }
+            Ok(())
+        })();
+        let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.join_ns.fetch_add(ns, Ordering::Relaxed);
+        r
     }
 
     fn procs_files(&self) -> Vec<PathBuf> {

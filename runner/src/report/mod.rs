@@ -94,16 +94,50 @@ pub enum Limit {
 }
 
 /// Wall-clock time of each phase, in microseconds.
+///
+/// The additive phases are `process_us`, `cli_us`, `setup_us`, `start_us`, `run_us` and
+/// `teardown_us`: they follow each other without overlap, and for `hybox run` they add up to the
+/// wall time a user measures around the command except the report's own output and the process's
+/// exit ([`Phases::total_us`]; docs/report.md says what is and is not covered). `join_us` is a part
+/// of `start_us`, shown on its own because on cgroup v1 a lone run's move into its cgroup can wait
+/// for an RCU grace period.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phases {
-    /// Policy, detection, decision, envelope creation, plan building.
+    /// Before the front-end's `main`: the process's fork, exec, dynamic loading and runtime start,
+    /// estimated from the scheduler's own accounting (`/proc/self/schedstat`: time on a CPU plus time
+    /// waiting for one since the fork). 0 for library callers, who have no such phase.
+    #[serde(default)]
+    pub process_us: u64,
+    /// The front-end's own work before the run: from `main` to `Sandbox::run` (arguments, policy
+    /// file, workload detection, decision, signal handling). 0 for library callers.
+    #[serde(default)]
+    pub cli_us: u64,
+    /// Launch, envelope creation, plan building (`Sandbox::run` up to the backend's run).
     pub setup_us: u64,
-    /// From launching the sandbox process to the first workload instruction (exec / `_start`).
+    /// From launching the sandbox process to the first workload instruction (exec / `_start`), not
+    /// counting what overlapped `setup_us` (a wasm worker is launched before the envelope is built).
     pub start_us: u64,
+    /// Of `start_us`: moving the sandbox's process into its cgroup (`cgroup.procs` writes). 0 when
+    /// nothing migrated (cgroup v2's `CLONE_INTO_CGROUP`, no envelope). Not added to the total.
+    #[serde(default)]
+    pub join_us: u64,
     /// The workload running.
     pub run_us: u64,
-    /// Killing what is left, collecting usage, removing the envelope.
+    /// From the workload's end to the report: reaping, killing what is left, collecting usage,
+    /// removing the envelope.
     pub teardown_us: u64,
+}
+
+impl Phases {
+    /// The sum of the additive phases (everything but `join_us`, which is part of `start_us`).
+    pub fn total_us(&self) -> u64 {
+        self.process_us
+            + self.cli_us
+            + self.setup_us
+            + self.start_us
+            + self.run_us
+            + self.teardown_us
+    }
 }
 
 /// What the run used, read from the envelope (cgroup) at the end.
@@ -207,10 +241,20 @@ impl RunReport {
             ));
         }
         s.push_str(&format!(
-            "\nhybox: run {} phases setup {:.1}ms start {:.1}ms run {:.1}ms teardown {:.1}ms; cpu user {:.1}ms sys {:.1}ms; peak memory {} KiB ({})",
+            "\nhybox: run {} phases{} setup {:.1}ms start {:.1}ms (join {:.1}ms) run {:.1}ms teardown {:.1}ms; cpu user {:.1}ms sys {:.1}ms; peak memory {} KiB ({})",
             self.run_id,
+            if self.phases.process_us + self.phases.cli_us > 0 {
+                format!(
+                    " process {:.1}ms cli {:.1}ms",
+                    self.phases.process_us as f64 / 1e3,
+                    self.phases.cli_us as f64 / 1e3
+                )
+            } else {
+                String::new()
+            },
             self.phases.setup_us as f64 / 1e3,
             self.phases.start_us as f64 / 1e3,
+            self.phases.join_us as f64 / 1e3,
             self.phases.run_us as f64 / 1e3,
             self.phases.teardown_us as f64 / 1e3,
             self.usage.cpu_user_us as f64 / 1e3,
