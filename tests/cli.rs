@@ -601,3 +601,47 @@ fn doctor_fix_favordynmods_dry_run_and_refusals() {
     }
     assert_eq!(mountinfo(), before, "a refusal changes no mount");
 }
+
+/// Without root (no envelope: the policy degrades), native runs work every time: the shim becomes
+/// non-dumpable only after the go byte, so the runner can always write its id maps (a non-dumpable
+/// process's /proc files belong to root; the race failed 35-83% of runs).
+#[test]
+fn unprivileged_native_runs_write_their_id_maps_every_time() {
+    if !common::privileged("unprivileged_native_runs_write_their_id_maps_every_time") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("hybox");
+    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &bin).unwrap();
+    let hello = dir.path().join("hello");
+    std::fs::copy(common::native_guest("hello"), &hello).unwrap();
+    let policy = dir.path().join("degrade.json");
+    std::fs::write(&policy, r#"{"version": 1, "on_unenforceable": "degrade"}"#).unwrap();
+    for f in [&bin, &hello, &policy] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for i in 0..20 {
+        let o = std::process::Command::new(&bin)
+            .arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .arg(&hello)
+            .env_clear()
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "run {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from hybox\n");
+    }
+}

@@ -47,10 +47,13 @@ fn main() {
 fn setup() -> Result<Plan> {
     // Start from an empty signal mask, not the fully blocked one the runner cloned us with.
     process::clear_sigmask()?;
-    // Non-dumpable: no ptrace and no /proc/1/{mem,exe,fd} for the workload (CVE-2019-5736).
-    process::set_non_dumpable()?;
     // Nothing happens before the runner wrote the id maps and put us in the run's cgroup.
     let plan = control::read_plan()?;
+    // Non-dumpable: no ptrace and no /proc/1/{mem,exe,fd} for the workload (CVE-2019-5736). After
+    // the go byte, not before: a non-dumpable process's /proc/PID files belong to root, so an
+    // unprivileged runner could no longer write its uid_map and gid_map. Until then nothing of the
+    // workload exists, and the shim is only ptrace-able by what could ptrace the runner itself.
+    process::set_non_dumpable()?;
     // The sandbox's ids, so its tmpfs mounts accept the files it creates (ids mapped in the userns).
     process::become_sandbox_ids(plan.uid, plan.gid)?;
     // A cgroup namespace rooted at the run's leaf: no host cgroup path is visible.
