@@ -658,3 +658,32 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
         other => panic!("expected the envelope's error, got {other:?}"),
     }
 }
+
+/// A program that is not hybox (this test binary) and sets no `HostConfig.hybox_path` cannot run
+/// the wasm worker: a clear error naming what to set, and nothing started.
+#[test]
+fn a_program_that_is_not_hybox_must_name_the_worker_binary() {
+    let c = cache();
+    let run = Run::new(DEFAULT, c.path());
+    let artifact = Artifact::detect(&common::wasm_guest("hello")).expect("detect");
+    let host = HostConfig {
+        cache_dir: Some(c.path().to_path_buf()),
+        hybox_path: None,
+        ..Default::default()
+    };
+    let launch = Launch {
+        run_id: "test",
+        policy: &run.policy,
+        artifact: &artifact,
+        args: &run.args,
+        env: run.env.clone(),
+        stdio: &run.stdio,
+        deadline: Instant::now() + Duration::from_secs(20),
+        host: &host,
+    };
+    let e = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap_err();
+    assert!(matches!(e, BackendError::WorkerBinary { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("set HostConfig.hybox_path"), "{msg}");
+    assert!(msg.contains("is not the hybox binary"), "{msg}");
+}

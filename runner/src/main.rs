@@ -14,6 +14,9 @@ use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
 
 fn main() -> ExitCode {
+    // This executable dispatches the wasm worker below: wasm runs re-execute it by fd
+    // (`/proc/self/exe`, opened now), whatever it is called and whatever replaces it on disk.
+    hybox::backend::wasm::this_executable_runs_the_worker();
     // The wasm backend re-executes this binary as its worker process (inside the run's envelope);
     // that hidden entry point takes no flags, so it is dispatched before clap.
     if std::env::args_os()

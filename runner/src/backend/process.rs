@@ -13,7 +13,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -154,9 +154,11 @@ pub(crate) unsafe fn clone_vfork(
     Ok(pid)
 }
 
-/// What to start: `program` with `args` (argv[0] is the program's path), an empty environment.
+/// What to start: the executable open at `program` (executed by fd, `execveat(AT_EMPTY_PATH)`:
+/// the file opened is the file that runs) with `args` (argv[0] is `name`), an empty environment.
 pub struct Program<'a> {
-    pub program: &'a Path,
+    pub program: BorrowedFd<'a>,
+    pub name: &'a Path,
     pub args: &'a [&'a str],
     /// Namespaces (`CLONE_NEW*`) the child is created in.
     pub namespaces: libc::c_int,
@@ -165,7 +167,7 @@ pub struct Program<'a> {
 }
 
 struct ChildArgs<'a> {
-    path: &'a CString,
+    exe: RawFd,
     argv: &'a [*const libc::c_char],
     envp: [*const libc::c_char; 1],
     null_stdin_stdout: bool,
@@ -175,8 +177,9 @@ struct ChildArgs<'a> {
     error: AtomicI32,
 }
 
-/// Starts `program`. `prepare` runs in the child right before the exec: it arranges the fds and, in
-/// new namespaces, whatever must be done with the namespace's capabilities before they go.
+/// Starts `program`. `prepare` runs in the child right before the exec: it arranges the fds (it may
+/// mark any fd close-on-exec, but must close none above 2 it did not place: the program's own fd is
+/// one) and, in new namespaces, whatever must be done with the namespace's capabilities before they go.
 ///
 /// # Safety
 /// `prepare` runs in a child that shares this process's memory while the calling thread is
@@ -186,7 +189,7 @@ pub unsafe fn spawn(
     p: &Program<'_>,
     prepare: &(dyn Fn() -> io::Result<()> + Sync),
 ) -> io::Result<Spawned> {
-    let path = CString::new(p.program.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let path = CString::new(p.name.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let args: Vec<CString> = p
         .args
         .iter()
@@ -197,7 +200,7 @@ pub unsafe fn spawn(
         .collect();
     argv.push(std::ptr::null());
     let child = ChildArgs {
-        path: &path,
+        exe: p.program.as_raw_fd(),
         argv: &argv,
         envp: [std::ptr::null()],
         null_stdin_stdout: p.null_stdin_stdout,
@@ -218,7 +221,7 @@ pub unsafe fn spawn(
     }
 }
 
-/// The child of [`spawn`]: `prepare`, stdio on /dev/null if asked, `execve`.
+/// The child of [`spawn`]: `prepare`, stdio on /dev/null if asked, `execveat` of the program's fd.
 fn child_entry(c: &ChildArgs) -> ! {
     let fail = |e: io::Error| -> ! {
         c.error
@@ -226,6 +229,12 @@ fn child_entry(c: &ChildArgs) -> ! {
         // SAFETY: ends this child without running any of the parent's exit handlers.
         unsafe { libc::_exit(127) }
     };
+    // The executable's fd above every fd `prepare` places (it may be one of the numbers it takes).
+    // SAFETY: fcntl on an fd of this process.
+    let exe = unsafe { libc::fcntl(c.exe, libc::F_DUPFD_CLOEXEC, 100) };
+    if exe < 0 {
+        fail(io::Error::last_os_error());
+    }
     if let Err(e) = (c.prepare)() {
         fail(e);
     }
@@ -235,8 +244,18 @@ fn child_entry(c: &ChildArgs) -> ! {
             fail(e);
         }
     }
-    // SAFETY: a NUL-terminated path and NULL-terminated argv/envp arrays prepared before the clone.
-    unsafe { libc::execve(c.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr()) };
+    // SAFETY: an open fd, an empty NUL-terminated path and NULL-terminated argv/envp arrays prepared
+    // before the clone. `prepare` leaves `exe` open (close-on-exec: it goes at the exec).
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exe,
+            c"".as_ptr(),
+            c.argv.as_ptr(),
+            c.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
     fail(io::Error::last_os_error())
 }
 

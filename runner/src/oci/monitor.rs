@@ -260,7 +260,6 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     let opts = RunOptions {
         stdio: Stdio::Inherit,
         host: HostConfig {
-            hybox_path: std::env::current_exe().ok(),
             cgroup_parent: placement.cgroup_parent.clone(),
             ..HostConfig::default()
         },

@@ -356,9 +356,9 @@ fn exec_paths() -> Vec<PathBuf> {
     .map(PathBuf::from)
     .filter(|p| p.exists())
     .collect();
-    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
-        v.push(exe);
-    }
+    // The magic link, not the path it shows: it opens the file this worker runs from even when
+    // the file at that path was replaced or removed since.
+    v.push(PathBuf::from("/proc/self/exe"));
     v
 }
 

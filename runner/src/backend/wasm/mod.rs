@@ -1,8 +1,8 @@
 //! The wasm backend: WASI modules and components in wasmtime.
 //!
 //! The supervisor (this module's [`start`] and `finish`) never compiles or loads guest bytes. It starts a worker
-//! process ([`start`]): the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty
-//! environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
+//! process ([`start`]): the running hybox executable itself (by fd, see [`exe`]) re-executed as
+//! `hybox __wasm-worker` with an empty environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
 //! starts the worker before it builds the envelope, so the two overlap; [`finish`] then moves the
 //! worker into the run's envelope (cgroup) and only then sends it the job over a pipe. The worker
 //! ([`worker_main`]) compiles the guest (or loads it from the private compile cache, see
@@ -21,6 +21,7 @@
 //! The job and the result travel as [`protocol`] frames, the same frames a warm worker uses.
 
 pub mod artifact;
+pub mod exe;
 pub mod hardened;
 pub mod protocol;
 pub mod warm;
@@ -28,7 +29,7 @@ pub mod worker;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::backend::postmortem;
@@ -40,6 +41,7 @@ use crate::report::{Degradation, Outcome};
 
 pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use exe::{this_executable_runs_the_worker, worker_exe, WorkerExe};
 pub use protocol::{Job, WorkerResult};
 pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
@@ -56,26 +58,6 @@ pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
 /// a host call such as `poll_oneoff` is not reached by epoch interruption), reports the timeout
 /// itself and exits.
 pub const WATCHDOG_GRACE: Duration = Duration::from_millis(200);
-
-/// The `hybox` binary that runs the worker: `HostConfig.hybox_path`, else the current executable if it
-/// is `hybox`, else `hybox` next to it (a test binary or an embedding host).
-pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
-    if let Some(p) = &host.hybox_path {
-        return Ok(p.clone());
-    }
-    let exe = std::env::current_exe().map_err(|source| BackendError::Io {
-        step: "locate the hybox binary".into(),
-        source,
-    })?;
-    if exe.file_name().is_some_and(|n| n == "hybox") {
-        return Ok(exe);
-    }
-    let sibling = exe.with_file_name("hybox");
-    if sibling.is_file() {
-        return Ok(sibling);
-    }
-    Err(BackendError::WorkerBinary { next_to: exe })
-}
 
 impl PreparedRun for Started {
     fn run(
@@ -139,7 +121,11 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         true => WorkerStart::EXEC,
         false => launch.host.wasm_worker_start,
     };
-    let exe = worker_binary(launch.host)?;
+    // Only an exec'd worker needs the executable (a forked one is this process already).
+    let exe = match start.is_fork() {
+        true => None,
+        false => Some(exe::worker_exe(launch.host)?),
+    };
     // An unusable cache location is not fatal (the worker compiles without it and says so).
     let cache_dir = artifact::cache_dir(launch.host).ok();
     let tmp = match policy.filesystem.tmp {
@@ -188,9 +174,9 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let loopback = policy.network == crate::policy::Network::Loopback;
-    let spawned = match start {
-        s if s.is_fork() => fork_worker(launch.stdio, &job_r, &res_w, &job),
-        _ => spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
+    let spawned = match &exe {
+        None => fork_worker(launch.stdio, &job_r, &res_w, &job),
+        Some(exe) => spawn_worker(exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
     };
     let child = match spawned {
         // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
@@ -202,11 +188,15 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
             )?);
             os_sandbox = false;
             job.policy.wasm.os_sandbox = false;
-            spawn_worker(&exe, launch.stdio, &job_r, &res_w, false, loopback)
+            let exe = exe.as_ref().expect("os_sandbox workers are exec'd");
+            spawn_worker(exe, launch.stdio, &job_r, &res_w, false, loopback)
         }
         r => r,
     }
-    .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
+    .map_err(io(&match &exe {
+        Some(exe) => format!("start the wasm worker {}", exe.path().display()),
+        None => "fork the wasm worker".into(),
+    }))?;
     drop(job_r);
     drop(res_w);
     Ok(Started {
@@ -392,7 +382,7 @@ fn userns_refused(e: &std::io::Error) -> bool {
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
 /// empty environment, and stdio as asked.
 fn spawn_worker(
-    exe: &Path,
+    exe: &exe::WorkerExe,
     stdio: &Stdio,
     job_r: &OwnedFd,
     res_w: &OwnedFd,
@@ -401,7 +391,8 @@ fn spawn_worker(
 ) -> std::io::Result<crate::backend::process::Spawned> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let program = crate::backend::process::Program {
-        program: exe,
+        program: exe.fd(),
+        name: exe.path(),
         args: &[WORKER_SUBCOMMAND],
         namespaces: if os_sandbox { hardened::CLONE_FLAGS } else { 0 },
         null_stdin_stdout: matches!(stdio, Stdio::Capture { .. }),
@@ -411,7 +402,7 @@ fn spawn_worker(
             hardened::in_new_namespaces(loopback)?;
         }
         // SAFETY: in the child before exec, with both pipe ends open.
-        unsafe { place_worker_fds(j, r) }
+        unsafe { place_worker_fds(j, r, true) }
     };
     // SAFETY: `prepare` makes only raw syscalls (ioctl, prctl, fcntl, dup2, close_range), allocates
     // nothing and cannot panic.
@@ -430,7 +421,7 @@ fn fork_worker(
     let null_stdin_stdout = matches!(stdio, Stdio::Capture { .. });
     let prepare = move || {
         // SAFETY: in the forked child, with both pipe ends open.
-        unsafe { place_worker_fds(j, r)? };
+        unsafe { place_worker_fds(j, r, false)? };
         if null_stdin_stdout {
             crate::backend::process::stdin_stdout_to_dev_null()?;
         }
@@ -441,13 +432,19 @@ fn fork_worker(
     unsafe { crate::backend::process::fork(&prepare, &|| worker::run_forked(job)) }
 }
 
-/// In the worker between fork and exec: the job pipe becomes [`JOB_FD`], the result pipe
-/// [`RESULT_FD`], and every other fd is closed. Async-signal-safe (fcntl, dup2, close_range); allocates
-/// nothing.
+/// In the worker before it runs: the job pipe becomes [`JOB_FD`], the result pipe [`RESULT_FD`], and
+/// every other fd above them goes: closed now in a forked worker (`at_exec` false, no exec follows),
+/// marked close-on-exec in one about to exec (`at_exec`), so the executable's own fd, held above
+/// them, stays usable by `execveat` and goes with the rest at the exec. Async-signal-safe (fcntl,
+/// dup2, close_range); allocates nothing.
 ///
 /// # Safety
 /// Call only in a forked child before exec, with `job` and `result` open fds.
-pub(crate) unsafe fn place_worker_fds(job: RawFd, result: RawFd) -> std::io::Result<()> {
+pub(crate) unsafe fn place_worker_fds(
+    job: RawFd,
+    result: RawFd,
+    at_exec: bool,
+) -> std::io::Result<()> {
     // SAFETY: plain fd syscalls on fds the caller owns; no memory is touched.
     unsafe {
         // Move both ends above the target numbers first so neither dup2 clobbers the other.
@@ -456,8 +453,13 @@ pub(crate) unsafe fn place_worker_fds(job: RawFd, result: RawFd) -> std::io::Res
         if j2 < 0 || r2 < 0 || libc::dup2(j2, JOB_FD) < 0 || libc::dup2(r2, RESULT_FD) < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // Nothing else leaks into the worker (close_range(2), Linux 5.9).
-        if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, 0) < 0 {
+        // Nothing else leaks into the worker (close_range(2): Linux 5.9, CLOSE_RANGE_CLOEXEC 5.11).
+        let flags = if at_exec {
+            libc::CLOSE_RANGE_CLOEXEC
+        } else {
+            0
+        };
+        if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, flags as libc::c_int) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

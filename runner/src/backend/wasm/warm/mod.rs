@@ -227,7 +227,7 @@ impl WarmFunction {
                 }
             }
         }
-        let exe = super::worker_binary(&self.host)?;
+        let exe = super::worker_exe(&self.host)?;
         let w = Worker::spawn(&exe)?;
         // Into the envelope before the worker has seen a byte of the guest: it is blocked reading.
         if let Some(env) = &self.envelope {

@@ -5,14 +5,13 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::SERVE_ARG;
 use crate::backend::process::Spawned;
 use crate::backend::wasm::protocol::{self, CallRequest, Frame, LoadReply, ProtocolError};
-use crate::backend::wasm::{place_worker_fds, Job, WORKER_SUBCOMMAND};
+use crate::backend::wasm::{place_worker_fds, Job, WorkerExe, WORKER_SUBCOMMAND};
 use crate::backend::BackendError;
 
 /// The running worker: the process, the request pipe's write end, the reply pipe's read end.
@@ -24,7 +23,7 @@ pub(super) struct Worker {
 
 impl Worker {
     /// Starts the worker, blocked reading its load job.
-    pub(super) fn spawn(exe: &Path) -> Result<Worker, BackendError> {
+    pub(super) fn spawn(exe: &WorkerExe) -> Result<Worker, BackendError> {
         let io = BackendError::io;
         let (req_r, req_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
@@ -32,7 +31,7 @@ impl Worker {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
         let child = spawn_serve_worker(exe, &req_r, &rep_w).map_err(BackendError::io(format!(
             "start the warm wasm worker {}",
-            exe.display()
+            exe.path().display()
         )))?;
         Ok(Worker {
             child,
@@ -132,16 +131,21 @@ impl Worker {
 /// Starts `hybox __wasm-worker --serve` with the request pipe at fd 3, the reply pipe at fd 4, no other
 /// fds, an empty environment, stdin and stdout on /dev/null (the guest's stdio is captured per call),
 /// stderr inherited for the worker's own diagnostics.
-fn spawn_serve_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::Result<Spawned> {
+fn spawn_serve_worker(
+    exe: &WorkerExe,
+    req_r: &OwnedFd,
+    rep_w: &OwnedFd,
+) -> std::io::Result<Spawned> {
     let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
     let program = crate::backend::process::Program {
-        program: exe,
+        program: exe.fd(),
+        name: exe.path(),
         args: &[WORKER_SUBCOMMAND, SERVE_ARG],
         namespaces: 0,
         null_stdin_stdout: true,
     };
     // SAFETY: in the child before exec, with both pipe ends open.
-    let prepare = move || unsafe { place_worker_fds(j, r) };
+    let prepare = move || unsafe { place_worker_fds(j, r, true) };
     // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
     // cannot panic.
     unsafe { crate::backend::process::spawn(&program, &prepare) }
