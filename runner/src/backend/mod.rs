@@ -200,6 +200,14 @@ pub enum BackendError {
         #[source]
         source: wasm::protocol::ProtocolError,
     },
+    /// A warm worker died during a call (killed, crashed: not by the cgroup OOM killer, which is
+    /// an `Oom` outcome); `exit` is how it ended. The next call starts a new worker.
+    #[error("the warm wasm worker died during the call (exit: {exit}); the next call starts a new one: {source}")]
+    WarmWorkerDied {
+        exit: String,
+        #[source]
+        source: wasm::protocol::ProtocolError,
+    },
     /// A host-side step failed before the workload started.
     #[error("{step}: {source}")]
     Io {

@@ -15,7 +15,8 @@
 //! cannot reach, the watchdog reports the timeout [`WATCHDOG_GRACE`] later and the worker exits (the
 //! blocked thread dies with it); if no reply comes at all, the supervisor kills the worker
 //! ([`SUPERVISOR_GRACE`] later). A worker that exited or died is restarted by the next
-//! [`WarmFunction::invoke`] (a reload: a compile-cache hit, not a compile).
+//! [`WarmFunction::invoke`] (a reload: a compile-cache hit, not a compile); one that died between
+//! calls is noticed by its pidfd before that call is handed to it, so the call runs on the new one.
 //!
 //!
 //! The supervisor's side is here and in `supervisor` (the worker process: started, moved into the
@@ -246,11 +247,21 @@ impl WarmFunction {
     /// One call: `args` are argv[1..], `stdin` the guest's whole stdin; stdout/stderr are captured
     /// with the policy's caps; a fresh store (limits, deadline, fuel) and a fresh `/tmp` per call.
     ///
-    /// A guest failure (trap, timeout, memory limit, fuel, exit code) is an `Ok` outcome. If the worker
-    /// dies during the call (killed, crashed), this returns an error for this call (or an `Oom`
+    /// A worker that died since the last call is noticed (its pidfd) and replaced before this call
+    /// is handed to it (`details.worker_replaced` says why). A guest failure (trap, timeout, memory
+    /// limit, fuel, exit code) is an `Ok` outcome. If the worker dies during the call (killed, crashed), this returns an error for this call (or an `Oom`
     /// outcome when the envelope's OOM counter says the cgroup OOM killer did it), and the next
     /// `invoke` starts a new worker. A worker that fails to start again is an error of that `invoke`.
     pub fn invoke(&mut self, args: &[String], stdin: &[u8]) -> Result<WarmCall, BackendError> {
+        // A worker that died since its last call (the OOM killer, an admin's SIGKILL, a crash) is
+        // never handed this call: it is reaped here and replaced below.
+        let replaced = self
+            .worker
+            .take_if(|w| w.has_ended())
+            .map(|dead| match dead.reap() {
+                Ok(status) => format!("the previous worker died while idle ({status})"),
+                Err(e) => format!("the previous worker died while idle (status unknown: {e})"),
+            });
         let worker_started = self.worker.is_none();
         let mut w = match self.worker.take() {
             Some(w) => w,
@@ -298,7 +309,7 @@ impl WarmFunction {
             .get("worker_exiting")
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let call = WarmCall {
+        let mut call = WarmCall {
             prepare_us: num("prepare_us"),
             instantiate_us: r.startup_us,
             drop_us: num("drop_us"),
@@ -314,6 +325,9 @@ impl WarmFunction {
             worker_started,
             details: r.details,
         };
+        if let Some(why) = replaced {
+            call.details.insert("worker_replaced".into(), why.into());
+        }
         if exiting {
             // The watchdog gave up on a blocked guest thread; the worker ends after this reply.
             w.kill();
@@ -347,14 +361,11 @@ impl WarmFunction {
                 .insert("worker_killed".into(), "cgroup OOM killer".into());
             return Ok(call);
         }
-        Err(BackendError::WarmWorker {
-            step: format!(
-                "the warm wasm worker died during the call (exit: {}); the next call starts a new one",
-                match status {
-                    Ok(s) => s.to_string(),
-                    Err(e) => format!("unknown: {e}"),
-                }
-            ),
+        Err(BackendError::WarmWorkerDied {
+            exit: match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unknown: {e}"),
+            },
             source: e,
         })
     }

@@ -4,7 +4,7 @@
 //! ([`super::WarmFunction`]).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -14,9 +14,13 @@ use crate::backend::wasm::protocol::{self, CallRequest, Frame, LoadReply, Protoc
 use crate::backend::wasm::{place_worker_fds, Job, WorkerExe, WORKER_SUBCOMMAND};
 use crate::backend::BackendError;
 
-/// The running worker: the process, the request pipe's write end, the reply pipe's read end.
+/// The running worker: the process and its pidfd, the request pipe's write end, the reply pipe's
+/// read end.
 pub(super) struct Worker {
     child: Spawned,
+    /// Readable once the worker has ended (pidfd_open(2)): how a worker that died while idle (the
+    /// OOM killer, an admin's SIGKILL, a crash) is noticed before a call is handed to it.
+    pidfd: OwnedFd,
     requests: File,
     replies: File,
 }
@@ -29,12 +33,25 @@ impl Worker {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
         let (rep_r, rep_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-        let child = spawn_serve_worker(exe, &req_r, &rep_w).map_err(BackendError::io(format!(
-            "start the warm wasm worker {}",
-            exe.path().display()
-        )))?;
+        let mut child = spawn_serve_worker(exe, &req_r, &rep_w).map_err(BackendError::io(
+            format!("start the warm wasm worker {}", exe.path().display()),
+        ))?;
+        // SAFETY: pidfd_open of our own unreaped child (its pid cannot be reused before we reap it).
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        if fd < 0 {
+            let source = std::io::Error::last_os_error();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BackendError::Io {
+                step: "pidfd_open of the warm wasm worker".into(),
+                source,
+            });
+        }
+        // SAFETY: a fresh fd the kernel just returned, owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok(Worker {
             child,
+            pidfd,
             requests: File::from(req_w),
             replies: File::from(rep_r),
         })
@@ -43,6 +60,18 @@ impl Worker {
     /// The worker's pid.
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the worker has ended (its pidfd is readable), without waiting.
+    pub(super) fn has_ended(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll of one pollfd that lives across the call, no timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        r > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
     }
 
     /// Kills the worker and reaps it.
