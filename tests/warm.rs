@@ -212,3 +212,43 @@ fn a_guest_that_does_not_compile_is_a_load_error() {
     };
     assert!(err.contains("compile"), "{err}");
 }
+
+/// `network: loopback` on a warm worker is its own `lo`, as on the one-shot path: the guest talks to
+/// itself on the port a host listener holds on the host's 127.0.0.1, and a datagram to a host UDP
+/// socket there never arrives.
+#[test]
+fn a_warm_loopback_worker_has_its_own_lo() {
+    if !common::privileged("a_warm_loopback_worker_has_its_own_lo") {
+        return;
+    }
+    common::examples_out();
+    let host_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    host_udp.set_nonblocking(true).unwrap();
+    let (tcp_port, udp_port) = (
+        host_tcp.local_addr().unwrap().port().to_string(),
+        host_udp.local_addr().unwrap().port().to_string(),
+    );
+    let p = Policy::from_json_str(
+        r#"{"version": 1, "network": "loopback", "on_unenforceable": "fail",
+           "resources": {"memory": "256M", "pids": 64, "timeout": "10s"}}"#,
+        "warm-loopback.json",
+    )
+    .unwrap();
+    let probe = common::repo().join("examples/out/component/probe.wasm");
+    let mut f = WarmFunction::load(&probe, &p, &host()).expect("load the probe component");
+    let run = |f: &mut WarmFunction, a: &[&str]| {
+        let args: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        let call = f.invoke(&args, &[]).expect("call");
+        String::from_utf8_lossy(&call.stdout).into_owned()
+    };
+    let echo = run(&mut f, &["attack", "loopback_echo", &tcp_port]);
+    assert!(echo.contains(r#""ret":1"#), "{echo}");
+    let sent = run(&mut f, &["attack", "udp_send", &udp_port]);
+    assert!(sent.contains(r#""ret":5"#), "{sent}");
+    let mut b = [0u8; 16];
+    assert!(
+        host_udp.recv_from(&mut b).is_err(),
+        "the host socket got the datagram"
+    );
+}

@@ -180,6 +180,10 @@ pub enum BackendError {
     /// `wasm.os_sandbox` cannot be had on this host; `fix` is what the host could change.
     #[error("wasm.os_sandbox: {why} (hint: {fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\")")]
     OsSandbox { why: String, fix: &'static str },
+    /// `network: loopback` on wasm needs the worker in its own network namespace, and this host
+    /// refused it.
+    #[error("network: loopback needs the wasm worker in its own network namespace: {why} (hint: enable unprivileged user namespaces or run as root, set network to \"none\", or on_unenforceable to \"degrade\" (the guest then shares the host's loopback))")]
+    PrivateLoopback { why: String },
     /// This process is not hybox (it never declared it dispatches `__wasm-worker`) and
     /// `HostConfig.hybox_path` names no hybox binary: nothing can run the wasm worker.
     #[error("wasm worker: {} is not the hybox binary, so it cannot run the wasm worker (hint: set HostConfig.hybox_path to a hybox binary)", exe.display())]

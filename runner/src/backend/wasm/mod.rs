@@ -23,6 +23,7 @@
 pub mod artifact;
 pub mod exe;
 pub mod hardened;
+pub mod netns;
 pub mod protocol;
 pub mod warm;
 pub mod worker;
@@ -87,6 +88,8 @@ pub struct Started {
     tmp: Option<crate::scratch::ScratchDir>,
     start: WorkerStart,
     os_sandbox: bool,
+    /// The loopback worker's own namespaces (`netns`), for the report.
+    network_ns: Option<&'static str>,
     degradations: Vec<Degradation>,
     t_spawn: Instant,
     deadline: Instant,
@@ -117,7 +120,10 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     // throwaway process per run), and `spawn_hardened_or_degrade` refuses, or degrades if the policy
     // says so.
     let mut os_sandbox = policy.wasm.os_sandbox;
-    let start = match os_sandbox {
+    let loopback = policy.network == crate::policy::Network::Loopback;
+    // Namespaces are made at clone time, where a refusal is an error this side sees: a hardened or
+    // loopback worker is always exec'd.
+    let start = match os_sandbox || loopback {
         true => WorkerStart::EXEC,
         false => launch.host.wasm_worker_start,
     };
@@ -165,6 +171,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
             .deadline
             .saturating_duration_since(t_spawn)
             .as_millis() as u64,
+        own_network_namespace: false,
     };
     // The worker confines itself only when the supervisor started it in namespaces.
     job.policy.wasm.os_sandbox = os_sandbox;
@@ -173,12 +180,23 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-    let loopback = policy.network == crate::policy::Network::Loopback;
-    let spawned = match &exe {
-        None => fork_worker(launch.stdio, &job_r, &res_w, &job),
-        Some(exe) => spawn_worker(exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
+    // network: loopback means the worker's own `lo` (see `netns`); the hardened worker has its own
+    // network namespace already.
+    let spawn_exec = |exe: &exe::WorkerExe, os_sandbox: bool| {
+        if os_sandbox || !loopback {
+            return spawn_worker(exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback, 0)
+                .map(|c| (c, None));
+        }
+        netns::spawn_private(|flags| {
+            spawn_worker(exe, launch.stdio, &job_r, &res_w, false, loopback, flags)
+        })
+        .map(|(c, what)| (c, Some(what)))
     };
-    let child = match spawned {
+    let spawned = match &exe {
+        None => fork_worker(launch.stdio, &job_r, &res_w, &job).map(|c| (c, None)),
+        Some(exe) => spawn_exec(exe, os_sandbox),
+    };
+    let spawned = match spawned {
         // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
         Err(e) if os_sandbox && userns_refused(&e) => {
             degradations.push(os_sandbox_unavailable(
@@ -188,8 +206,19 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
             )?);
             os_sandbox = false;
             job.policy.wasm.os_sandbox = false;
-            let exe = exe.as_ref().expect("os_sandbox workers are exec'd");
-            spawn_worker(exe, launch.stdio, &job_r, &res_w, false, loopback)
+            spawn_exec(exe.as_ref().expect("os_sandbox workers are exec'd"), false)
+        }
+        r => r,
+    };
+    let (child, network_ns) = match spawned {
+        // No network namespace for a loopback worker on this host.
+        Err(e) if loopback && !os_sandbox && netns::refused(&e) => {
+            degradations.push(private_loopback_unavailable(
+                policy,
+                format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
+            )?);
+            let exe = exe.as_ref().expect("loopback workers are exec'd");
+            spawn_worker(exe, launch.stdio, &job_r, &res_w, false, loopback, 0).map(|c| (c, None))
         }
         r => r,
     }
@@ -199,6 +228,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     }))?;
     drop(job_r);
     drop(res_w);
+    job.own_network_namespace = os_sandbox || network_ns.is_some();
     Ok(Started {
         child,
         job,
@@ -208,6 +238,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         tmp,
         start,
         os_sandbox,
+        network_ns,
         degradations,
         t_spawn,
         deadline: launch.deadline,
@@ -226,6 +257,7 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
         tmp,
         start,
         os_sandbox,
+        network_ns,
         mut degradations,
         t_spawn,
         deadline,
@@ -326,6 +358,9 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
         .insert("backend_process".into(), "worker".into());
     run.details
         .insert("worker_start".into(), start.as_str().into());
+    if let Some(ns) = network_ns {
+        run.details.insert("network_namespace".into(), ns.into());
+    }
     degradations.extend(os_sandbox_degradation(&run.details));
     run.degradations.extend(degradations);
     Ok(run)
@@ -369,6 +404,21 @@ pub(crate) fn os_sandbox_unavailable(
     }
 }
 
+/// `network: loopback` cannot be private on this host (no network namespace for the worker): refuse,
+/// or, if the policy allows degrading, the degradation the report must list.
+pub(crate) fn private_loopback_unavailable(
+    policy: &crate::policy::Policy,
+    why: String,
+) -> Result<Degradation, BackendError> {
+    match policy.on_unenforceable {
+        OnUnenforceable::Fail => Err(BackendError::PrivateLoopback { why }),
+        OnUnenforceable::Degrade => Ok(Degradation {
+            what: "network loopback".into(),
+            why: format!("{why}: the guest shares the host's loopback"),
+        }),
+    }
+}
+
 /// Whether a failed worker spawn is the kernel refusing the user namespace (EPERM: disallowed by
 /// sysctl, AppArmor or a container's seccomp; ENOSPC/EUSERS: the namespace limit; EINVAL: a kernel
 /// without user namespaces).
@@ -380,7 +430,8 @@ fn userns_refused(e: &std::io::Error) -> bool {
 }
 
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
-/// empty environment, and stdio as asked.
+/// empty environment, and stdio as asked; in the hardened namespaces with `os_sandbox`, else in
+/// `private_net`'s (a loopback worker's own network namespace, `netns`) with `lo` up.
 fn spawn_worker(
     exe: &exe::WorkerExe,
     stdio: &Stdio,
@@ -388,18 +439,25 @@ fn spawn_worker(
     res_w: &OwnedFd,
     os_sandbox: bool,
     loopback: bool,
+    private_net: libc::c_int,
 ) -> std::io::Result<crate::backend::process::Spawned> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let program = crate::backend::process::Program {
         program: exe.fd(),
         name: exe.path(),
         args: &[WORKER_SUBCOMMAND],
-        namespaces: if os_sandbox { hardened::CLONE_FLAGS } else { 0 },
+        namespaces: if os_sandbox {
+            hardened::CLONE_FLAGS
+        } else {
+            private_net
+        },
         null_stdin_stdout: matches!(stdio, Stdio::Capture { .. }),
     };
     let prepare = move || {
         if os_sandbox {
             hardened::in_new_namespaces(loopback)?;
+        } else if private_net != 0 {
+            netns::loopback_up()?;
         }
         // SAFETY: in the child before exec, with both pipe ends open.
         unsafe { place_worker_fds(j, r, true) }

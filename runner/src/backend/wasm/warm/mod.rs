@@ -100,6 +100,8 @@ pub struct WarmFunction {
     degradations: Vec<Degradation>,
     /// OOM kills seen in the envelope so far (to attribute a worker killed during a call).
     oom_kills: u64,
+    /// `network: loopback` degraded to the host's loopback (no network namespace on this host).
+    shared_loopback: bool,
 }
 
 fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -175,6 +177,7 @@ impl WarmFunction {
             tmp_dir: tmp.as_ref().map(|t| t.path().to_path_buf()),
             cache_dir: super::artifact::cache_dir(host).ok(),
             timeout_ms: policy.resources.timeout.as_std().as_millis() as u64,
+            own_network_namespace: false,
         };
         let mut f = WarmFunction {
             run_id,
@@ -187,6 +190,7 @@ impl WarmFunction {
             load_details: serde_json::Map::new(),
             degradations,
             oom_kills: 0,
+            shared_loopback: false,
         };
         f.worker = Some(f.start()?);
         Ok(f)
@@ -229,7 +233,29 @@ impl WarmFunction {
             }
         }
         let exe = super::worker_exe(&self.host)?;
-        let w = Worker::spawn(&exe)?;
+        let started = io_err(format!(
+            "start the warm wasm worker {}",
+            exe.path().display()
+        ));
+        let w = if self.policy.network == crate::policy::Network::Loopback && !self.shared_loopback
+        {
+            match super::netns::spawn_private(|flags| Worker::spawn(&exe, flags)) {
+                Ok((w, _)) => w,
+                Err(e) if super::netns::refused(&e) => {
+                    self.degradations.push(super::private_loopback_unavailable(
+                        &self.policy,
+                        format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
+                    )?);
+                    self.shared_loopback = true;
+                    Worker::spawn(&exe, 0).map_err(started)?
+                }
+                Err(e) => return Err(started(e)),
+            }
+        } else {
+            Worker::spawn(&exe, 0).map_err(started)?
+        };
+        self.job.own_network_namespace =
+            self.policy.network == crate::policy::Network::Loopback && !self.shared_loopback;
         // Into the envelope before the worker has seen a byte of the guest: it is blocked reading.
         if let Some(env) = &self.envelope {
             if let Err(e) = env.join(w.pid() as i32) {

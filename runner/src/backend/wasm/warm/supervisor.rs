@@ -26,26 +26,19 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// Starts the worker, blocked reading its load job.
-    pub(super) fn spawn(exe: &WorkerExe) -> Result<Worker, BackendError> {
-        let io = BackendError::io;
-        let (req_r, req_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-        let (rep_r, rep_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-        let mut child = spawn_serve_worker(exe, &req_r, &rep_w).map_err(BackendError::io(
-            format!("start the warm wasm worker {}", exe.path().display()),
-        ))?;
+    /// Starts the worker, blocked reading its load job; in `private_net`'s namespaces (a loopback
+    /// worker's own network namespace, see `netns`) with `lo` up, unless 0.
+    pub(super) fn spawn(exe: &WorkerExe, private_net: libc::c_int) -> std::io::Result<Worker> {
+        let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut child = spawn_serve_worker(exe, &req_r, &rep_w, private_net)?;
         // SAFETY: pidfd_open of our own unreaped child (its pid cannot be reused before we reap it).
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
         if fd < 0 {
-            let source = std::io::Error::last_os_error();
+            let e = std::io::Error::last_os_error();
             let _ = child.kill();
             let _ = child.wait();
-            return Err(BackendError::Io {
-                step: "pidfd_open of the warm wasm worker".into(),
-                source,
-            });
+            return Err(std::io::Error::new(e.kind(), format!("pidfd_open: {e}")));
         }
         // SAFETY: a fresh fd the kernel just returned, owned by nobody else.
         let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -164,18 +157,24 @@ fn spawn_serve_worker(
     exe: &WorkerExe,
     req_r: &OwnedFd,
     rep_w: &OwnedFd,
+    private_net: libc::c_int,
 ) -> std::io::Result<Spawned> {
     let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
     let program = crate::backend::process::Program {
         program: exe.fd(),
         name: exe.path(),
         args: &[WORKER_SUBCOMMAND, SERVE_ARG],
-        namespaces: 0,
+        namespaces: private_net,
         null_stdin_stdout: true,
     };
-    // SAFETY: in the child before exec, with both pipe ends open.
-    let prepare = move || unsafe { place_worker_fds(j, r, true) };
-    // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
-    // cannot panic.
+    let prepare = move || {
+        if private_net != 0 {
+            crate::backend::wasm::netns::loopback_up()?;
+        }
+        // SAFETY: in the child before exec, with both pipe ends open.
+        unsafe { place_worker_fds(j, r, true) }
+    };
+    // SAFETY: `prepare` makes only raw syscalls (socket, ioctl, close, fcntl, dup2, close_range),
+    // allocates nothing and cannot panic.
     unsafe { crate::backend::process::spawn(&program, &prepare) }
 }
