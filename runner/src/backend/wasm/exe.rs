@@ -13,7 +13,7 @@
 //! process is not hybox: it sets [`HostConfig::hybox_path`](crate::HostConfig::hybox_path) to a
 //! hybox binary, else a wasm run fails with [`BackendError::WorkerBinary`] saying so.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -25,8 +25,24 @@ use crate::host::HostConfig;
 static RUNS_THE_WORKER: AtomicBool = AtomicBool::new(false);
 
 /// `/proc/self/exe`, opened at the first use and kept for the process's life (close-on-exec), with
-/// the path it named then (for argv[0] and messages).
-static SELF_EXE: OnceLock<Result<(OwnedFd, PathBuf), i32>> = OnceLock::new();
+/// its device and inode (to tell whether the fd number still holds it: a process that closes every
+/// fd it does not know, as a daemon or the OCI monitor does after its fork, may have closed it and
+/// had the number reused) and the path it named then (for argv[0] and messages).
+static SELF_EXE: OnceLock<Result<SelfExe, i32>> = OnceLock::new();
+
+struct SelfExe {
+    fd: OwnedFd,
+    id: (u64, u64),
+    path: PathBuf,
+}
+
+/// The device and inode of an open file.
+fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is a valid out-parameter for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of an fd number with a live out-parameter; a closed fd gives EBADF.
+    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
 
 /// Declares that this process's executable is hybox (its `main` dispatches `__wasm-worker` before
 /// anything else), so wasm workers are this very executable, whatever it is called. Opens
@@ -36,12 +52,13 @@ pub fn this_executable_runs_the_worker() {
     let _ = self_exe();
 }
 
-fn self_exe() -> &'static Result<(OwnedFd, PathBuf), i32> {
+fn self_exe() -> &'static Result<SelfExe, i32> {
     SELF_EXE.get_or_init(|| {
         let path = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "hybox".into());
-        open_exec(Path::new("/proc/self/exe"))
-            .map(|fd| (fd, path))
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+        let fd = open_exec(Path::new("/proc/self/exe"))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let id = file_id(fd.as_fd()).ok_or(libc::EBADF)?;
+        Ok(SelfExe { fd, id, path })
     })
 }
 
@@ -63,7 +80,8 @@ pub enum WorkerExe {
         fd: BorrowedFd<'static>,
         path: &'static Path,
     },
-    /// `HostConfig::hybox_path`, opened for this start.
+    /// `HostConfig::hybox_path`, or `/proc/self/exe` again when the fd kept open was closed by
+    /// someone else; opened for this start.
     Override { fd: OwnedFd, path: PathBuf },
 }
 
@@ -105,14 +123,22 @@ pub fn worker_exe(host: &HostConfig) -> Result<WorkerExe, BackendError> {
         let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "this program".into());
         return Err(BackendError::WorkerBinary { exe });
     }
+    let reopen = |path: PathBuf| {
+        // The magic link still names the inode this process runs from, whatever is on disk now.
+        open_exec(Path::new("/proc/self/exe"))
+            .map(|fd| WorkerExe::Override { fd, path })
+            .map_err(|source| BackendError::Io {
+                step: "open /proc/self/exe, the wasm worker's executable".into(),
+                source,
+            })
+    };
     match self_exe() {
-        Ok((fd, path)) => Ok(WorkerExe::SelfExe {
-            fd: fd.as_fd(),
-            path,
+        Ok(e) if file_id(e.fd.as_fd()) == Some(e.id) => Ok(WorkerExe::SelfExe {
+            fd: e.fd.as_fd(),
+            path: &e.path,
         }),
-        Err(errno) => Err(BackendError::Io {
-            step: "open /proc/self/exe, the wasm worker's executable".into(),
-            source: std::io::Error::from_raw_os_error(*errno),
-        }),
+        // The fd number no longer holds it (closed, maybe reused by someone else's file).
+        Ok(e) => reopen(e.path.clone()),
+        Err(_) => reopen("hybox".into()),
     }
 }
