@@ -74,6 +74,7 @@ fn open_exec(p: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// What a worker is executed from.
+#[derive(Debug)]
 pub enum WorkerExe {
     /// This very executable (`/proc/self/exe`, opened once).
     SelfExe {

@@ -72,15 +72,19 @@ impl PreparedRun for Started {
 
     fn abandon(self: Box<Self>) {
         let mut s = *self;
-        let _ = s.child.kill();
-        let _ = s.child.wait();
+        if let Some(c) = s.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 /// A worker started for one run, blocked until it receives its job (see [`start`]).
 #[derive(Debug)]
 pub struct Started {
-    child: crate::backend::process::Spawned,
+    /// The worker, once started (on cgroup v2 an exec'd one starts in `finish`, see `pending`).
+    child: Option<crate::backend::process::Spawned>,
+    pending: Option<Pending>,
     job: Job,
     stdin: Vec<u8>,
     job_w: OwnedFd,
@@ -96,9 +100,10 @@ pub struct Started {
 }
 
 impl Started {
-    /// The worker's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The worker's pid, once it is started (on cgroup v2 an exec'd worker starts in the envelope,
+    /// when the run runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// The guest's `/tmp` on the host, when the policy grants one.
@@ -114,12 +119,12 @@ impl Started {
 /// the envelope meanwhile, and [`finish`] moves the worker into it before sending the job.
 pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     let policy = launch.policy;
-    let mut degradations = Vec::new();
+    let degradations = Vec::new();
     // wasm.os_sandbox: the worker in namespaces under Landlock and seccomp (see `hardened`). Only a
     // host without usable user namespaces cannot have it; the worker's own unshare is the probe (no
     // throwaway process per run), and `spawn_hardened_or_degrade` refuses, or degrades if the policy
     // says so.
-    let mut os_sandbox = policy.wasm.os_sandbox;
+    let os_sandbox = policy.wasm.os_sandbox;
     let loopback = policy.network == crate::policy::Network::Loopback;
     // Namespaces are made at clone time, where a refusal is an error this side sees: a hardened or
     // loopback worker is always exec'd.
@@ -180,57 +185,10 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-    // network: loopback means the worker's own `lo` (see `netns`); the hardened worker has its own
-    // network namespace already.
-    let spawn_exec = |exe: &exe::WorkerExe, os_sandbox: bool| {
-        if os_sandbox || !loopback {
-            return spawn_worker(exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback, 0)
-                .map(|c| (c, None));
-        }
-        netns::spawn_private(|flags| {
-            spawn_worker(exe, launch.stdio, &job_r, &res_w, false, loopback, flags)
-        })
-        .map(|(c, what)| (c, Some(what)))
-    };
-    let spawned = match &exe {
-        None => fork_worker(launch.stdio, &job_r, &res_w, &job).map(|c| (c, None)),
-        Some(exe) => spawn_exec(exe, os_sandbox),
-    };
-    let spawned = match spawned {
-        // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
-        Err(e) if os_sandbox && userns_refused(&e) => {
-            degradations.push(os_sandbox_unavailable(
-                policy,
-                format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}"),
-                "enable unprivileged user namespaces, ",
-            )?);
-            os_sandbox = false;
-            job.policy.wasm.os_sandbox = false;
-            spawn_exec(exe.as_ref().expect("os_sandbox workers are exec'd"), false)
-        }
-        r => r,
-    };
-    let (child, network_ns) = match spawned {
-        // No network namespace for a loopback worker on this host.
-        Err(e) if loopback && !os_sandbox && netns::refused(&e) => {
-            degradations.push(private_loopback_unavailable(
-                policy,
-                format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
-            )?);
-            let exe = exe.as_ref().expect("loopback workers are exec'd");
-            spawn_worker(exe, launch.stdio, &job_r, &res_w, false, loopback, 0).map(|c| (c, None))
-        }
-        r => r,
-    }
-    .map_err(io(&match &exe {
-        Some(exe) => format!("start the wasm worker {}", exe.path().display()),
-        None => "fork the wasm worker".into(),
-    }))?;
-    drop(job_r);
-    drop(res_w);
-    job.own_network_namespace = os_sandbox || network_ns.is_some();
-    Ok(Started {
-        child,
+    let null_stdio = matches!(launch.stdio, Stdio::Capture { .. });
+    let mut started = Started {
+        child: None,
+        pending: None,
         job,
         stdin: stdin.to_vec(),
         job_w,
@@ -238,18 +196,136 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         tmp,
         start,
         os_sandbox,
-        network_ns,
+        network_ns: None,
         degradations,
         t_spawn,
         deadline: launch.deadline,
-    })
+    };
+    let Some(exe) = exe else {
+        let child = fork_worker(launch.stdio, &job_r, &res_w, &started.job)
+            .map_err(io("fork the wasm worker"))?;
+        started.child = Some(child);
+        return Ok(started);
+    };
+    let pending = Pending {
+        exe,
+        job_r,
+        res_w,
+        null_stdio,
+        loopback,
+    };
+    // cgroup v2: the exec'd worker is cloned straight into the envelope in `finish`, once it exists
+    // (no migration, no RCU grace period). v1 has no such clone: the worker starts now and its start
+    // overlaps the envelope's creation; `finish` migrates it.
+    if launch.host.cgroup_root.join("cgroup.controllers").exists() {
+        started.pending = Some(pending);
+    } else {
+        let (child, _) = started.exec_worker(&pending, None)?;
+        started.child = Some(child);
+    }
+    Ok(started)
+}
+
+/// An exec'd worker not started yet (cgroup v2: [`finish`] clones it into the envelope).
+#[derive(Debug)]
+struct Pending {
+    exe: exe::WorkerExe,
+    job_r: OwnedFd,
+    res_w: OwnedFd,
+    null_stdio: bool,
+    loopback: bool,
+}
+
+impl Started {
+    /// Starts the exec'd worker (inside the cgroup v2 directory open at `cgroup`, when given and the
+    /// kernel can) and records what it got: the hardened namespaces or a degradation of them, the
+    /// loopback worker's own network namespace or a degradation of it. The worker and whether it
+    /// was born inside `cgroup`.
+    fn exec_worker(
+        &mut self,
+        p: &Pending,
+        cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(crate::backend::process::Spawned, bool), BackendError> {
+        let loopback = p.loopback;
+        let spawn = |os_sandbox: bool, private_net: libc::c_int| {
+            spawn_worker(
+                &p.exe,
+                p.null_stdio,
+                &p.job_r,
+                &p.res_w,
+                os_sandbox,
+                loopback,
+                private_net,
+                cgroup,
+            )
+        };
+        // network: loopback means the worker's own `lo` (see `netns`); the hardened worker has its
+        // own network namespace already.
+        let spawn_exec = |os_sandbox: bool| {
+            if os_sandbox || !loopback {
+                return spawn(os_sandbox, 0).map(|c| (c, None));
+            }
+            netns::spawn_private(|flags| spawn(false, flags)).map(|(c, what)| (c, Some(what)))
+        };
+        let spawned = match spawn_exec(self.os_sandbox) {
+            // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
+            Err(e) if self.os_sandbox && userns_refused(&e) => {
+                self.degradations.push(os_sandbox_unavailable(
+                    &self.job.policy,
+                    format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}"),
+                    "enable unprivileged user namespaces, ",
+                )?);
+                self.os_sandbox = false;
+                self.job.policy.wasm.os_sandbox = false;
+                spawn_exec(false)
+            }
+            r => r,
+        };
+        let ((child, inside), network_ns) = match spawned {
+            // No network namespace for a loopback worker on this host.
+            Err(e) if loopback && !self.os_sandbox && netns::refused(&e) => {
+                self.degradations.push(private_loopback_unavailable(
+                    &self.job.policy,
+                    format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
+                )?);
+                spawn(false, 0).map(|c| (c, None))
+            }
+            r => r,
+        }
+        .map_err(BackendError::io(format!(
+            "start the wasm worker {}",
+            p.exe.path().display()
+        )))?;
+        self.network_ns = network_ns;
+        self.job.own_network_namespace = self.os_sandbox || network_ns.is_some();
+        Ok((child, inside))
+    }
 }
 
 /// Moves the started worker into `envelope`, sends it the job, waits for its result (or kills it
 /// past the deadline), and classifies how it ended.
-fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<BackendRun, BackendError> {
+fn finish(
+    mut started: Started,
+    envelope: Option<&EnvelopeHandle>,
+) -> Result<BackendRun, BackendError> {
+    // On cgroup v2, an exec'd worker is created inside the envelope now.
+    let mut born_inside = false;
+    if let Some(p) = started.pending.take() {
+        let dir = envelope.and_then(|e| e.clone_into_dir());
+        let fd = match &dir {
+            Some(d) => Some(std::fs::File::open(d).map_err(|source| BackendError::Io {
+                step: format!("open the envelope's cgroup {}", d.display()),
+                source,
+            })?),
+            None => None,
+        };
+        let (child, inside) = started.exec_worker(&p, fd.as_ref().map(std::os::fd::AsFd::as_fd))?;
+        started.child = Some(child);
+        born_inside = inside;
+    }
     let Started {
-        mut child,
+        child,
+        pending: _,
         job,
         stdin,
         job_w,
@@ -262,9 +338,15 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
         t_spawn,
         deadline,
     } = started;
+    let mut child = child.expect("the worker was started above or in `start`");
     let io = BackendError::io;
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
-    if let Some(env) = envelope {
+    let cgroup_entry = match (born_inside, envelope) {
+        (true, _) => "clone_into_cgroup",
+        (false, Some(_)) => "migrated",
+        (false, None) => "none",
+    };
+    if let (false, Some(env)) = (born_inside, envelope) {
         if let Err(source) = env.join(child.id() as i32) {
             let _ = child.kill();
             let _ = child.wait();
@@ -361,6 +443,8 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
     if let Some(ns) = network_ns {
         run.details.insert("network_namespace".into(), ns.into());
     }
+    run.details
+        .insert("cgroup_entry".into(), cgroup_entry.into());
     degradations.extend(os_sandbox_degradation(&run.details));
     run.degradations.extend(degradations);
     Ok(run)
@@ -432,15 +516,17 @@ fn userns_refused(e: &std::io::Error) -> bool {
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
 /// empty environment, and stdio as asked; in the hardened namespaces with `os_sandbox`, else in
 /// `private_net`'s (a loopback worker's own network namespace, `netns`) with `lo` up.
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker(
     exe: &exe::WorkerExe,
-    stdio: &Stdio,
+    null_stdin_stdout: bool,
     job_r: &OwnedFd,
     res_w: &OwnedFd,
     os_sandbox: bool,
     loopback: bool,
     private_net: libc::c_int,
-) -> std::io::Result<crate::backend::process::Spawned> {
+    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<(crate::backend::process::Spawned, bool)> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let program = crate::backend::process::Program {
         program: exe.fd(),
@@ -451,7 +537,7 @@ fn spawn_worker(
         } else {
             private_net
         },
-        null_stdin_stdout: matches!(stdio, Stdio::Capture { .. }),
+        null_stdin_stdout,
     };
     let prepare = move || {
         if os_sandbox {
@@ -462,9 +548,16 @@ fn spawn_worker(
         // SAFETY: in the child before exec, with both pipe ends open.
         unsafe { place_worker_fds(j, r, true) }
     };
-    // SAFETY: `prepare` makes only raw syscalls (ioctl, prctl, fcntl, dup2, close_range), allocates
-    // nothing and cannot panic.
-    unsafe { crate::backend::process::spawn(&program, &prepare) }
+    if let Some(cgroup) = cgroup {
+        // SAFETY: as below; the child is a copy of this process instead of sharing its memory.
+        if let Some(c) = unsafe { crate::backend::process::spawn_into(&program, &prepare, cgroup) }?
+        {
+            return Ok((c, true));
+        }
+    }
+    // SAFETY: `prepare` makes only raw syscalls (socket, ioctl, prctl, fcntl, dup2, close_range),
+    // allocates nothing and cannot panic.
+    unsafe { crate::backend::process::spawn(&program, &prepare) }.map(|c| (c, false))
 }
 
 /// Forks the caller into a one-shot worker ([`WorkerStart::fork`]): the same fds and stdio as
