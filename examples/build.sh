@@ -37,3 +37,11 @@ for b in $bins; do
     cp "$out/wasm/$b.wasm" "$here/$b/$b.wasm.tmp" && mv "$here/$b/$b.wasm.tmp" "$here/$b/$b.wasm"
   fi
 done
+# HTTP functions (the wasi:http/proxy world): their own workspace, components only.
+cd "$here/http-guests"
+CARGO_TARGET_DIR="$here/http-guests/target" cargo build --quiet --release --target wasm32-wasip2
+mkdir -p "$out/http"
+for b in $(ls src/bin | sed "s/\.rs$//"); do
+  install -m 0644 "target/wasm32-wasip2/release/$b.wasm" "$out/http/$b.wasm.tmp" && mv "$out/http/$b.wasm.tmp" "$out/http/$b.wasm"
+done
+echo "HTTP function guests built into $out/http" >&2

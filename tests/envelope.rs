@@ -1,4 +1,4 @@
-//! Privileged tests of the cgroup envelope on this host's real hierarchy (issue 3). Each test creates
+//! Privileged tests of the cgroup envelope on this host's real hierarchy. Each test creates
 //! its envelopes with unique run ids and tears them down (Drop guard) even when an assertion fails.
 //!
 //! Workloads are this test binary re-invoked as a helper (`helper_process` below, selected with

@@ -52,7 +52,7 @@ const HARDENED: &str =
     r#"{"version": 1, "resources": {"timeout": "20s"}, "wasm": {"os_sandbox": true}}"#;
 
 fn assert_hardened(r: &BackendRun) {
-    let d = &r.details["os_sandbox"];
+    let d = &r.details.to_json()["os_sandbox"];
     assert_eq!(
         d["namespaces"],
         serde_json::json!(["user", "mnt", "net", "ipc", "uts"]),
@@ -155,7 +155,7 @@ fn hello_runs_hardened_and_the_report_says_so() {
     }
     // The second run loaded the compile cache the first one wrote, from inside the sandbox.
     let r = go(HARDENED, c.path(), &common::wasm_guest("hello"), &[]);
-    assert_eq!(r.details["cache_hit"], true, "{r:?}");
+    assert_eq!(r.details.to_json()["cache_hit"], true, "{r:?}");
 }
 
 #[test]
@@ -302,7 +302,10 @@ fn the_worker_is_confined_seen_from_outside() {
     );
     // And the run still ends as a timeout inside the host call.
     assert_eq!(r.outcome, Outcome::Timeout, "{r:?}");
-    assert_eq!(r.details["timeout_in"], "host call (worker watchdog)");
+    assert_eq!(
+        r.details.to_json()["timeout_in"],
+        "host call (worker watchdog)"
+    );
 }
 
 #[test]

@@ -1,39 +1,17 @@
-//! hybox-runc, the OCI runtime (docs/oci.md): runc's command-line contract driven directly, then
-//! containers run by a real containerd started by the test (`ctr run --runc-binary`), with runc
-//! itself as the negative control: the same ctr checks pass with it for the native image, and fail
-//! where only hybox can do it (a wasm entrypoint) or where hybox must refuse (a privileged bundle).
+//! hybox-runc, the OCI runtime (docs/oci.md): runc's command-line contract driven directly (the
+//! lifecycle, exit statuses, the container's cgroup, update, pause/resume, the console socket).
+//! Through a real containerd: tests/oci_ctr.rs.
 
 mod common;
+#[path = "oci_support.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::containerd::Containerd;
-use common::oci_image::{Config, Image};
 use serde_json::{json, Value};
-
-/// `hybox-runc`: a link to the hybox binary under that name (argv[0] dispatch).
-fn hybox_runc() -> PathBuf {
-    static LINK: OnceLock<PathBuf> = OnceLock::new();
-    LINK.get_or_init(|| {
-        // In cargo's scratch dir for integration tests: nothing is left in /tmp.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hybox-runc-link");
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("hybox-runc");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hybox"), &link).unwrap();
-        link
-    })
-    .clone()
-}
-
-fn guest(name: &str) -> Vec<u8> {
-    let p = common::repo().join("examples/out/wasm").join(name);
-    std::fs::read(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (build the guests: examples/build.sh)", p.display()))
-}
+use support::{guest, hybox_runc};
 
 /// The last `"level":"error"` line's message in a `--log` file, as containerd's shim reports it.
 fn last_error(log: &Path) -> String {
@@ -50,6 +28,27 @@ fn last_error(log: &Path) -> String {
 /// config.json containerd's `ctr run` writes (tests/fixtures/oci/ctr-run.json) with `args`.
 struct Bundle {
     dir: tempfile::TempDir,
+    /// `linux.cgroupsPath`: `/hybox-oci-test-PID-N/c`, unique to this bundle (hybox never shares
+    /// a container's cgroup), its parent removed with the bundle.
+    cgroup: String,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let parent = Path::new(&self.cgroup).parent().unwrap().to_path_buf();
+        for d in cgroup_dirs(&parent.display().to_string()) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The directories of cgroup `path` in every mounted hierarchy where it exists.
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    common::procs::cgroup_roots()
+        .into_iter()
+        .map(|r| r.join(path.trim_start_matches('/')))
+        .filter(|d| d.is_dir())
+        .collect()
 }
 
 impl Bundle {
@@ -76,15 +75,18 @@ impl Bundle {
             .as_array_mut()
             .unwrap()
             .push(json!("GREETING=hello from config.json"));
-        // Our own cgroup parent, unique to this test process: nothing to collide with.
-        config["linux"]["cgroupsPath"] = json!(format!("/hybox-oci-test-{}/c", std::process::id()));
+        // Our own cgroup, unique to this bundle: nothing to collide with.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cgroup = format!("/hybox-oci-test-{}-{n}/c", std::process::id());
+        config["linux"]["cgroupsPath"] = json!(cgroup);
         edit(&mut config);
         std::fs::write(
             dir.path().join("config.json"),
             serde_json::to_string_pretty(&config).unwrap(),
         )
         .unwrap();
-        Bundle { dir }
+        Bundle { dir, cgroup }
     }
     fn path(&self) -> &Path {
         self.dir.path()
@@ -227,6 +229,16 @@ fn create_leaves_a_blocked_monitor_and_the_lifecycle_follows_runc() {
     assert_eq!(runc.state("c1")["pid"], pid);
     assert_eq!(runc.output_of("c1"), "", "nothing runs before start");
     assert_eq!(runc.state("c1")["hybox"]["backend"], "native");
+    // The pid file's process is in the container's cgroup, exactly at linux.cgroupsPath, from
+    // create on (containerd loads the cgroup of that pid for stats and OOM events).
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cg.lines()
+            .any(|l| l.ends_with(&format!(":{}", bundle.cgroup)) && l.contains("memory"))
+            || cg.lines().any(|l| l == format!("0::{}", bundle.cgroup)),
+        "{cg}"
+    );
+    assert_eq!(runc.state("c1")["hybox"]["cgroup"], bundle.cgroup.as_str());
 
     runc.ok(&["start", "c1"]);
     assert_eq!(runc.state("c1")["status"], "running");
@@ -262,7 +274,10 @@ fn create_leaves_a_blocked_monitor_and_the_lifecycle_follows_runc() {
     assert!(!o.status.success());
     assert!(last_error(&runc.log()).contains("container not running"));
     runc.ok(&["kill", "--all", "c1", "9"]);
+    // The cgroup outlives the container (as runc's does) until delete removes it everywhere.
+    assert!(!cgroup_dirs(&bundle.cgroup).is_empty());
     runc.ok(&["delete", "c1"]);
+    assert_eq!(cgroup_dirs(&bundle.cgroup), Vec::<PathBuf>::new());
     runc.ok(&["delete", "--force", "c1"]);
     assert!(!runc.root.path().join("state/c1").exists());
     let o = runc.call(&["state", "c1"]);
@@ -304,12 +319,126 @@ fn exit_status_signals_and_force_delete() {
     runc.ok(&["delete", "--force", "never-started"]);
     wait_exit(pid, Duration::from_secs(10));
     assert_eq!(
+        cgroup_dirs(&b.cgroup),
+        Vec::<PathBuf>::new(),
+        "no cgroup left"
+    );
+    assert_eq!(
         std::fs::read_dir(runc.root.path().join("state"))
             .unwrap()
             .count(),
         0,
         "no state left"
     );
+}
+
+/// A control file of cgroup `path` in the hierarchy that has it (v1 `controller`, or v2).
+fn cgroup_file(path: &str, controller: &str, file: &str) -> String {
+    let rel = path.trim_start_matches('/');
+    let v2 = Path::new("/sys/fs/cgroup").join(rel).join(file);
+    let p = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        v2
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(rel)
+            .join(file)
+    };
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn update_and_pause_act_on_the_live_cgroup() {
+    if !common::privileged("update_and_pause_act_on_the_live_cgroup") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let b = Bundle::new(
+        &["sh", "-c", "while :; do echo tick; sleep 0.05; done"],
+        |_| {},
+    );
+    let pid = runc.create(&b, "live");
+    runc.ok(&["start", "live"]);
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+
+    // update --resources - (runc's JSON on stdin, as containerd sends it), every value read back.
+    let mut c = runc.cmd(&["update", "--resources", "-", "live"]);
+    c.stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"memory": {"limit": 134217728, "swap": 134217728}, "cpu": {"quota": 50000, "period": 100000}, "pids": {"limit": 64}}"#,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", last_error(&runc.log()));
+    if v2 {
+        assert_eq!(cgroup_file(&b.cgroup, "", "memory.max"), "134217728");
+        assert_eq!(cgroup_file(&b.cgroup, "", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(
+            cgroup_file(&b.cgroup, "memory", "memory.limit_in_bytes"),
+            "134217728"
+        );
+        assert_eq!(cgroup_file(&b.cgroup, "cpu", "cpu.cfs_quota_us"), "50000");
+    }
+    assert_eq!(cgroup_file(&b.cgroup, "pids", "pids.max"), "64");
+    // runc's single-value flags too; more than the runtime policy allows is refused, naming it,
+    // and changes nothing.
+    runc.ok(&["update", "--pids-limit", "100", "live"]);
+    assert_eq!(cgroup_file(&b.cgroup, "pids", "pids.max"), "100");
+    let o = runc.call(&["update", "--memory", "68719476736", "live"]);
+    assert!(!o.status.success());
+    assert!(
+        last_error(&runc.log()).contains("memory.limit"),
+        "{}",
+        last_error(&runc.log())
+    );
+    assert_eq!(cgroup_file(&b.cgroup, "pids", "pids.max"), "100");
+
+    // pause freezes every process of the container: the output stops; resume goes on.
+    runc.ok(&["pause", "live"]);
+    assert_eq!(runc.state("live")["status"], "paused");
+    let frozen = if v2 {
+        cgroup_file(&b.cgroup, "", "cgroup.freeze")
+    } else {
+        cgroup_file(&b.cgroup, "freezer", "freezer.state")
+    };
+    assert!(frozen == "1" || frozen == "FROZEN", "{frozen}");
+    let before = runc.output_of("live").len();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        runc.output_of("live").len(),
+        before,
+        "no output while paused"
+    );
+    assert!(
+        !runc.call(&["pause", "live"]).status.success(),
+        "paused twice"
+    );
+    runc.ok(&["resume", "live"]);
+    assert_eq!(runc.state("live")["status"], "running");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        runc.output_of("live").len() > before,
+        "output again after resume"
+    );
+
+    // A paused container still dies of kill 9 (hybox-runc thaws it after the signal).
+    runc.ok(&["pause", "live"]);
+    runc.ok(&["kill", "live", "9"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 137);
+    assert!(!runc
+        .call(&["update", "--pids-limit", "5", "live"])
+        .status
+        .success());
+    runc.ok(&["delete", "live"]);
+    assert_eq!(cgroup_dirs(&b.cgroup), Vec::<PathBuf>::new());
 }
 
 #[test]
@@ -393,207 +522,87 @@ fn a_refused_bundle_names_the_field_and_leaves_nothing() {
     assert!(last_error(&runc.log()).contains("--systemd-cgroup"));
 }
 
-// ---- through a real containerd ----
-
-struct Images {
-    _dir: tempfile::TempDir,
-    busybox: PathBuf,
-    wasm: PathBuf,
+/// Receives one fd and its name over an accepted unix socket (what containerd's shim does with
+/// the console socket).
+fn recv_fd(stream: &std::os::unix::net::UnixStream) -> (std::fs::File, String) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut data = [0u8; 256];
+    let mut cmsg = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; it points at live buffers of this frame only.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.len();
+    // SAFETY: msg and its buffers are live for the call.
+    let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+    assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR reads within it.
+    let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    assert!(!c.is_null(), "no control message");
+    // SAFETY: c points at a cmsghdr in cmsg; its data holds the SCM_RIGHTS fd.
+    let fd = unsafe {
+        assert_eq!((*c).cmsg_type, libc::SCM_RIGHTS);
+        std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<i32>())
+    };
+    // SAFETY: the fd was just received and is owned by nothing else.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    (f, String::from_utf8_lossy(&data[..n as usize]).into_owned())
 }
 
-fn images() -> Images {
-    let dir = tempfile::tempdir().unwrap();
-    let busybox = dir.path().join("busybox.tar");
-    Image::busybox("hybox.test/busybox:latest", &["echo", "sleep", "cat"])
-        .unwrap()
-        .write_oci_archive(&busybox)
-        .unwrap();
-    let wasm = dir.path().join("wasm.tar");
-    Image::new("hybox.test/wasm-env:latest")
-        .file("env.wasm", guest("env.wasm"), 0o644)
-        .file("probe.wasm", guest("probe.wasm"), 0o644)
-        .config(Config {
-            entrypoint: vec!["/env.wasm".into()],
-            env: vec![
-                common::oci_image::DEFAULT_PATH.to_string(),
-                "IMAGE_VAR=from the image".into(),
-            ],
-            ..Config::default()
-        })
-        .write_oci_archive(&wasm)
-        .unwrap();
-    Images {
-        _dir: dir,
-        busybox,
-        wasm,
+#[test]
+fn a_terminal_is_a_pty_sent_over_the_console_socket() {
+    if !common::privileged("a_terminal_is_a_pty_sent_over_the_console_socket") {
+        return;
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The ctr checks with `runtime` as the runc binary; `hybox` says which answers to expect where
-/// hybox and runc differ (a wasm entrypoint, a privileged bundle).
-fn ctr_suite(runtime: &Path, hybox: bool) {
-    let imgs = images();
-    let ctd = Containerd::start().expect("start containerd");
-    ctd.import(&ctd.namespace, &imgs.busybox).unwrap();
-    ctd.import(&ctd.namespace, &imgs.wasm).unwrap();
-    let rt = runtime.display().to_string();
-    let with = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["--runc-binary".to_string(), rt.clone()];
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
-    let run = |extra: &[&str], image: &str, id: &str, args: &[&str]| {
-        let e = with(extra);
-        let e: Vec<&str> = e.iter().map(String::as_str).collect();
-        ctd.run(&e, image, id, args)
-    };
-
-    // Native: output, env, args, exit code.
-    let o = run(
-        &["--env", "FOO=bar"],
-        "hybox.test/busybox:latest",
-        "native",
+    become_subreaper();
+    let runc = Runc::new();
+    let b = Bundle::new(
         &[
-            "/bin/sh",
+            "sh",
             "-c",
-            "echo \"out $FOO $0 $1\"; echo err >&2; exit 7",
-            "zero",
-            "one",
+            "[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no",
         ],
+        |c| c["process"]["terminal"] = json!(true),
     );
-    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "out bar zero one\n",
-        "{}",
-        text(&o)
-    );
+    // Without a console socket: refused, naming the field (as runc does).
+    let o = runc.call(&[
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        "noconsole",
+    ]);
+    assert!(!o.status.success());
+    assert!(last_error(&runc.log()).contains("process.terminal"));
 
-    // Wasm entrypoint: hybox runs it on the wasm backend; runc cannot exec it.
-    let o = run(
-        &["--env", "FOO=bar"],
-        "hybox.test/wasm-env:latest",
-        "wasm",
-        // ctr 1.6's ARGS replace the image's entrypoint and cmd: the module is named again.
-        &["/env.wasm", "a1", "a2"],
-    );
-    if hybox {
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains("arg[1]=a1\narg[2]=a2\n"), "{}", text(&o));
-        assert!(
-            out.contains("env FOO=bar") && out.contains("env IMAGE_VAR=from the image"),
-            "{}",
-            text(&o)
-        );
-        // A wasm module's exit status is the container's.
-        let o = run(
-            &[],
-            "hybox.test/wasm-env:latest",
-            "wasm-exit",
-            &["/probe.wasm", "attack", "exit", "9"],
-        );
-        assert_eq!(o.status.code(), Some(9), "{}", text(&o));
-    } else {
-        assert_ne!(
-            o.status.code(),
-            Some(0),
-            "runc cannot run a wasm module: {}",
-            text(&o)
-        );
-    }
-
-    // A privileged bundle: hybox refuses it naming the field; runc runs it.
-    let o = run(
-        &["--privileged"],
-        "hybox.test/busybox:latest",
-        "privileged",
-        &["/bin/echo", "ran"],
-    );
-    if hybox {
-        assert_ne!(o.status.code(), Some(0), "{}", text(&o));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("process.capabilities"), "{}", text(&o));
-    } else {
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    }
-
-    // A long-running task killed through ctr leaves nothing behind.
-    let mut c = ctd.ctr();
-    c.args(["run", "-d"])
-        .args(ctd.run_args())
-        .args(with(&[]))
-        .args(["hybox.test/busybox:latest", "sleeper", "/bin/sleep", "30"]);
-    let o = c.output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    std::thread::sleep(Duration::from_millis(500));
-    ctd.ctr_ok(&["task", "kill", "-s", "KILL", "sleeper"]);
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let o = ctd.ctr_output(&["task", "delete", "sleeper"]);
-        if o.status.success() {
-            break;
-        }
-        assert!(Instant::now() < until, "task delete: {}", text(&o));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ctd.ctr_ok(&["containers", "delete", "sleeper"]);
-
-    // Before the teardown: no process but containerd, no cgroup below the namespace's own
-    // (runc leaves `/NS` itself, and so does hybox-runc).
-    let namespaces = ctd.namespaces();
-    let left = ctd.leftovers(&namespaces);
-    let procs: Vec<_> = left
-        .processes
-        .iter()
-        .filter(|p| p.pid != ctd.pid())
-        .collect();
-    assert!(procs.is_empty(), "processes left behind: {procs:?}");
-    let cgroups: Vec<_> = left
-        .cgroups
-        .iter()
-        .filter(|c| {
-            !namespaces
-                .iter()
-                .any(|n| c.file_name().is_some_and(|f| f == n.as_str()))
-        })
-        .collect();
-    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
-    assert!(
-        left.mounts.is_empty(),
-        "mounts left behind: {:?}",
-        left.mounts
-    );
-    let runc_state = ctd.dir.join("runc").join(&ctd.namespace);
-    let states: Vec<_> = std::fs::read_dir(&runc_state)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(states.is_empty(), "state dirs left: {states:?}");
-    let left = ctd.stop();
-    assert!(left.is_empty(), "left behind after teardown: {left:?}");
-}
-
-#[test]
-fn ctr_runs_native_and_wasm_containers_under_hybox_runc() {
-    if !common::privileged("ctr_runs_native_and_wasm_containers_under_hybox_runc") {
-        return;
-    }
-    ctr_suite(&hybox_runc(), true);
-}
-
-#[test]
-fn ctr_with_runc_is_the_negative_control() {
-    if !common::privileged("ctr_with_runc_is_the_negative_control") {
-        return;
-    }
-    ctr_suite(Path::new("/usr/sbin/runc"), false);
+    let sock = runc.root.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let got = std::thread::spawn(move || recv_fd(&listener.accept().unwrap().0));
+    let pid_file = runc.root.path().join("tty.pid");
+    let o = runc
+        .cmd(&["create", "--bundle"])
+        .arg(b.path())
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--console-socket")
+        .arg(&sock)
+        .arg("tty")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "create: {}", last_error(&runc.log()));
+    let (mut master, name) = got.join().unwrap();
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    runc.ok(&["start", "tty"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 0);
+    let mut out = Vec::new();
+    // The slave is closed with the container: the master reads to EIO after the output.
+    let _ = std::io::Read::read_to_end(&mut master, &mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("tty yes"), "{out:?}");
+    runc.ok(&["delete", "tty"]);
 }

@@ -187,7 +187,7 @@ fn a_killed_idle_worker_is_replaced_before_the_next_call() {
     let call = f.invoke(&[], &[]).expect("a new worker takes the call");
     assert!(call.worker_started);
     assert_eq!(String::from_utf8_lossy(&call.stdout), "hello from hybox\n");
-    let why = call.details["worker_replaced"].as_str().unwrap_or_default();
+    let why = call.details.worker_replaced.as_deref().unwrap_or_default();
     assert!(
         why.contains("died while idle") && why.contains("SIGKILL"),
         "{why}"
@@ -195,7 +195,7 @@ fn a_killed_idle_worker_is_replaced_before_the_next_call() {
     assert_ne!(f.worker_pid(), Some(pid));
     let call = f.invoke(&[], &[]).expect("the new worker stays");
     assert!(!call.worker_started);
-    assert!(!call.details.contains_key("worker_replaced"));
+    assert!(call.details.worker_replaced.is_none());
 }
 
 #[test]

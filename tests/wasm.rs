@@ -90,7 +90,7 @@ fn hello_runs_and_prints() {
     assert_eq!(stdout(&r), "hello from hybox\n");
     assert_eq!(r.stdout_bytes, 17);
     assert!(!r.stdout_truncated);
-    assert_eq!(r.details["instance_kind"], "command");
+    assert_eq!(r.details.to_json()["instance_kind"], "command");
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn memory_grow_bomb_is_an_attributed_oom() {
         o => panic!("expected oom, got {o:?}"),
     }
     // 64M minus 32M of headroom.
-    assert_eq!(r.details["wasm_memory_limit"], 32 << 20);
+    assert_eq!(r.details.to_json()["wasm_memory_limit"], 32 << 20);
 }
 
 #[test]
@@ -290,7 +290,10 @@ fn infinite_sleep_in_a_host_call_times_out() {
         "took {:?}",
         t.elapsed()
     );
-    assert_eq!(r.details["timeout_in"], "host call (worker watchdog)");
+    assert_eq!(
+        r.details.to_json()["timeout_in"],
+        "host call (worker watchdog)"
+    );
 }
 
 #[test]
@@ -315,7 +318,7 @@ fn fuel_exhaustion_is_cpu_budget() {
         Outcome::CpuBudget { detail } => assert!(detail.contains("fuel"), "{detail}"),
         o => panic!("expected cpu_budget, got {o:?}"),
     }
-    assert_eq!(r.details["fuel_consumed"], 1_000_000);
+    assert_eq!(r.details.to_json()["fuel_consumed"], 1_000_000);
     // A cpu_time budget also turns fuel on (calibrated).
     let r = Run::new(
         r#"{"version": 1, "resources": {"timeout": "20s", "cpu_time": "50ms"}}"#,
@@ -330,7 +333,7 @@ fn fuel_exhaustion_is_cpu_budget() {
     )
     .go(&common::wasm_guest("hello"));
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
-    assert!(r.details["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(r.details.to_json()["fuel_consumed"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -353,7 +356,7 @@ fn reactor_is_initialised() {
     let c = cache();
     let r = Run::new(DEFAULT, c.path()).go(&fixture("reactor.wat"));
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
-    assert_eq!(r.details["instance_kind"], "reactor");
+    assert_eq!(r.details.to_json()["instance_kind"], "reactor");
 }
 
 #[test]
@@ -382,7 +385,7 @@ fn component_runs_as_wasi_cli_command() {
     let c = cache();
     let r = Run::new(DEFAULT, c.path()).go(&fixture("component_ok.wat"));
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
-    assert_eq!(r.details["instance_kind"], "component");
+    assert_eq!(r.details.to_json()["instance_kind"], "component");
     let r = Run::new(DEFAULT, c.path()).go(&fixture("component_err.wat"));
     assert_eq!(r.outcome, Outcome::Exited { code: 1 }, "{r:?}");
 }
@@ -402,11 +405,11 @@ fn second_run_hits_the_cache() {
     let c = cache();
     let run = Run::new(DEFAULT, c.path());
     let first = run.go(&common::wasm_guest("hello"));
-    assert_eq!(first.details["cache_hit"], false);
-    assert!(first.details.contains_key("compile_us"));
+    assert_eq!(first.details.to_json()["cache_hit"], false);
+    assert!(first.details.to_json().get("compile_us").is_some());
     let second = run.go(&common::wasm_guest("hello"));
     assert_eq!(second.outcome, Outcome::Exited { code: 0 });
-    assert_eq!(second.details["cache_hit"], true, "{second:?}");
+    assert_eq!(second.details.to_json()["cache_hit"], true, "{second:?}");
     assert_eq!(stdout(&second), "hello from hybox\n");
     let listed = wasm::cache_list(&HostConfig {
         cache_dir: Some(c.path().into()),
@@ -438,9 +441,9 @@ fn corrupted_cache_entry_is_rejected_and_rebuilt() {
     std::fs::write(&entry, &bytes).unwrap();
     let r = run.go(&common::wasm_guest("hello"));
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
-    assert_eq!(r.details["cache_hit"], false);
+    assert_eq!(r.details.to_json()["cache_hit"], false);
     assert!(
-        r.details["cache_rejected"]
+        r.details.to_json()["cache_rejected"]
             .as_str()
             .unwrap()
             .contains("MAC"),
@@ -449,7 +452,7 @@ fn corrupted_cache_entry_is_rejected_and_rebuilt() {
     let rebuilt = std::fs::read(&entry).unwrap();
     assert_ne!(rebuilt, bytes, "the bad entry was replaced");
     assert_eq!(
-        run.go(&common::wasm_guest("hello")).details["cache_hit"],
+        run.go(&common::wasm_guest("hello")).details.to_json()["cache_hit"],
         true
     );
 }
@@ -461,9 +464,9 @@ fn unsafe_cache_dir_is_not_used() {
     std::fs::set_permissions(c.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let r = Run::new(DEFAULT, c.path()).go(&common::wasm_guest("hello"));
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
-    assert_eq!(r.details["cache_hit"], false);
+    assert_eq!(r.details.to_json()["cache_hit"], false);
     assert!(
-        r.details["cache_error"]
+        r.details.to_json()["cache_error"]
             .as_str()
             .unwrap()
             .contains("group or others"),
@@ -486,7 +489,7 @@ fn precompiled_artifact_runs_and_a_tampered_one_is_refused() {
     let r = Run::new(DEFAULT, c.path()).go(&art);
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
     assert_eq!(stdout(&r), "hello from hybox\n");
-    assert_eq!(r.details["precompiled"], true);
+    assert_eq!(r.details.to_json()["precompiled"], true);
     // Tampered: refused before wasmtime sees it.
     let mut bytes = std::fs::read(&art).unwrap();
     let n = bytes.len();
@@ -516,7 +519,7 @@ fn os_sandbox_request_is_never_silently_ignored() {
     let r = Run::new(r#"{"version": 1, "wasm": {"os_sandbox": true}}"#, c.path())
         .go(&common::wasm_guest("hello"));
     assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{r:?}");
-    assert!(r.details.contains_key("os_sandbox"), "{r:?}");
+    assert!(r.details.to_json().get("os_sandbox").is_some(), "{r:?}");
     assert!(r.degradations.is_empty(), "{r:?}");
 }
 
@@ -560,7 +563,11 @@ fn rust_components_behave_like_their_preview1_modules() {
         };
         let module = go(&common::wasm_guest(name));
         let component = go(&component_guest(name));
-        assert_eq!(component.details["instance_kind"], "component", "{name}");
+        assert_eq!(
+            component.details.to_json()["instance_kind"],
+            "component",
+            "{name}"
+        );
         assert_eq!(
             module.outcome,
             Outcome::Exited { code: 0 },
@@ -728,7 +735,10 @@ fn the_worker_entry_into_its_envelope_is_reported() {
         let r = sandbox.run(&opts).expect("the run");
         assert_eq!(r.report.outcome, Outcome::Exited { code: 0 }, "{root}");
         assert_eq!(r.stdout, b"hello from hybox\n", "{root}");
-        r.report.details["cgroup_entry"].as_str().unwrap().to_string()
+        r.report.details.to_json()["cgroup_entry"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let entry = run_with("/sys/fs/cgroup");
     assert_eq!(entry, if v2 { "clone_into_cgroup" } else { "migrated" });

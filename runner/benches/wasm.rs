@@ -125,7 +125,7 @@ fn oneshot(c: &mut Criterion) {
     };
     // Warm the cache.
     run_once();
-    assert_eq!(run_once().details["cache_hit"], true);
+    assert_eq!(run_once().details.to_json()["cache_hit"], true);
     // Where a one-shot run's time goes: medians over 30 runs of the worker's own phases
     // (microseconds since the worker's main started) and of the whole start.
     let mut phases: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
@@ -135,9 +135,11 @@ fn oneshot(c: &mut Criterion) {
         add("start_us (spawn -> guest start)", r.start_us);
         add(
             "worker_startup_us",
-            r.details["worker_startup_us"].as_u64().unwrap_or(0),
+            r.details.to_json()["worker_startup_us"]
+                .as_u64()
+                .unwrap_or(0),
         );
-        if let Some(p) = r.details["worker_phases"].as_object() {
+        if let Some(p) = r.details.to_json()["worker_phases"].as_object() {
             for (k, v) in p {
                 add(&format!("worker_phases.{k}"), v.as_u64().unwrap_or(0));
             }

@@ -210,7 +210,7 @@ fn check_interpreter(
                     .iter()
                     .any(|d| interpreter.starts_with(Path::new(d)))
         }
-        Rootfs::Dir(dir) => {
+        Rootfs::Dir(dir) | Rootfs::Image { dir, .. } => {
             in_mount
                 || dir
                     .join(interpreter.strip_prefix("/").unwrap_or(interpreter))
@@ -223,7 +223,9 @@ fn check_interpreter(
                 "it is outside the host rootfs ({}) and every mount",
                 HOST_ROOTFS_DIRS.join(", ")
             ),
-            Rootfs::Dir(d) => format!("{} has no such file and no mount covers it", d.display()),
+            Rootfs::Dir(d) | Rootfs::Image { dir: d, .. } => {
+                format!("{} has no such file and no mount covers it", d.display())
+            }
         };
         return Err(DecideError::InterpreterNotVisible {
             interpreter: shown,

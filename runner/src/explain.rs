@@ -13,6 +13,10 @@ pub struct Explanation {
     pub workload: String,
     pub backend: Backend,
     pub reasons: Vec<String>,
+    /// For a wasm component: the world it serves, read from its exports (`wasi:http/proxy` is
+    /// served over HTTP by `hybox serve`, `wasi:cli/command` reads stdin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world: Option<String>,
     /// The limits and grants that apply on the chosen backend.
     pub effective: Value,
 }
@@ -25,6 +29,14 @@ pub fn explain(sandbox: &Sandbox) -> Explanation {
         workload: sandbox.workload().describe(),
         backend: d.backend,
         reasons: d.reasons.clone(),
+        world: match d.backend {
+            Backend::Wasm => sandbox
+                .workload()
+                .variant(Backend::Wasm)
+                .and_then(|a| crate::backend::wasm::http::component_world(&a.path))
+                .map(|w| w.to_string()),
+            Backend::Native => None,
+        },
         effective: effective_limits(sandbox.policy(), d.backend),
     }
 }
@@ -64,9 +76,13 @@ impl Explanation {
     /// The human-readable form.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "{}: {}\nbackend: {}\nwhy:\n",
+            "{}: {}\nbackend: {}\n",
             self.artifact, self.workload, self.backend
         );
+        if let Some(w) = &self.world {
+            s.push_str(&format!("world: {w}\n"));
+        }
+        s.push_str("why:\n");
         for r in &self.reasons {
             s.push_str(&format!("  - {r}\n"));
         }

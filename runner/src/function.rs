@@ -25,7 +25,8 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use crate::backend::wasm::WarmFunction;
+use crate::backend::wasm::http::{component_world, World};
+use crate::backend::wasm::{HttpFunction, WarmFunction};
 use crate::backend::BackendError;
 use crate::policy::{Backend, Policy};
 use crate::report::{EnvelopeReport, OutputReport, Phases, RunReport, Usage};
@@ -69,6 +70,9 @@ pub enum FunctionError {
     /// The function was shut down; no new calls.
     #[error("function `{0}` is shut down")]
     Closed(String),
+    /// A wasi:http function has no stdin and stdout: it answers HTTP requests (`hybox serve`).
+    #[error("function `{0}` is a wasi:http function: send it HTTP requests (hybox serve)")]
+    HttpOnly(String),
 }
 
 /// How a call started.
@@ -134,6 +138,8 @@ pub struct Function {
 
 enum Inner {
     Wasm(WasmPool),
+    /// A component exporting `wasi:http/incoming-handler`: one worker serving every request.
+    Http(Box<HttpFunction>),
     Native(Option<Arc<NativePool>>),
 }
 
@@ -336,6 +342,18 @@ impl Function {
             source,
         };
         let inner = match backend {
+            // Which world is read from the component's exports, never from a flag.
+            Backend::Wasm if component_world(&artifact) == Some(World::HttpProxy) => {
+                Inner::Http(Box::new(
+                    HttpFunction::load(
+                        &artifact,
+                        sandbox.policy(),
+                        &opts.host,
+                        opts.max_concurrency.max(1),
+                    )
+                    .map_err(backend_err)?,
+                ))
+            }
             Backend::Wasm => {
                 // The first worker now: a compile error or a link error is a load error.
                 let first = WarmFunction::load(&artifact, sandbox.policy(), &opts.host)
@@ -407,6 +425,13 @@ impl Function {
     pub fn max_concurrency(&self) -> usize {
         self.max_concurrency
     }
+    /// The HTTP function behind this one, if its component is a wasi:http proxy.
+    pub fn http(&self) -> Option<&HttpFunction> {
+        match &self.inner {
+            Inner::Http(h) => Some(h),
+            _ => None,
+        }
+    }
 
     /// One call: `payload` is the workload's stdin; stdout and stderr are captured up to the policy's
     /// caps. Blocking (run it on a blocking thread in async code). At most
@@ -414,6 +439,7 @@ impl Function {
     pub fn invoke(&self, payload: &[u8]) -> Result<Invocation, FunctionError> {
         match &self.inner {
             Inner::Wasm(pool) => self.invoke_wasm(pool, payload),
+            Inner::Http(_) => Err(FunctionError::HttpOnly(self.name.clone())),
             Inner::Native(pool) => {
                 if let Some(pool) = pool {
                     let prebuilt = pool
@@ -452,7 +478,7 @@ impl Function {
                         source: e,
                     })?;
                 let mut report = run.report;
-                report.details.insert("start".into(), "cold".into());
+                report.details.run.start = Some("cold".into());
                 Ok(Invocation {
                     stdout: run.stdout,
                     stderr: run.stderr,
@@ -532,11 +558,14 @@ impl Function {
             } else {
                 Start::Warm
             };
-            let mut details = call.details.clone();
-            details.insert("start".into(), start.to_string().into());
-            details.insert("worker_run_id".into(), w.run_id().into());
-            details.insert("round_trip_us".into(), call.round_trip_us.into());
-            details.insert("prepare_us".into(), call.prepare_us.into());
+            let mut details = crate::report::Details {
+                wasm: call.details.clone(),
+                ..Default::default()
+            };
+            details.run.start = Some(start.to_string());
+            details.run.worker_run_id = Some(w.run_id().into());
+            details.run.round_trip_us = Some(call.round_trip_us);
+            details.wasm.prepare_us = Some(call.prepare_us);
             let policy = self.sandbox.policy();
             let report = RunReport {
                 hybox_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -607,7 +636,8 @@ impl Function {
                 drop(idle);
             }
             Inner::Native(Some(pool)) => pool.shutdown(),
-            Inner::Native(None) => {}
+            // Requests in flight finish; the worker and its envelope go with the function.
+            Inner::Native(None) | Inner::Http(_) => {}
         }
     }
 
@@ -617,7 +647,7 @@ impl Function {
         match &self.inner {
             Inner::Wasm(pool) => pool.state.lock().map(|g| g.live == 0).unwrap_or(false),
             Inner::Native(Some(pool)) => pool.drained(),
-            Inner::Native(None) => true,
+            Inner::Native(None) | Inner::Http(_) => true,
         }
     }
 }

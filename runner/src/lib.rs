@@ -19,7 +19,7 @@
 // The library's layers, lowest first; a module uses only modules of lower layers (docs/design.md):
 //   1. vocabulary: units, exit, host, policy, report
 //   2. what runs where: workload, decide
-//   3. the host resources of a run: scratch, envelope
+//   3. the host resources of a run: scratch, envelope, image
 //   4. running it: backend (native, wasm, and what they share)
 //   5. the API front-ends drive: sandbox, function, explain, doctor; oci (hybox-runc: runc's
 //      lifecycle over `Sandbox`; its command line behind feature `cli`)
@@ -36,6 +36,7 @@ pub mod exit;
 pub mod explain;
 pub mod function;
 pub mod host;
+pub mod image;
 pub mod oci;
 pub mod policy;
 pub mod report;

@@ -21,6 +21,9 @@ pub struct LoadConfig {
     pub concurrency: usize,
     pub warmup: usize,
     pub payload: Vec<u8>,
+    /// The request path, instead of `/v1/functions/{function}/invoke` (a wasi:http function's
+    /// route, or another server such as `wasmtime serve`, for comparisons on the same client).
+    pub path: Option<String>,
 }
 
 /// What was measured.
@@ -143,7 +146,10 @@ pub fn run(cfg: &LoadConfig) -> Result<LoadResult, LoadError> {
 }
 
 async fn load(cfg: &LoadConfig) -> Result<LoadResult, LoadError> {
-    let path = format!("/v1/functions/{}/invoke", cfg.function);
+    let path = cfg
+        .path
+        .clone()
+        .unwrap_or_else(|| format!("/v1/functions/{}/invoke", cfg.function));
     let concurrency = cfg.concurrency.max(1);
     // Warm-up, on one connection.
     {

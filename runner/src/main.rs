@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         Command::BenchServe(args) => bench_serve(args),
         Command::Gc => gc(),
         Command::Cache(c) => cache(c),
+        Command::Image(c) => hybox::cli::image::command(c),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "hybox", &mut std::io::stdout());
             0
@@ -144,6 +145,13 @@ fn prepare(
 }
 
 fn run(args: RunArgs) -> i32 {
+    if let Some(image) = hybox::cli::image::as_image(&args.artifact) {
+        return hybox::cli::image::run(args, image);
+    }
+    if args.workdir.is_some() || args.user.is_some() {
+        eprintln!("hybox: error: --workdir and --user apply to images in this version (set filesystem.workdir and native.uid in the policy)");
+        return exit::USAGE;
+    }
     let sandbox = match prepare(args.policy.as_deref(), &args.artifact, &args.overrides) {
         Ok(s) => s,
         Err(status) => return status,
@@ -369,6 +377,7 @@ fn bench_serve(args: BenchServeArgs) -> i32 {
         concurrency: args.concurrency,
         warmup: args.warmup,
         payload: args.payload.into_bytes(),
+        path: args.path,
     };
     match hybox::loadgen::run(&cfg) {
         Ok(r) => {

@@ -112,6 +112,18 @@ impl Sandbox {
     /// could not be built before the workload started); every started run ends in a report, whatever
     /// its outcome. The envelope is removed before this returns, whatever happened.
     pub fn run(&self, opts: &RunOptions) -> Result<RunResult, Error> {
+        self.run_with(opts, None)
+    }
+
+    /// [`Sandbox::run`] in an envelope the caller built (a container runtime's, at the cgroup path
+    /// its caller named: [`Envelope::create_at`]) instead of one from the policy and
+    /// `opts.host`. The run's end tears it down as that envelope's kind says (`create_at`'s keeps
+    /// its directories for the caller to read and remove).
+    pub fn run_in(&self, opts: &RunOptions, envelope: Envelope) -> Result<RunResult, Error> {
+        self.run_with(opts, Some(envelope))
+    }
+
+    fn run_with(&self, opts: &RunOptions, given: Option<Envelope>) -> Result<RunResult, Error> {
         let t0 = Instant::now();
         let run_id = opts.run_id.clone().unwrap_or_else(new_run_id);
         let backend = self.decision.backend;
@@ -141,7 +153,11 @@ impl Sandbox {
         let prepared =
             crate::backend::prepare(backend, &launch).map_err(|e| Error::Backend(backend, e))?;
         // The envelope: built from the policy, every limit read back, before anything of the workload runs.
-        let (envelope, degradations) = match self.envelope(&opts.host, &run_id) {
+        let built = match given {
+            Some(e) => Ok((Some(e), Vec::new())),
+            None => self.envelope(&opts.host, &run_id),
+        };
+        let (envelope, degradations) = match built {
             Ok(e) => e,
             Err(e) => {
                 prepared.abandon();
@@ -265,8 +281,7 @@ impl Sandbox {
             run_id,
             (envelope, degradations),
             result.map(|mut run| {
-                run.details
-                    .insert("prebuild_us".into(), p.prebuild_us.into());
+                run.details.run.prebuild_us = Some(p.prebuild_us);
                 run
             }),
             0,
@@ -276,7 +291,7 @@ impl Sandbox {
                 None => Teardown::Now,
             },
         )?;
-        r.report.details.insert("start".into(), "warm".into());
+        r.report.details.run.start = Some("warm".into());
         Ok(r)
     }
 
@@ -316,16 +331,13 @@ impl Sandbox {
         if let Teardown::Background(reaper) = teardown {
             // The workload ended and its output is complete; a native shim may still be tearing
             // down its namespaces. Reaping it and removing the envelope happen off the caller's path.
-            run.details.insert("teardown".into(), "background".into());
+            run.details.run.teardown = Some("background".into());
             background_teardown(reaper, envelope);
         } else if let Some(env) = envelope {
             if let Err(e) = env.destroy() {
                 // The run happened and its report must survive; a failed teardown is loud in it.
                 tracing::error!("envelope teardown failed: {e}");
-                run.details.insert(
-                    "teardown_error".into(),
-                    serde_json::Value::String(e.to_string()),
-                );
+                run.details.run.teardown_error = Some(e.to_string());
             }
         }
         run.degradations.splice(0..0, degradations);

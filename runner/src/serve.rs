@@ -27,7 +27,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +42,8 @@ use crate::function::{Function, FunctionError, FunctionOptions, Invocation};
 use crate::policy::{Overrides, Policy};
 use crate::workload::{Workload, MANIFEST};
 use crate::HostConfig;
+
+mod http_fn;
 
 /// What `hybox serve` needs.
 #[derive(Debug, Clone)]
@@ -354,6 +356,9 @@ async fn serve(
         // Series that exist from the start, so a scrape shows every function.
         metrics.in_flight.get_or_create(&labels).set(0);
         metrics.queue_depth.get_or_create(&labels).set(0);
+        if let Some(h) = f.http() {
+            h.set_report_sink(http_fn::metrics_sink(&metrics, &labels));
+        }
         map.insert(
             f.name().to_string(),
             Served {
@@ -375,7 +380,14 @@ async fn serve(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/v1/functions", get(list))
-        .route("/v1/functions/{name}/invoke", post(invoke))
+        .route(
+            "/v1/functions/{name}/invoke",
+            post(invoke).fallback(http_fn::forward),
+        )
+        // wasi:http functions: every method, the rest of the path and the query forwarded.
+        .route("/v1/functions/{name}", any(http_fn::forward))
+        .route("/v1/functions/{name}/", any(http_fn::forward))
+        .route("/v1/functions/{name}/{*rest}", any(http_fn::forward))
         .layer(DefaultBodyLimit::max(cfg.max_body))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -410,6 +422,12 @@ async fn serve(
         );
         drain_state.draining.store(true, Ordering::SeqCst);
     };
+    // No Nagle: a streamed response (a wasi:http function's head, then its body chunks) would
+    // otherwise wait for the client's delayed ACK (~40 ms) between its first writes.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -553,62 +571,23 @@ async fn invoke(
     State(state): State<Arc<AppState>>,
     UrlPath(name): UrlPath<String>,
     Query(q): Query<InvokeQuery>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    request_headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(served) = state.functions.get(&name) else {
         return error(StatusCode::NOT_FOUND, format!("no function named `{name}`"));
     };
-    let m = &state.metrics;
-    if state.draining.load(Ordering::SeqCst) {
-        m.rejected
-            .get_or_create(&RejectLabels {
-                function: name.clone(),
-                reason: "draining".into(),
-            })
-            .inc();
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down".into(),
-        );
+    if served.function.http().is_some() {
+        // A wasi:http function's own `/invoke` path.
+        let req = http_fn::rebuild(method, uri, request_headers, body);
+        return http_fn::forward_to(state.clone(), name, req).await;
     }
-    // A slot now, else a place in the bounded queue, else 429.
-    let permit = match served.slots.clone().try_acquire_owned() {
+    let m = &state.metrics;
+    let permit = match admit(&state, served, &name).await {
         Ok(p) => p,
-        Err(_) => {
-            if served.queued.fetch_add(1, Ordering::SeqCst) >= served.max_queue {
-                served.queued.fetch_sub(1, Ordering::SeqCst);
-                m.rejected
-                    .get_or_create(&RejectLabels {
-                        function: name.clone(),
-                        reason: "queue_full".into(),
-                    })
-                    .inc();
-                let mut r = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "function `{name}` is at its concurrency limit ({}) and its queue is full ({})",
-                        served.function.max_concurrency(),
-                        served.max_queue
-                    ),
-                );
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    HeaderValue::from_static("1"),
-                );
-                return r;
-            }
-            m.queue_depth.get_or_create(&served.labels).inc();
-            let _queued = Queued { served, metrics: m };
-            match served.slots.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => {
-                    return error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the server is shutting down".into(),
-                    )
-                }
-            }
-        }
+        Err(r) => return r,
     };
     let in_flight = m.in_flight.get_or_create(&served.labels).clone();
     in_flight.inc();
@@ -665,6 +644,68 @@ async fn invoke(
     r
 }
 
+/// A concurrency slot for a call of `served`: at once, else after a wait in the bounded queue;
+/// else the answer to send (503 draining, 429 queue full).
+async fn admit(
+    state: &AppState,
+    served: &Served,
+    name: &str,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    let m = &state.metrics;
+    if state.draining.load(Ordering::SeqCst) {
+        m.rejected
+            .get_or_create(&RejectLabels {
+                function: name.to_string(),
+                reason: "draining".into(),
+            })
+            .inc();
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        ));
+    }
+    // A slot now, else a place in the bounded queue, else 429.
+    let permit = match served.slots.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            if served.queued.fetch_add(1, Ordering::SeqCst) >= served.max_queue {
+                served.queued.fetch_sub(1, Ordering::SeqCst);
+                m.rejected
+                    .get_or_create(&RejectLabels {
+                        function: name.to_string(),
+                        reason: "queue_full".into(),
+                    })
+                    .inc();
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "function `{name}` is at its concurrency limit ({}) and its queue is full ({})",
+                        served.function.max_concurrency(),
+                        served.max_queue
+                    ),
+                );
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("1"),
+                );
+                return Err(r);
+            }
+            m.queue_depth.get_or_create(&served.labels).inc();
+            let _queued = Queued { served, metrics: m };
+            match served.slots.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => {
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server is shutting down".into(),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(permit)
+}
+
 /// The outcome's kind (`exited`, `timeout`, `oom`, `trap`, ...): header- and label-safe.
 pub fn outcome_kind(o: &crate::report::Outcome) -> String {
     serde_json::to_value(o)
@@ -685,7 +726,7 @@ fn worker_death(m: &Metrics, served: &Served, when: &str) {
 
 fn record(m: &Metrics, served: &Served, call: &Invocation, elapsed: Duration) {
     let l = &served.labels;
-    if call.report.details.contains_key("worker_replaced") {
+    if call.report.details.wasm.worker_replaced.is_some() {
         worker_death(m, served, "idle");
     }
     m.invocations

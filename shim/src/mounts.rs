@@ -339,7 +339,10 @@ fn bind(old: &Path, b: &Bind) -> Result<()> {
     refuse_symlink(&b.guest)?;
     if meta.is_dir() {
         mkdir(&b.guest, 0o755)?;
-    } else {
+    } else if std::fs::symlink_metadata(&b.guest).is_err() {
+        // Only a missing one is created: an existing file (Docker's `/etc/hosts` in its init layer,
+        // root's and not writable by the sandbox's uid) is the mount point as it is; opening it
+        // for writing would fail with EACCES.
         create_file(&b.guest, 0o644)
             .map_err(|e| SetupError::MountPointFile(b.guest.display().to_string(), e))?;
     }

@@ -159,6 +159,8 @@ pub struct Image {
     pub compression: Compression,
     pub architecture: String,
     pub os: String,
+    /// Layers given as raw tar bytes (by layer index), e.g. crafted attack tarballs.
+    pub raw_layers: BTreeMap<usize, Vec<u8>>,
 }
 
 impl Image {
@@ -170,6 +172,7 @@ impl Image {
             compression: Compression::Gzip,
             architecture: "amd64".into(),
             os: "linux".into(),
+            raw_layers: BTreeMap::new(),
         }
     }
 
@@ -220,6 +223,27 @@ impl Image {
         });
         self
     }
+    /// Adds a layer of raw tar bytes (used as is, not sorted or completed), then starts a new
+    /// layer for the entries added after it.
+    pub fn raw_layer(mut self, tar: Vec<u8>) -> Self {
+        let top = self.layers.len() - 1;
+        if self.layers[top].is_empty() && !self.raw_layers.contains_key(&top) {
+            self.raw_layers.insert(top, tar);
+        } else {
+            self.layers.push(Vec::new());
+            self.raw_layers.insert(top + 1, tar);
+        }
+        self.layers.push(Vec::new());
+        self
+    }
+    /// Drops a trailing empty layer (one a builder call left open).
+    pub fn trim(mut self) -> Self {
+        let top = self.layers.len() - 1;
+        if top > 0 && self.layers[top].is_empty() && !self.raw_layers.contains_key(&top) {
+            self.layers.pop();
+        }
+        self
+    }
     /// Starts a new layer: the entries added after it go into it.
     pub fn new_layer(mut self) -> Self {
         self.layers.push(Vec::new());
@@ -256,8 +280,11 @@ impl Image {
         let mut layer_tars = Vec::new();
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
-        for entries in &self.layers {
-            let tar = layer_tar(entries)?;
+        for (i, entries) in self.layers.iter().enumerate() {
+            let tar = match self.raw_layers.get(&i) {
+                Some(raw) => raw.clone(),
+                None => layer_tar(entries)?,
+            };
             diff_ids.push(sha256_digest(&tar));
             let compressed = compress(&tar, self.compression)?;
             let desc = Descriptor::of(self.compression.media_type(), &compressed);
@@ -615,4 +642,45 @@ fn compress(tar: &[u8], c: Compression) -> io::Result<Vec<u8>> {
             Ok(out.stdout)
         }
     }
+}
+
+// ---- crafted (attack) layers ----
+
+/// One raw tar entry: the name and link name are written into the header as bytes, bypassing the
+/// checks the tar crate's builder makes, as an attacker's tool would.
+pub struct Raw<'a> {
+    pub name: &'a [u8],
+    pub kind: tar::EntryType,
+    pub link: &'a [u8],
+    pub data: &'a [u8],
+    pub mode: u32,
+}
+
+pub fn raw(name: &str, kind: tar::EntryType) -> Raw<'_> {
+    Raw {
+        name: name.as_bytes(),
+        kind,
+        link: b"",
+        data: b"",
+        mode: 0o644,
+    }
+}
+
+pub fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_old();
+        {
+            let old = h.as_old_mut();
+            old.name[..e.name.len()].copy_from_slice(e.name);
+            old.linkname[..e.link.len()].copy_from_slice(e.link);
+        }
+        h.set_entry_type(e.kind);
+        h.set_mode(e.mode);
+        h.set_size(e.data.len() as u64);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append(&h, e.data).unwrap();
+    }
+    b.into_inner().unwrap()
 }

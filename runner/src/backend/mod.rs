@@ -133,7 +133,7 @@ pub struct BackendRun {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     /// Backend-specific facts for the report (`landlock`, `cache_hit`, `fuel_consumed`...).
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: crate::report::Details,
     pub degradations: Vec<Degradation>,
 }
 
@@ -149,7 +149,7 @@ impl BackendRun {
             stderr_bytes: 0,
             stdout_truncated: false,
             stderr_truncated: false,
-            details: serde_json::Map::new(),
+            details: crate::report::Details::default(),
             degradations: Vec::new(),
         }
     }

@@ -1,6 +1,7 @@
 //! The command line, as clap definitions. Kept in the library so the man page and shell completions
 //! are generated from the same definition (`hybox man`, `hybox completions SHELL`).
 
+pub mod image;
 pub mod signals;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ pub enum Command {
     /// The private compile cache of the wasm backend.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// The local image store (`hybox run IMAGE` runs one; docs/images.md).
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -75,6 +79,34 @@ pub enum CacheCommand {
     List,
     /// Remove every cached compiled guest.
     Clear,
+}
+
+/// The image store is `/var/lib/hybox` as root, `$XDG_DATA_HOME/hybox` otherwise; the
+/// environment variable `HYBOX_STORE` names another.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import images: OCI layout directories, oci-archives or docker-archives (PATH[:TAG|@DIGEST]).
+    Import {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// List the stored images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's config, layers and what unpacking them changed.
+    Inspect {
+        /// A name, tag or id prefix (or a path, which is imported first).
+        image: String,
+    },
+    /// Remove images from the store (their layers go with `prune` unless another image uses them).
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove unused layers, abandoned imports and the roots of runs whose hybox died.
+    Prune,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,10 +137,11 @@ pub struct OverrideArgs {
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<Duration>,
     /// An environment variable for the workload (repeatable).
-    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Grant a host path: HOST:GUEST, read-only unless :rw is appended (repeatable).
-    #[arg(long = "mount", value_name = "HOST:GUEST[:rw]", value_parser = parse_mount)]
+    /// Grant a host path: HOST:GUEST, read-only unless :rw is appended (repeatable; `--volume` is
+    /// the same, for images).
+    #[arg(long = "mount", visible_alias = "volume", value_name = "HOST:GUEST[:ro|rw]", value_parser = parse_mount)]
     pub mounts: Vec<Mount>,
     /// Network access.
     #[arg(long, value_enum)]
@@ -164,9 +197,18 @@ pub struct RunArgs {
     /// Write the run report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// The workload: a file or a bundle directory.
+    /// Working directory inside the sandbox (overrides the policy and an image's WorkingDir).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Images: the user to run as, UID[:GID] or a name of the image's /etc/passwd (overrides the
+    /// policy and the image's User).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// The workload: a file, a bundle directory, or an image (an OCI layout directory, an
+    /// oci-archive or docker-archive, PATH:TAG, PATH@sha256:DIGEST, or a stored image's name).
     pub artifact: PathBuf,
-    /// Arguments for the workload (after `--`). Default: the policy's `args`.
+    /// Arguments for the workload (after `--`). Default: the policy's `args`; for an image they
+    /// replace its Cmd.
     #[arg(last = true)]
     pub args: Vec<String>,
 }
@@ -259,6 +301,10 @@ pub struct BenchServeArgs {
     /// Request body sent with every call.
     #[arg(long, default_value = "")]
     pub payload: String,
+    /// POST to this path instead of `/v1/functions/FUNCTION/invoke` (a wasi:http function's
+    /// route, or `/` of `wasmtime serve`); FUNCTION then only labels the result.
+    #[arg(long)]
+    pub path: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -53,7 +53,7 @@ pub(super) fn judge(expect: &Expect, run: &Run) -> (String, Result<(), String>) 
     let exited0 = *o == Outcome::Exited { code: 0 };
     let got = match (&json, exited0, expect) {
         (_, _, Expect::PrivilegeView | Expect::NetView) => mechanism(o),
-        (_, true, Expect::CleanExit) => match r.report.details.get("teardown_error") {
+        (_, true, Expect::CleanExit) => match r.report.details.run.teardown_error.as_ref() {
             Some(_) => "exited(0), survivors at teardown".into(),
             None => "exited(0), envelope empty at teardown".into(),
         },
@@ -117,7 +117,7 @@ pub(super) fn judge(expect: &Expect, run: &Run) -> (String, Result<(), String>) 
             (Some(v), true) => fail(format!("read {} bytes inside the sandbox", v["ret"])),
             _ => fail(format!("the probe did not finish: {o}")),
         },
-        Expect::CleanExit => match r.report.details.get("teardown_error") {
+        Expect::CleanExit => match r.report.details.run.teardown_error.as_ref() {
             _ if !exited0 => fail(format!("expected exited(0), got {o}")),
             Some(e) => fail(format!("something survived the run: {e}")),
             None => Ok(()),

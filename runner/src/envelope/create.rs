@@ -132,21 +132,39 @@ pub(super) fn create_with(
 fn validate(run_id: &str, parent: &str, limits: &Limits) -> Result<(), EnvelopeError> {
     validate_name("run id", run_id, false)?;
     validate_name("cgroup parent", parent, true)?;
-    if limits.memory_bytes < page_size() {
+    validate_limits(limits)
+}
+
+pub(super) fn validate_limits(limits: &Limits) -> Result<(), EnvelopeError> {
+    check_memory(limits.memory_bytes)?;
+    check_cpus(limits.cpus)?;
+    check_pids(limits.pids)
+}
+
+pub(super) fn check_memory(bytes: u64) -> Result<(), EnvelopeError> {
+    if bytes < page_size() {
         return Err(EnvelopeError::Invalid {
             what: "memory limit",
-            value: limits.memory_bytes.to_string(),
+            value: bytes.to_string(),
             why: "below one page",
         });
     }
-    if !(limits.cpus.is_finite() && limits.cpus > 0.0) {
+    Ok(())
+}
+
+pub(super) fn check_cpus(cpus: f64) -> Result<(), EnvelopeError> {
+    if !(cpus.is_finite() && cpus > 0.0) {
         return Err(EnvelopeError::Invalid {
             what: "cpus",
-            value: limits.cpus.to_string(),
+            value: cpus.to_string(),
             why: "must be > 0",
         });
     }
-    if limits.pids == 0 {
+    Ok(())
+}
+
+pub(super) fn check_pids(pids: u64) -> Result<(), EnvelopeError> {
+    if pids == 0 {
         return Err(EnvelopeError::Invalid {
             what: "pids",
             value: "0".into(),
@@ -265,9 +283,13 @@ pub(super) fn bases(layout: &Layout) -> Result<(Version, Dirs), EnvelopeError> {
 
 /// Creates `base/a/b/...` for the components of `rel` that do not exist; `EEXIST` is fine (concurrent
 /// runs create the same parent).
-fn mkdir_parents(fs: &dyn CgroupFs, base: &Path, rel: &str) -> Result<(), EnvelopeError> {
+pub(super) fn mkdir_parents(
+    fs: &dyn CgroupFs,
+    base: &Path,
+    rel: &str,
+) -> Result<(), EnvelopeError> {
     let mut p = base.to_path_buf();
-    for part in rel.split('/') {
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
         p.push(part);
         match fs.mkdir(&p) {
             Ok(()) => {}
@@ -303,11 +325,7 @@ fn create_leaf(
 ) -> Result<Envelope, EnvelopeError> {
     let leaf = owner.leaf_name(run_id);
     let dirs = bases.map(|b| b.join(parent).join(&leaf));
-    let inner = Arc::new(Inner {
-        fs: fs.clone(),
-        version,
-        dirs,
-    });
+    let inner = Arc::new(Inner::new(fs.clone(), version, dirs));
     let id = registry::register(&inner);
     // From here on, Drop tears down whatever was created if a step fails.
     let mut env = Envelope {
@@ -321,6 +339,7 @@ fn create_leaf(
         rel_path: format!("/{parent}/{leaf}"),
         id,
         done: false,
+        home: Vec::new(),
     };
     for dir in env.inner.dirs.unique() {
         match fs.mkdir(dir) {

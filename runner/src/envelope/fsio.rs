@@ -156,3 +156,18 @@ pub(crate) fn read_key(
         why: key,
     })
 }
+
+/// A number, or `unlimited` for the kernel's words for none (`max`, `-1`).
+pub(crate) fn read_max(
+    fs: &dyn CgroupFs,
+    path: &std::path::Path,
+    unlimited: u64,
+) -> Result<u64, EnvelopeError> {
+    let text = fs
+        .read(path)
+        .map_err(|e| EnvelopeError::io("read", path, e))?;
+    match text.split_whitespace().next() {
+        Some("max") | Some("-1") => Ok(unlimited),
+        _ => read_u64(fs, path),
+    }
+}

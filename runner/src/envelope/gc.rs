@@ -71,11 +71,11 @@ pub(crate) fn gc_with(
             report.live += 1;
             continue;
         }
-        let inner = Inner {
-            fs: fs.clone(),
+        let inner = Inner::new(
+            fs.clone(),
             version,
-            dirs: bases.map(|b| b.join(parent).join(&name)),
-        };
+            bases.map(|b| b.join(parent).join(&name)),
+        );
         match inner.teardown() {
             Ok(()) => report.removed.push(name),
             Err(source) => report.errors.push(GcFailure { leaf: name, source }),

@@ -14,6 +14,10 @@
 //!   handles SIGINT/SIGTERM: the CLI's signal teardown).
 //! - `owner.rs`: the owner record in the leaf's name; `gc.rs`: [`gc`] for envelopes whose owner
 //!   died (SIGKILL).
+//! - `at.rs`: [`Envelope::create_at`], an envelope at exactly the path a container runtime's caller
+//!   names (no owner record, no gc: the runtime's state owns it; kept after the run until
+//!   [`Envelope::remove`]), and what a live container's cgroup needs: the caller inside it
+//!   ([`Envelope::enter`]), [`Envelope::update`], the freezer ([`Envelope::set_frozen`]).
 //!
 //! File I/O goes through hybox's own thin layer (`fsio.rs`, which explains why cgroups-rs is used for
 //! mount detection only); the rest of hybox never sees a cgroup file. The envelope knows nothing of
@@ -30,6 +34,7 @@
 //!   waits for an RCU grace period. On cgroup v2 the native backend avoids it by creating the shim
 //!   inside the leaf (`CLONE_INTO_CGROUP`, see [`EnvelopeJoin::clone_into_dir`]).
 
+mod at;
 mod create;
 mod fsio;
 mod gc;
@@ -48,6 +53,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use at::LimitsUpdate;
 pub use create::{cpu_quota, CPU_PERIOD_US, GC_INTERVAL};
 pub use gc::{gc, GcFailure, GcReport};
 pub use owner::Owner;
@@ -250,12 +256,38 @@ pub(crate) struct Inner {
     fs: Arc<dyn CgroupFs>,
     version: Version,
     dirs: Dirs,
+    /// Further v1 hierarchies the envelope spans (the freezer of an envelope made by
+    /// [`Envelope::create_at`], for pause and resume): created, joined and removed with `dirs`.
+    extra: Vec<PathBuf>,
+    /// The teardown kills what is inside but leaves the directories, which belong to the caller
+    /// ([`Envelope::create_at`]: a container runtime's state, removed by [`Envelope::remove`]).
+    keep_dirs: bool,
+    /// The `cgroup.procs` files the calling process came from, while it is inside the envelope
+    /// itself ([`Envelope::enter`]); it goes back there before any kill.
+    origin: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Inner {
+    fn new(fs: Arc<dyn CgroupFs>, version: Version, dirs: Dirs) -> Inner {
+        Inner {
+            fs,
+            version,
+            dirs,
+            extra: Vec::new(),
+            keep_dirs: false,
+            origin: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every directory of the envelope: one per distinct controller hierarchy, then `extra`.
+    fn all_dirs(&self) -> Vec<&Path> {
+        let mut d = self.dirs.unique();
+        d.extend(self.extra.iter().map(PathBuf::as_path));
+        d
+    }
+
     fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs
-            .unique()
+        self.all_dirs()
             .into_iter()
             .map(|d| d.join("cgroup.procs"))
             .collect()
@@ -295,6 +327,9 @@ pub struct Envelope {
     id: u64,
     /// Torn down already, or never ours to tear down (the leaf existed): `Drop` does nothing.
     done: bool,
+    /// The creating process's own `cgroup.procs` files, where [`Envelope::enter`] returns to
+    /// (envelopes made by [`Envelope::create_at`]; empty otherwise).
+    home: Vec<PathBuf>,
 }
 
 impl Envelope {

@@ -14,9 +14,41 @@ use super::{registry, v1, v2, Envelope, EnvelopeError, Inner, Version};
 
 impl Inner {
     pub(super) fn kill_all(&self) -> Result<(), EnvelopeError> {
+        // The runner's own process never stays in what it kills (`Envelope::enter`), and a frozen
+        // v1 task takes no SIGKILL until it is thawed (freezer-subsystem.rst).
+        self.leave()?;
+        self.thaw();
         match self.version {
             Version::V1 { .. } => v1::kill_all(&*self.fs, &self.dirs),
             Version::V2 => v2::kill_all(&*self.fs, &self.dirs.memory),
+        }
+    }
+
+    /// Moves the calling process back to where it was before [`Envelope::enter`] (nothing to do
+    /// when it never entered).
+    pub(super) fn leave(&self) -> Result<(), EnvelopeError> {
+        let mut origin = self.origin.lock().unwrap_or_else(|p| p.into_inner());
+        for f in origin.iter() {
+            self.fs
+                .write(f, &std::process::id().to_string())
+                .map_err(|e| EnvelopeError::io("write", f, e))?;
+        }
+        origin.clear();
+        Ok(())
+    }
+
+    /// Thaws a paused envelope (only envelopes made by `create_at` are ever frozen).
+    fn thaw(&self) {
+        if !self.keep_dirs {
+            return;
+        }
+        for d in self.all_dirs() {
+            for (file, value) in [("freezer.state", "THAWED"), ("cgroup.freeze", "0")] {
+                let f = d.join(file);
+                if self.fs.exists(&f) {
+                    let _ = self.fs.write(&f, value);
+                }
+            }
         }
     }
 
@@ -26,8 +58,7 @@ impl Inner {
     /// left to kill. `false` at the first refusal: the full teardown then kills and removes what
     /// is left (a leaf already removed here counts as removed there).
     fn remove_if_empty(&self) -> bool {
-        self.dirs
-            .unique()
+        self.all_dirs()
             .into_iter()
             .rev()
             .all(|dir| match self.fs.rmdir(dir) {
@@ -36,15 +67,25 @@ impl Inner {
             })
     }
 
-    /// Kill everything, then remove every directory (children first). `remove_tree` returns `Ok`
-    /// only once `rmdir(2)` succeeded or the directory was already gone, so success means removed.
+    /// Kill everything, then remove every directory (children first) unless they are the
+    /// caller's to keep. `remove_tree` returns `Ok` only once `rmdir(2)` succeeded or the
+    /// directory was already gone, so success means removed.
     pub(super) fn teardown(&self) -> Result<(), EnvelopeError> {
+        if self.keep_dirs {
+            return self.kill_all();
+        }
+        self.remove()
+    }
+
+    /// [`Inner::teardown`] that removes the directories whoever owns them.
+    pub(super) fn remove(&self) -> Result<(), EnvelopeError> {
+        self.leave()?;
         if self.remove_if_empty() {
             return Ok(());
         }
         let killed = self.kill_all();
         let mut first_err = killed.err();
-        for dir in self.dirs.unique().into_iter().rev() {
+        for dir in self.all_dirs().into_iter().rev() {
             if let Err(e) = remove_tree(&*self.fs, dir) {
                 first_err.get_or_insert(e);
             }

@@ -13,27 +13,54 @@
 //!   same job at the cost of a fourth hierarchy per run and a FREEZING wait).
 
 use super::create::{cpu_quota, page_size, write_checked};
-use super::fsio::{read_key, read_u64, CgroupFs};
+use super::fsio::{read_key, read_max, read_u64, CgroupFs};
 use super::teardown::{pids_to_kill, seal_and_kill};
 use super::{Applied, Dirs, EnvelopeError, Limits};
 use crate::report::Usage;
 
 pub(crate) fn apply(fs: &dyn CgroupFs, d: &Dirs, l: &Limits) -> Result<Applied, EnvelopeError> {
+    let memory_bytes = set_memory(fs, d, l.memory_bytes)?;
+    let (cpu_quota_us, cpu_period_us) = set_cpus(fs, d, l.cpus)?;
+    let pids_max = set_pids(fs, d, l.pids)?;
+    Ok(Applied {
+        memory_bytes,
+        cpu_quota_us,
+        cpu_period_us,
+        pids_max,
+    })
+}
+
+/// The memory limit with swap off; returns it as the kernel rounded it. memory+swap may never be
+/// below memory (EINVAL): raising a live limit writes memsw first, lowering it memory first.
+pub(crate) fn set_memory(fs: &dyn CgroupFs, d: &Dirs, bytes: u64) -> Result<u64, EnvelopeError> {
     let page = page_size();
-    let mem = l.memory_bytes / page * page;
-    write_checked(
-        fs,
-        &d.memory.join("memory.limit_in_bytes"),
-        &l.memory_bytes.to_string(),
-        &mem.to_string(),
-    )?;
+    let mem = bytes / page * page;
+    let limit = d.memory.join("memory.limit_in_bytes");
     let memsw = d.memory.join("memory.memsw.limit_in_bytes");
-    if fs.exists(&memsw) {
-        write_checked(fs, &memsw, &l.memory_bytes.to_string(), &mem.to_string())?;
-    } else {
+    let write = |f: &std::path::Path| write_checked(fs, f, &bytes.to_string(), &mem.to_string());
+    if !fs.exists(&memsw) {
+        write(&limit)?;
         write_checked(fs, &d.memory.join("memory.swappiness"), "0", "0")?;
+        return Ok(mem);
     }
-    let (quota, period) = cpu_quota(l.cpus);
+    let raising = read_u64(fs, &memsw).is_ok_and(|now| mem > now);
+    if raising {
+        write(&memsw)?;
+        write(&limit)?;
+    } else {
+        write(&limit)?;
+        write(&memsw)?;
+    }
+    Ok(mem)
+}
+
+/// The CFS bandwidth for `cpus` cores; returns `(quota, period)`.
+pub(crate) fn set_cpus(
+    fs: &dyn CgroupFs,
+    d: &Dirs,
+    cpus: f64,
+) -> Result<(u64, u64), EnvelopeError> {
+    let (quota, period) = cpu_quota(cpus);
     write_checked(
         fs,
         &d.cpu.join("cpu.cfs_period_us"),
@@ -46,17 +73,26 @@ pub(crate) fn apply(fs: &dyn CgroupFs, d: &Dirs, l: &Limits) -> Result<Applied, 
         &quota.to_string(),
         &quota.to_string(),
     )?;
+    Ok((quota, period))
+}
+
+pub(crate) fn set_pids(fs: &dyn CgroupFs, d: &Dirs, pids: u64) -> Result<u64, EnvelopeError> {
     write_checked(
         fs,
         &d.pids.join("pids.max"),
-        &l.pids.to_string(),
-        &l.pids.to_string(),
+        &pids.to_string(),
+        &pids.to_string(),
     )?;
+    Ok(pids)
+}
+
+/// The limits an existing cgroup has now (unlimited reads as `u64::MAX`, a quota of -1 as 0).
+pub(crate) fn read_applied(fs: &dyn CgroupFs, d: &Dirs) -> Result<Applied, EnvelopeError> {
     Ok(Applied {
-        memory_bytes: mem,
-        cpu_quota_us: quota,
-        cpu_period_us: period,
-        pids_max: l.pids,
+        memory_bytes: read_u64(fs, &d.memory.join("memory.limit_in_bytes"))?,
+        cpu_quota_us: read_max(fs, &d.cpu.join("cpu.cfs_quota_us"), 0)?,
+        cpu_period_us: read_u64(fs, &d.cpu.join("cpu.cfs_period_us"))?,
+        pids_max: read_max(fs, &d.pids.join("pids.max"), u64::MAX)?,
     })
 }
 

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use super::create::{cpu_quota, page_size, unavailable_or_io, write_checked};
-use super::fsio::{read_key, read_u64, CgroupFs};
+use super::fsio::{read_key, read_max, read_u64, CgroupFs};
 use super::teardown::{kill_loop, pids_to_kill, seal_and_kill};
 use super::{Applied, EnvelopeError, Limits};
 use crate::report::Usage;
@@ -26,7 +26,7 @@ pub(crate) fn prepare_parents(
 ) -> Result<(), EnvelopeError> {
     let mut dir = root.to_path_buf();
     enable(fs, &dir, true)?;
-    for part in parent.split('/') {
+    for part in parent.split('/').filter(|p| !p.is_empty()) {
         dir.push(part);
         match fs.mkdir(&dir) {
             Ok(()) => {}
@@ -85,12 +85,25 @@ fn enable(fs: &dyn CgroupFs, dir: &Path, is_root: bool) -> Result<(), EnvelopeEr
 }
 
 pub(crate) fn apply(fs: &dyn CgroupFs, leaf: &Path, l: &Limits) -> Result<Applied, EnvelopeError> {
+    let memory_bytes = set_memory(fs, leaf, l.memory_bytes)?;
+    let (cpu_quota_us, cpu_period_us) = set_cpus(fs, leaf, l.cpus)?;
+    let pids_max = set_pids(fs, leaf, l.pids)?;
+    Ok(Applied {
+        memory_bytes,
+        cpu_quota_us,
+        cpu_period_us,
+        pids_max,
+    })
+}
+
+/// memory.max with swap off and the group OOM kill; returns the limit as the kernel rounded it.
+pub(crate) fn set_memory(fs: &dyn CgroupFs, leaf: &Path, bytes: u64) -> Result<u64, EnvelopeError> {
     let page = page_size();
-    let mem = l.memory_bytes / page * page;
+    let mem = bytes / page * page;
     write_checked(
         fs,
         &leaf.join("memory.max"),
-        &l.memory_bytes.to_string(),
+        &bytes.to_string(),
         &mem.to_string(),
     )?;
     let swap = leaf.join("memory.swap.max");
@@ -99,20 +112,54 @@ pub(crate) fn apply(fs: &dyn CgroupFs, leaf: &Path, l: &Limits) -> Result<Applie
         write_checked(fs, &swap, "0", "0")?;
     }
     write_checked(fs, &leaf.join("memory.oom.group"), "1", "1")?;
-    let (quota, period) = cpu_quota(l.cpus);
+    Ok(mem)
+}
+
+/// cpu.max for `cpus` cores; returns `(quota, period)`.
+pub(crate) fn set_cpus(
+    fs: &dyn CgroupFs,
+    leaf: &Path,
+    cpus: f64,
+) -> Result<(u64, u64), EnvelopeError> {
+    let (quota, period) = cpu_quota(cpus);
     let cpu_max = format!("{quota} {period}");
     write_checked(fs, &leaf.join("cpu.max"), &cpu_max, &cpu_max)?;
+    Ok((quota, period))
+}
+
+pub(crate) fn set_pids(fs: &dyn CgroupFs, leaf: &Path, pids: u64) -> Result<u64, EnvelopeError> {
     write_checked(
         fs,
         &leaf.join("pids.max"),
-        &l.pids.to_string(),
-        &l.pids.to_string(),
+        &pids.to_string(),
+        &pids.to_string(),
     )?;
+    Ok(pids)
+}
+
+/// The limits an existing cgroup has now (`max` reads as `u64::MAX`, or a quota of 0).
+pub(crate) fn read_applied(fs: &dyn CgroupFs, leaf: &Path) -> Result<Applied, EnvelopeError> {
+    let cpu_max = leaf.join("cpu.max");
+    let text = fs
+        .read(&cpu_max)
+        .map_err(|e| EnvelopeError::io("read", &cpu_max, e))?;
+    let mut it = text.split_whitespace();
+    let bad = || EnvelopeError::Parse {
+        path: cpu_max.clone(),
+        content: text.clone(),
+        why: "`quota period`",
+    };
+    let quota = match it.next() {
+        Some("max") => 0,
+        Some(q) => q.parse().map_err(|_| bad())?,
+        None => return Err(bad()),
+    };
+    let period = it.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
     Ok(Applied {
-        memory_bytes: mem,
+        memory_bytes: read_max(fs, &leaf.join("memory.max"), u64::MAX)?,
         cpu_quota_us: quota,
         cpu_period_us: period,
-        pids_max: l.pids,
+        pids_max: read_max(fs, &leaf.join("pids.max"), u64::MAX)?,
     })
 }
 

@@ -48,6 +48,8 @@ pub struct Container {
     pub annotations: BTreeMap<String, String>,
     /// `linux.cgroupsPath`, as given (recorded; see docs/oci.md for where the envelope is).
     pub cgroups_path: Option<String>,
+    /// `process.terminal`: the container's stdio is a pty whose master goes to the console socket.
+    pub terminal: bool,
     /// Fields present in `config.json` that hybox accepts without applying them, with why.
     pub ignored: Vec<String>,
 }
@@ -120,23 +122,39 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
             .push("root.readonly=false: the rootfs is always read-only; /tmp is writable".into());
     }
 
-    // hooks run host programs as root around the container: never.
+    // hooks run host programs as root around the container: never. One is not run but accepted:
+    // Docker's `libnetwork-setkey` prestart hook, which only tells dockerd the container's network
+    // namespace so that it can configure its networks; the container keeps hybox's own network
+    // namespace with no interface (what `docker run --network none` asks for), so there is nothing
+    // to configure, and not running a host program takes nothing from the isolation.
     if let Some(h) = spec.hooks() {
-        let any = [
-            h.prestart().as_ref(),
-            h.create_runtime().as_ref(),
-            h.create_container().as_ref(),
-            h.start_container().as_ref(),
-            h.poststart().as_ref(),
-            h.poststop().as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|v| !v.is_empty());
-        if any {
+        let all = [
+            ("prestart", h.prestart()),
+            ("createRuntime", h.create_runtime()),
+            ("createContainer", h.create_container()),
+            ("startContainer", h.start_container()),
+            ("poststart", h.poststart()),
+            ("poststop", h.poststop()),
+        ];
+        let hooks = all
+            .iter()
+            .flat_map(|(kind, v)| v.iter().flatten().map(move |hook| (*kind, hook)));
+        for (kind, hook) in hooks {
+            if kind == "prestart" && is_docker_network_hook(hook) {
+                ignored.push(format!(
+                    "hooks: Docker's network hook ({} libnetwork-setkey) is not run (the container's \
+                     network namespace has no interface: --network none)",
+                    hook.path().display()
+                ));
+                continue;
+            }
             return Err(OciError::refused(
                 "hooks",
-                "hooks run host programs outside the sandbox; hybox-runc does not run them",
+                format!(
+                    "hooks run host programs outside the sandbox; hybox-runc does not run them \
+                     ({kind}: {})",
+                    hook.path().display()
+                ),
             ));
         }
     }
@@ -146,12 +164,8 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         .process()
         .as_ref()
         .ok_or_else(|| OciError::refused("process", "expected the container's process"))?;
-    if process.terminal() == Some(true) {
-        return Err(OciError::refused(
-            "process.terminal",
-            "a terminal (console socket) is not supported by hybox-runc yet",
-        ));
-    }
+    // A terminal: the monitor makes a pty and sends its master over `create`'s console socket.
+    let terminal = process.terminal() == Some(true);
     let args = process
         .args()
         .as_ref()
@@ -535,14 +549,30 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
     match artifact.format.backend() {
         Backend::Native => policy.native.rootfs = Rootfs::Dir(rootfs.clone()),
         // The guest sees the image's files as a read-only preopen at `/` (and /tmp, writable).
-        Backend::Wasm => policy.filesystem.mounts.insert(
-            0,
-            Mount {
-                host: rootfs.clone(),
-                guest: "/".into(),
-                mode: Access::Ro,
-            },
-        ),
+        Backend::Wasm => {
+            // WASI preopens are directories: a bind of a single file (Docker's /etc/hosts,
+            // /etc/hostname, /etc/resolv.conf) cannot be one, and a wasm guest has no network
+            // to use them for. It is left out, which grants less, never more.
+            policy.filesystem.mounts.retain(|m| {
+                let dir = m.host.is_dir();
+                if !dir {
+                    ignored.push(format!(
+                        "the bind of file {} at {}: a wasm guest's preopens are directories",
+                        m.host.display(),
+                        m.guest.display()
+                    ));
+                }
+                dir
+            });
+            policy.filesystem.mounts.insert(
+                0,
+                Mount {
+                    host: rootfs.clone(),
+                    guest: "/".into(),
+                    mode: Access::Ro,
+                },
+            )
+        }
     }
     policy
         .validate("config.json")
@@ -560,6 +590,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         artifact,
         annotations,
         cgroups_path,
+        terminal,
         ignored,
     })
 }
@@ -683,3 +714,12 @@ pub fn resolve_in_root(root: &Path, inside: &Path) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 #[path = "bundle_tests.rs"]
 mod tests;
+
+/// Docker's prestart hook: dockerd's own binary with `args` `libnetwork-setkey -exec-root=... ID
+/// CONTROLLER` (argv[0] is the subcommand), the only hook
+/// [`load`] accepts, without running it.
+fn is_docker_network_hook(h: &oci_spec::runtime::Hook) -> bool {
+    h.args()
+        .as_ref()
+        .is_some_and(|a| a.first().map(String::as_str) == Some("libnetwork-setkey"))
+}

@@ -13,6 +13,7 @@ use liboci_cli::{CommonCmd, GlobalOpts, StandardCmd};
 
 use crate::oci::error::{FAILED, USAGE};
 use crate::oci::lifecycle::{self, Context, CreateOptions};
+use crate::oci::live;
 use crate::oci::log::Log;
 use crate::oci::state::DEFAULT_ROOT;
 use crate::oci::OciError;
@@ -139,6 +140,19 @@ fn run(cli: &RuncCli, log: &Log) -> Result<(), OciError> {
                 }
                 Ok(())
             }
+            CommonCmd::Update(u) => live::update(
+                &ctx,
+                &u.container_id,
+                &live::UpdateOptions {
+                    resources: u.resources.clone(),
+                    memory: u.memory.map(|m| m as i64),
+                    cpu_quota: u.cpu_quota.map(|q| q as i64),
+                    cpu_period: u.cpu_period,
+                    pids_limit: u.pids_limit,
+                },
+            ),
+            CommonCmd::Pause(p) => live::set_paused(&ctx, &p.container_id, true),
+            CommonCmd::Resume(p) => live::set_paused(&ctx, &p.container_id, false),
             other => Err(OciError::Unsupported {
                 what: command_name(other).into(),
                 why: "not implemented by hybox-runc yet".into(),

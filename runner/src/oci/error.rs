@@ -61,6 +61,13 @@ pub enum OciError {
     #[error("{what}: {why}")]
     Unsupported { what: String, why: String },
     /// The monitor process could not be started or did not report readiness.
+    /// The container's cgroup (`linux.cgroupsPath`) could not be built, updated or removed.
+    #[error("the container's cgroup {path}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: crate::envelope::EnvelopeError,
+    },
     #[error("monitor: {why}")]
     Monitor { why: String },
     /// A file-system or process step failed.

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::envelope::{Envelope, EnvelopeError};
 use crate::oci::log::Log;
 use crate::oci::runtime_policy::{RuntimePolicy, DEFAULT_CAPABILITIES};
 use crate::oci::state::{self, Record, StateDir, Status};
@@ -37,12 +38,6 @@ const DELETE_WAIT: Duration = Duration::from_secs(10);
 /// Nothing is left behind when it fails. Must be called from a single-threaded process (the
 /// monitor is forked and goes on running this process's code).
 pub fn create(ctx: &Context, id: &str, opts: &CreateOptions) -> Result<(), OciError> {
-    if opts.console_socket.is_some() {
-        return Err(OciError::Unsupported {
-            what: "--console-socket".into(),
-            why: "a terminal is not supported by hybox-runc yet".into(),
-        });
-    }
     if opts.preserve_fds > 0 {
         return Err(OciError::Unsupported {
             what: "--preserve-fds".into(),
@@ -56,6 +51,22 @@ pub fn create(ctx: &Context, id: &str, opts: &CreateOptions) -> Result<(), OciEr
     }
     let runtime = RuntimePolicy::load()?;
     let c = bundle::load(&opts.bundle, &runtime)?;
+    // As runc: a terminal needs the socket to send its pty to, and a socket needs a terminal.
+    match (c.terminal, &opts.console_socket) {
+        (true, None) => {
+            return Err(OciError::Refused {
+                field: "process.terminal".into(),
+                message: "a terminal needs --console-socket".into(),
+            })
+        }
+        (false, Some(_)) => {
+            return Err(OciError::Unsupported {
+                what: "--console-socket".into(),
+                why: "given for a container without process.terminal".into(),
+            })
+        }
+        _ => {}
+    }
     for why in &c.ignored {
         ctx.log.debug(&format!("container {id}: ignored {why}"));
     }
@@ -84,10 +95,14 @@ fn create_in(
         format: c.artifact.format.clone(),
     });
     let mut policy = c.policy.clone();
-    let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id);
+    let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id)?;
+    placement.console_socket = opts.console_socket.clone();
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
-        let view = monitor::RootfsView::new(dir);
+        let mut view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());
+        for m in &mut policy.filesystem.mounts {
+            m.host = view.add_bind(&m.host);
+        }
         placement.rootfs = Some(view);
     }
     let sandbox = Sandbox::new(workload, policy, None).map_err(OciError::Sandbox)?;
@@ -110,7 +125,26 @@ fn create_in(
             reasons: decision.reasons.clone(),
             workload: c.artifact.format.to_string(),
             cgroups_path: c.cgroups_path.clone(),
+            cgroup: Some(placement.cgroup_path.clone()),
             rootfs_view: placement.rootfs.as_ref().map(|v| v.view.clone()),
+            bind_views: placement
+                .rootfs
+                .as_ref()
+                .map(|v| v.binds.iter().map(|(_, p)| p.clone()).collect())
+                .unwrap_or_default(),
+            // The bundle's binds (a wasm container's rootfs preopen is not one).
+            binds: c
+                .policy
+                .filesystem
+                .mounts
+                .iter()
+                .filter(|m| m.host != c.rootfs)
+                .map(|m| state::Bind {
+                    source: m.host.clone(),
+                    destination: m.guest.clone(),
+                    writable: m.mode == crate::policy::Access::Rw,
+                })
+                .collect(),
         })?;
         if let Some(pf) = &opts.pid_file {
             state::write_atomic(pf, pid.to_string().as_bytes())?;
@@ -208,6 +242,9 @@ pub fn state(ctx: &Context, id: &str) -> Result<serde_json::Value, OciError> {
         "reasons": r.reasons,
         "workload": r.workload,
         "cgroupsPath": r.cgroups_path,
+        "cgroup": r.cgroup,
+        // What the runtime policy's grants let this container bind (docs/oci.md, "Docker").
+        "binds": r.binds,
     });
     if let Some(e) = sd.exit().filter(|_| status == Status::Stopped) {
         hybox["exit"] = serde_json::to_value(e).expect("an exit record serialises");
@@ -243,9 +280,12 @@ pub fn kill(ctx: &Context, id: &str, signal: &str, all: bool) -> Result<(), OciE
             procfs::signal(r.pid, sig);
             Ok(())
         }
-        Status::Running if all || sig == libc::SIGKILL => {
+        Status::Running | Status::Paused if all || sig == libc::SIGKILL => {
             // SIGKILL cannot be forwarded: it goes to the container's processes, and the monitor
             // reports their end (137) and removes the envelope.
+            if sig == libc::SIGKILL {
+                sd.mark_killed();
+            }
             let procs = procfs::descendants(r.pid);
             if procs.is_empty() {
                 procfs::signal(r.pid, sig);
@@ -253,9 +293,11 @@ pub fn kill(ctx: &Context, id: &str, signal: &str, all: bool) -> Result<(), OciE
             for p in procs {
                 procfs::signal(p, sig);
             }
+            // A frozen task takes the signal only once thawed (runc thaws after a kill too).
+            thaw(&r);
             Ok(())
         }
-        Status::Running => {
+        Status::Running | Status::Paused => {
             procfs::signal(r.pid, sig);
             Ok(())
         }
@@ -284,7 +326,9 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), OciError> {
             procfs::signal(r.pid, libc::SIGKILL);
             wait_stopped(&r, DELETE_WAIT);
         }
-        Status::Running => {
+        Status::Running | Status::Paused => {
+            sd.mark_killed();
+            thaw(&r);
             for p in procfs::descendants(r.pid) {
                 procfs::signal(p, libc::SIGKILL);
             }
@@ -300,11 +344,42 @@ pub fn delete(ctx: &Context, id: &str, force: bool) -> Result<(), OciError> {
             }
         }
     }
-    if let Some(view) = &r.rootfs_view {
-        // The monitor removes it when it ends; not when it was SIGKILLed.
-        let _ = std::fs::remove_dir(view);
+    // The monitor removes its mount points when it ends; not when it was SIGKILLed.
+    for point in r.rootfs_view.iter().chain(&r.bind_views) {
+        monitor::remove_point(point);
+    }
+    // The container's cgroup stays after the exit (containerd reads it, as runc's does) until
+    // here; a monitor killed by a group OOM kill (v2 memory.oom.group) left it too.
+    if let Some(path) = &r.cgroup {
+        remove_cgroup(path)?;
     }
     sd.remove()
+}
+
+/// Removes the container's cgroup and whatever is left in it; gone already is fine.
+fn remove_cgroup(path: &str) -> Result<(), OciError> {
+    let root = crate::HostConfig::default().cgroup_root;
+    let fail = |source| OciError::Cgroup {
+        path: path.to_string(),
+        source,
+    };
+    match Envelope::open_at(&root, path) {
+        Ok(e) => e.remove().map_err(fail),
+        Err(EnvelopeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// Thaws a paused container (nothing to do when it is not).
+fn thaw(r: &Record) {
+    if let Some(cg) = r.cgroup.as_deref().filter(|cg| state::is_frozen(cg)) {
+        let root = crate::HostConfig::default().cgroup_root;
+        if let Ok(e) = Envelope::open_at(&root, cg) {
+            let _ = e.set_frozen(false);
+        }
+    }
 }
 
 /// Waits until the monitor has exited; `false` on timeout.

@@ -11,8 +11,10 @@
 //! [`Workload`]: crate::Workload
 
 pub mod bundle;
+mod console;
 pub mod error;
 pub mod lifecycle;
+pub mod live;
 pub mod log;
 mod monitor;
 pub mod procfs;

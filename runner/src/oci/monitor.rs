@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::envelope::Envelope;
 use crate::oci::log::Log;
 use crate::oci::state::{ExitRecord, StateDir};
 use crate::oci::{procfs, OciError};
@@ -32,15 +33,23 @@ const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
-/// Where the container's envelope goes: `<cgroup_parent>/<run_id>.owner-<monitor>-<start>`.
+/// Where the container goes: its cgroup, the run id, the rootfs view.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Placement {
-    pub cgroup_parent: String,
+    /// The container's cgroup, exactly `linux.cgroupsPath` (containerd reads statistics and OOM
+    /// events from the cgroup of the pid in the pid file), or [`DEFAULT_CGROUP_PARENT`]`/ID`
+    /// when the bundle names none.
+    pub cgroup_path: String,
     pub run_id: Option<String>,
     /// A native container's rootfs, bound by the monitor (in a mount namespace of its own) at
     /// `.1`, the path the policy names: see [`RootfsView`].
     pub rootfs: Option<RootfsView>,
+    /// `--console-socket`: where the monitor sends the master of the container's pty.
+    pub console_socket: Option<std::path::PathBuf>,
 }
+
+/// The parent of the cgroup of a container whose bundle names no `linux.cgroupsPath`.
+pub const DEFAULT_CGROUP_PARENT: &str = "/hybox-runc";
 
 /// Where a native container's sandbox finds the bundle's rootfs. The native sandbox reaches its
 /// rootfs as its own unprivileged host uid (the shim binds it from inside its user namespace), so
@@ -53,6 +62,9 @@ pub(super) struct Placement {
 pub struct RootfsView {
     pub rootfs: std::path::PathBuf,
     pub view: std::path::PathBuf,
+    /// The bundle's bind sources (Docker's `containers/ID/hosts`, volumes), each bound at its own
+    /// mount point next to the rootfs's for the same reason: `(source, view)`.
+    pub binds: Vec<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Where the monitors' rootfs views are.
@@ -64,7 +76,24 @@ impl RootfsView {
         RootfsView {
             rootfs: rootfs.to_path_buf(),
             view: std::path::Path::new(VIEW_BASE).join(crate::host::new_run_id()),
+            binds: Vec::new(),
         }
+    }
+
+    /// A mount point for bind source `source`, to be bound by [`RootfsView::mount`]; returns it.
+    pub fn add_bind(&mut self, source: &std::path::Path) -> std::path::PathBuf {
+        let mut name = self.view.as_os_str().to_owned();
+        name.push(format!(".b{}", self.binds.len()));
+        let view = std::path::PathBuf::from(name);
+        self.binds.push((source.to_path_buf(), view.clone()));
+        view
+    }
+
+    /// Every mount point: the rootfs's, then the binds'.
+    pub fn points(&self) -> Vec<std::path::PathBuf> {
+        std::iter::once(self.view.clone())
+            .chain(self.binds.iter().map(|(_, v)| v.clone()))
+            .collect()
     }
 
     /// In the monitor: a private mount namespace, the mount point, the bind.
@@ -99,67 +128,98 @@ impl RootfsView {
             .recursive(true)
             .mode(0o711)
             .create(VIEW_BASE)
-            .and_then(|()| std::fs::DirBuilder::new().mode(0o755).create(&self.view))
-            .map_err(|e| format!("create {}: {e}", self.view.display()))?;
-        let (src, dst) = match (cstr(&self.rootfs), cstr(&self.view)) {
-            (Ok(s), Ok(d)) => (s, d),
-            _ => return Err("a rootfs path with a NUL byte".into()),
-        };
-        // SAFETY: NUL-terminated paths, a null type and data (a bind takes neither).
-        if unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        } != 0
-        {
-            return Err(format!(
-                "bind {} at {}: {}",
-                self.rootfs.display(),
-                self.view.display(),
-                std::io::Error::last_os_error()
-            ));
+            .map_err(|e| format!("create {VIEW_BASE}: {e}"))?;
+        let pairs = std::iter::once((self.rootfs.clone(), self.view.clone()))
+            .chain(self.binds.iter().cloned());
+        for (source, point) in pairs {
+            // A file is bound on a file, a directory on a directory.
+            let made = if source.is_dir() {
+                std::fs::DirBuilder::new().mode(0o755).create(&point)
+            } else {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&point)
+                    .map(drop)
+            };
+            made.map_err(|e| format!("create {}: {e}", point.display()))?;
+            let (src, dst) = match (cstr(&source), cstr(&point)) {
+                (Ok(s), Ok(d)) => (s, d),
+                _ => return Err("a path with a NUL byte".into()),
+            };
+            // SAFETY: NUL-terminated paths, a null type and data (a bind takes neither).
+            if unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            } != 0
+            {
+                return Err(format!(
+                    "bind {} at {}: {}",
+                    source.display(),
+                    point.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
         Ok(())
     }
 
     /// The mount point gone (the bind dies with the monitor's mount namespace).
     pub fn remove(&self) {
-        if let Ok(c) = std::ffi::CString::new(self.view.as_os_str().as_encoded_bytes()) {
-            // SAFETY: a NUL-terminated path; failing (not mounted here) is fine.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        for point in self.points() {
+            if let Ok(c) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) {
+                // SAFETY: a NUL-terminated path; failing (not mounted here) is fine.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+            remove_point(&point);
         }
-        let _ = std::fs::remove_dir(&self.view);
+    }
+}
+
+/// A mount point, a directory or a file, once nothing is mounted on it.
+pub fn remove_point(point: &std::path::Path) {
+    if std::fs::remove_dir(point).is_err() {
+        let _ = std::fs::remove_file(point);
     }
 }
 
 impl Placement {
-    /// Next to where `linux.cgroupsPath` would put the container (its parent, the container id
-    /// as the run id; containerd's `/NS/ID` becomes `/NS/ID.owner-...`), so the container's
-    /// cgroup lives under the caller's hierarchy. A systemd-style path (`slice:prefix:name`) or an
-    /// id that is not a cgroup name falls back to hybox's own parent and a fresh run id.
-    pub fn for_container(cgroups_path: Option<&str>, id: &str) -> Placement {
+    /// The container's cgroup at `linux.cgroupsPath` as given (absolute: from the hierarchies'
+    /// roots; relative: under the caller's own cgroup, as runc does). A systemd-style path
+    /// (`slice:prefix:name`) is refused: hybox builds its cgroups itself.
+    pub fn for_container(cgroups_path: Option<&str>, id: &str) -> Result<Placement, OciError> {
+        let cgroup_path = match cgroups_path.filter(|p| !p.is_empty()) {
+            Some(p) if p.contains(':') => {
+                return Err(OciError::Refused {
+                    field: "linux.cgroupsPath".into(),
+                    message: format!(
+                        "{p:?} is a systemd cgroup path; hybox-runc builds cgroupfs paths only \
+                         (SystemdCgroup = false)"
+                    ),
+                })
+            }
+            Some(p) => p.to_string(),
+            None => format!("{DEFAULT_CGROUP_PARENT}/{id}"),
+        };
         let ok = |s: &str| {
             !s.is_empty()
                 && !s.starts_with('.')
-                && !s.contains("/.")
                 && s.len() <= 200
                 && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         };
-        let parent = cgroups_path
-            .filter(|p| !p.contains(':'))
-            .and_then(|p| std::path::Path::new(p.trim_start_matches('/')).parent())
-            .map(|p| p.to_string_lossy().into_owned())
-            .filter(|p| ok(p) && !p.split('/').any(str::is_empty));
-        Placement {
-            cgroup_parent: parent.unwrap_or_else(|| HostConfig::default().cgroup_parent),
-            run_id: (ok(id) && !id.contains('/')).then(|| id.to_string()),
+        Ok(Placement {
+            cgroup_path,
+            run_id: ok(id).then(|| id.to_string()),
             rootfs: None,
-        }
+            console_socket: None,
+        })
     }
 }
 
@@ -192,6 +252,9 @@ pub(super) fn spawn(
     if pid == 0 {
         drop(ready_r);
         let status = main(sd, &sandbox, placement, &log, ready_w);
+        // The monitor is its own process, forked above: it ends here with the container's status
+        // (what containerd's shim reaps), after everything (the envelope's kill included) is done:
+        // no destructor may run twice. The caller's process, `create`, goes on below.
         std::process::exit(status);
     }
     drop(ready_w);
@@ -224,6 +287,12 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     // and the readiness pipe may survive into the monitor and, through it, the container.
     close_fds_except(&[ready.as_raw_fd()]);
     let mut ready = std::fs::File::from(ready);
+    if let Some(sock) = &placement.console_socket {
+        if let Err(e) = crate::oci::console::give_pty(sock) {
+            let _ = write!(ready, "console socket {}: {e}", sock.display());
+            return START_FAILED;
+        }
+    }
     let fifo = match std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -232,6 +301,23 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         Ok(f) => f,
         Err(e) => {
             let _ = write!(ready, "open {}: {e}", sd.fifo().display());
+            return START_FAILED;
+        }
+    };
+    // The container's cgroup, with the monitor in it before `create` returns: the pid in the
+    // pid file is then in the container's cgroup from the start, as runc's init is.
+    let limits = crate::envelope::Limits::from(&sandbox.policy().resources);
+    let root = HostConfig::default().cgroup_root;
+    let envelope = match Envelope::create_at(&root, &placement.cgroup_path, &limits)
+        .and_then(|e| e.enter().map(|()| e))
+    {
+        Ok(e) => e,
+        Err(e) => {
+            let e = OciError::Cgroup {
+                path: placement.cgroup_path.clone(),
+                source: e,
+            };
+            let _ = write!(ready, "{}", crate::error_chain(&e));
             return START_FAILED;
         }
     };
@@ -259,14 +345,18 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     forward_signals();
     let opts = RunOptions {
         stdio: Stdio::Inherit,
-        host: HostConfig {
-            cgroup_parent: placement.cgroup_parent.clone(),
-            ..HostConfig::default()
-        },
+        host: HostConfig::default(),
         run_id: placement.run_id.clone(),
         ..RunOptions::default()
     };
-    let (status, outcome) = match sandbox.run(&opts) {
+    let (status, outcome) = match sandbox.run_in(&opts, envelope) {
+        Ok(r) if matches!(r.report.outcome, crate::report::Outcome::SetupError { .. }) => {
+            let msg = r.report.outcome.to_string();
+            log.error(&format!("container {}: cannot start: {msg}", sd.id));
+            // Also on the container's stderr: `ctr run` and `docker logs` show it to the user.
+            eprintln!("hybox-runc: container {}: cannot start: {msg}", sd.id);
+            (r.report.exit_status, msg)
+        }
         Ok(r) => {
             log.info(&format!(
                 "container {}: {} on {} ({}); exit status {}",
@@ -285,6 +375,13 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
             eprintln!("hybox-runc: container {}: cannot start: {msg}", sd.id);
             (START_FAILED, msg)
         }
+    };
+    // A SIGKILL from `kill`/`delete --force` that landed while the sandbox was being built ends
+    // the start half-way (a setup error, a broken pipe): what ended it is the kill.
+    let (status, outcome) = if status == START_FAILED && sd.was_killed() {
+        (137, format!("killed (SIGKILL) while it started: {outcome}"))
+    } else {
+        (status, outcome)
     };
     if let Some(v) = &placement.rootfs {
         v.remove();
@@ -363,13 +460,20 @@ mod tests {
     use super::Placement;
 
     #[test]
-    fn the_envelope_goes_next_to_the_cgroups_path() {
-        let p = Placement::for_container(Some("/hybox-test/ctr-run"), "ctr-run");
-        assert_eq!(p.cgroup_parent, "hybox-test");
+    fn the_cgroup_is_exactly_the_cgroups_path() {
+        let p = Placement::for_container(Some("/hybox-test/ctr-run"), "ctr-run").unwrap();
+        assert_eq!(p.cgroup_path, "/hybox-test/ctr-run");
         assert_eq!(p.run_id.as_deref(), Some("ctr-run"));
-        let p = Placement::for_container(Some("kubepods.slice:cri-containerd:abc"), "abc");
-        assert_eq!(p.cgroup_parent, "hybox");
-        let p = Placement::for_container(None, "a b");
-        assert_eq!((p.cgroup_parent.as_str(), p.run_id), ("hybox", None));
+        let p = Placement::for_container(Some("pods/abc"), "abc").unwrap();
+        assert_eq!(p.cgroup_path, "pods/abc");
+        let e = Placement::for_container(Some("kubepods.slice:cri-containerd:abc"), "abc")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux.cgroupsPath"), "{e}");
+        let p = Placement::for_container(None, "a b").unwrap();
+        assert_eq!(
+            (p.cgroup_path.as_str(), p.run_id),
+            ("/hybox-runc/a b", None)
+        );
     }
 }

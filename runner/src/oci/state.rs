@@ -23,6 +23,8 @@ pub const DEFAULT_ROOT: &str = "/run/hybox-runc";
 pub const RECORD: &str = "state.json";
 pub const FIFO: &str = "exec.fifo";
 pub const EXIT: &str = "exit.json";
+/// Written by `kill` / `delete --force` before they SIGKILL the container.
+pub const KILLED: &str = "killed";
 pub const ARGV0_DIR: &str = "argv0";
 
 /// What `create` recorded.
@@ -42,9 +44,26 @@ pub struct Record {
     pub reasons: Vec<String>,
     pub workload: String,
     pub cgroups_path: Option<String>,
+    /// The container's cgroup as hybox-runc built it (`linux.cgroupsPath`, or its default).
+    #[serde(default)]
+    pub cgroup: Option<String>,
     /// A native container's rootfs view (the monitor's mount point, see docs/oci.md).
     #[serde(default)]
     pub rootfs_view: Option<PathBuf>,
+    /// The mount points of its binds next to it.
+    #[serde(default)]
+    pub bind_views: Vec<PathBuf>,
+    /// The host paths the container binds, granted by the runtime policy (shown by `state`).
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+}
+
+/// One bind of a container, as `state` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub writable: bool,
 }
 
 /// What the monitor recorded when the container's process ended.
@@ -62,6 +81,8 @@ pub struct ExitRecord {
 pub enum Status {
     Created,
     Running,
+    /// Running, with its cgroup frozen (`pause`).
+    Paused,
     Stopped,
 }
 
@@ -70,6 +91,7 @@ impl std::fmt::Display for Status {
         f.write_str(match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -155,6 +177,17 @@ impl StateDir {
         )
     }
 
+    /// `kill` / `delete --force` record that they SIGKILLed the container before they signal: a
+    /// kill that lands while the sandbox is still being built ends its start half-way, and the
+    /// monitor must report the kill (137), not a start failure.
+    pub fn mark_killed(&self) {
+        let _ = std::fs::write(self.dir.join(KILLED), b"");
+    }
+
+    pub fn was_killed(&self) -> bool {
+        self.dir.join(KILLED).exists()
+    }
+
     pub fn exit(&self) -> Option<ExitRecord> {
         let text = std::fs::read_to_string(self.dir.join(EXIT)).ok()?;
         serde_json::from_str(&text).ok()
@@ -174,6 +207,8 @@ impl StateDir {
             Status::Stopped
         } else if self.fifo().exists() {
             Status::Created
+        } else if r.cgroup.as_deref().is_some_and(is_frozen) {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -187,6 +222,14 @@ impl StateDir {
             Err(e) => Err(OciError::io(format!("remove {}", self.dir.display()))(e)),
         }
     }
+}
+
+/// Whether the container's cgroup is frozen (`pause`); a cgroup that cannot be read is not.
+pub fn is_frozen(cgroup: &str) -> bool {
+    let root = crate::HostConfig::default().cgroup_root;
+    crate::envelope::Envelope::open_at(&root, cgroup)
+        .and_then(|e| e.is_frozen())
+        .unwrap_or(false)
 }
 
 /// Writes `path` through a temporary file and a rename: a reader sees all of it or nothing.

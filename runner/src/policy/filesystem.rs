@@ -23,6 +23,11 @@ pub struct Filesystem {
     /// Working directory inside the sandbox (absolute). Default `/`.
     #[serde(default = "default_workdir")]
     pub workdir: PathBuf,
+    /// Runs of an image only (`hybox run IMAGE`, docs/images.md): the ephemeral upper layer over
+    /// the image's read-only layers, a tmpfs of this size charged to the run's memory, discarded
+    /// after the run; `null` for a read-only root. Default `{"size": "64M"}`.
+    #[serde(default = "default_tmp")]
+    pub writable_layer: Option<Tmp>,
 }
 
 impl Default for Filesystem {
@@ -31,6 +36,7 @@ impl Default for Filesystem {
             mounts: Vec::new(),
             tmp: default_tmp(),
             workdir: default_workdir(),
+            writable_layer: default_tmp(),
         }
     }
 }

@@ -96,6 +96,11 @@ pub enum Rootfs {
     Host,
     /// This directory as the root, read-only.
     Dir(PathBuf),
+    /// The mounted root of one run of an image (`hybox run IMAGE`, docs/images.md): its top-level
+    /// entries are bound read-write when `writable` (the writes land in the run's ephemeral upper
+    /// layer), read-only otherwise. Set by the image front-end, never read from a policy file.
+    #[serde(skip_deserializing)]
+    Image { dir: PathBuf, writable: bool },
 }
 
 /// Seccomp settings for the native backend.

@@ -96,7 +96,7 @@ impl Policy {
                 return Err(invalid(format!("args[{i}]"), FieldError::NulInArgument));
             }
         }
-        if let Rootfs::Dir(dir) = &self.native.rootfs {
+        if let Rootfs::Dir(dir) | Rootfs::Image { dir, .. } = &self.native.rootfs {
             check_host_path(dir).map_err(|e| invalid("native.rootfs.dir".into(), e))?;
         }
         for (field, id) in [

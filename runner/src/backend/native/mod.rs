@@ -130,8 +130,7 @@ pub(crate) fn call(
     let released = started.control.write_all(&[hybox_shim::plan::CALL_BYTE]);
     let (mut run, pending) = finish(started, policy, stdin, envelope, deadline, true)?;
     if let Err(e) = released {
-        run.details
-            .insert("release_error".into(), e.to_string().into());
+        run.details.run.release_error = Some(e.to_string());
     }
     Ok((run, pending.map(Reaper::new)))
 }
@@ -435,14 +434,11 @@ fn finish(
             why: format!("{landlock} on this kernel"),
         });
     }
-    run.details
-        .insert("landlock".into(), landlock.as_str().into());
-    run.details.insert("pid1".into(), "hybox-shim".into());
+    run.details.native.landlock = Some(landlock);
+    run.details.native.pid1 = Some("hybox-shim".into());
     // How the shim entered the envelope: created in it (cgroup v2), or migrated before release (v1).
-    run.details
-        .insert("cgroup_entry".into(), cgroup_entry.into());
-    run.details
-        .insert("host_ids".into(), format!("{host_uid}:{host_gid}").into());
+    run.details.native.cgroup_entry = Some(cgroup_entry.into());
+    run.details.native.host_ids = Some(format!("{host_uid}:{host_gid}"));
     run.degradations = degradations;
     Ok((run, pending))
 }

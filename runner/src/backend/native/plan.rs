@@ -152,7 +152,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
                 );
             }
         }
-        Rootfs::Dir(dir) => {
+        Rootfs::Dir(dir) | Rootfs::Image { dir, .. } => {
             // Each top-level entry of the image, bound read-only into the tmpfs root (so /proc, /dev,
             // /tmp and the policy's mount points can be created whatever the image contains).
             let entries = std::fs::read_dir(dir).map_err(|source| PlanError::Rootfs {
@@ -174,6 +174,13 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
     }
     let mut mounts = Vec::new();
     let mut write: Vec<PathBuf> = Vec::new();
+    if let Rootfs::Image { writable: true, .. } = &policy.native.rootfs {
+        // An image's root over its run's ephemeral upper layer (docs/images.md): writable.
+        for b in &mut rootfs {
+            b.rw = true;
+            write.push(b.guest.clone());
+        }
+    }
     for m in &policy.filesystem.mounts {
         let meta = std::fs::symlink_metadata(&m.host).map_err(|source| PlanError::MountSource {
             path: m.host.clone(),

@@ -407,20 +407,23 @@ fn landlock(job: &Job) -> Result<LandlockStatus, ConfineError> {
 /// In the worker, right after it read its job and before it touches guest bytes or starts a thread:
 /// Landlock, then seccomp (last: after it, neither landlock_* nor seccomp(2) are allowed). Returns the
 /// report's `os_sandbox` detail.
-pub fn confine(job: &Job) -> Result<serde_json::Value, ConfineError> {
+pub fn confine(job: &Job) -> Result<crate::report::details::OsSandboxDetails, ConfineError> {
     // Compiled first: it needs nothing Landlock takes away, and a failure leaves nothing half-done.
     let filters = compile_filters(job.policy.network)?;
     let landlock = landlock(job)?;
     for f in &filters {
         seccompiler::apply_filter_all_threads(f).map_err(ConfineError::InstallSeccomp)?;
     }
-    Ok(serde_json::json!({
-        "namespaces": NAMESPACES,
-        "seccomp": format!("{} filters: wasmtime allow-list, kill_process otherwise; memfd_create/clone3/io_uring ENOSYS", filters.len()),
-        "landlock": landlock,
-        "capabilities": "none (bounding set empty)",
-        "no_new_privs": true,
-    }))
+    Ok(crate::report::details::OsSandboxDetails {
+        namespaces: NAMESPACES.iter().map(|n| n.to_string()).collect(),
+        seccomp: format!(
+            "{} filters: wasmtime allow-list, kill_process otherwise; memfd_create/clone3/io_uring ENOSYS",
+            filters.len()
+        ),
+        landlock,
+        capabilities: "none (bounding set empty)".into(),
+        no_new_privs: true,
+    })
 }
 
 #[cfg(test)]

@@ -23,6 +23,11 @@
 pub mod artifact;
 pub mod exe;
 pub mod hardened;
+pub mod http;
+// The wasi:http host itself (wasmtime-wasi-http on hyper) runs only in the worker process, which is
+// the hybox binary: a library built without the `http` feature still starts HTTP functions.
+#[cfg(feature = "http")]
+mod http_worker;
 pub mod netns;
 pub mod protocol;
 pub mod warm;
@@ -43,6 +48,7 @@ use crate::report::{Degradation, Outcome};
 pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
 pub use exe::{this_executable_runs_the_worker, worker_exe, WorkerExe};
+pub use http::{HttpCallReport, HttpFunction, World};
 pub use protocol::{Job, WorkerResult};
 pub use warm::{WarmCall, WarmFunction};
 pub use worker::worker_main;
@@ -399,17 +405,14 @@ fn finish(
             run.stderr_bytes = r.stderr_bytes;
             run.stdout_truncated = r.stdout_truncated;
             run.stderr_truncated = r.stderr_truncated;
-            run.details = r.details;
-            run.details
-                .insert("worker_startup_us".into(), r.startup_us.into());
+            run.details.wasm = r.details;
+            run.details.wasm.worker_startup_us = Some(r.startup_us);
             run
         }
         (true, _) => {
             let mut run = BackendRun::new(Outcome::Timeout);
-            run.details.insert(
-                "timeout_in".into(),
-                "worker unresponsive (killed by the supervisor)".into(),
-            );
+            run.details.wasm.timeout_in =
+                Some("worker unresponsive (killed by the supervisor)".into());
             run
         }
         (false, Err(why)) => {
@@ -436,16 +439,11 @@ fn finish(
             BackendRun::new(outcome)
         }
     };
-    run.details
-        .insert("backend_process".into(), "worker".into());
-    run.details
-        .insert("worker_start".into(), start.as_str().into());
-    if let Some(ns) = network_ns {
-        run.details.insert("network_namespace".into(), ns.into());
-    }
-    run.details
-        .insert("cgroup_entry".into(), cgroup_entry.into());
-    degradations.extend(os_sandbox_degradation(&run.details));
+    run.details.wasm.backend_process = Some("worker".into());
+    run.details.wasm.worker_start = Some(start.as_str().into());
+    run.details.wasm.network_namespace = network_ns.map(str::to_string);
+    run.details.wasm.cgroup_entry = Some(cgroup_entry.into());
+    degradations.extend(os_sandbox_degradation(&run.details.wasm));
     run.degradations.extend(degradations);
     Ok(run)
 }
@@ -454,10 +452,9 @@ fn finish(
 /// rules before ABI 4, no scoping before ABI 6); whatever it could not enforce is a degradation of
 /// `wasm.os_sandbox` and the report must say so, not only its `details`.
 pub(crate) fn os_sandbox_degradation(
-    details: &serde_json::Map<String, serde_json::Value>,
+    details: &crate::report::details::WasmDetails,
 ) -> Option<Degradation> {
-    let landlock: hybox_shim::plan::LandlockStatus =
-        serde_json::from_value(details.get("os_sandbox")?.get("landlock")?.clone()).ok()?;
+    let landlock = details.os_sandbox.as_ref()?.landlock;
     (landlock != hybox_shim::plan::LandlockStatus::FullyEnforced).then(|| Degradation {
         what: "wasm.os_sandbox landlock".into(),
         why: format!(
@@ -636,17 +633,28 @@ mod tests {
 
     #[test]
     fn a_partially_enforced_worker_landlock_is_a_degradation() {
-        let details = |ll: &str| {
-            serde_json::json!({"os_sandbox": {"landlock": ll}})
-                .as_object()
-                .unwrap()
-                .clone()
+        use hybox_shim::plan::LandlockStatus;
+        let details = |landlock| crate::report::details::WasmDetails {
+            os_sandbox: Some(crate::report::details::OsSandboxDetails {
+                namespaces: vec![],
+                seccomp: String::new(),
+                landlock,
+                capabilities: String::new(),
+                no_new_privs: true,
+            }),
+            ..Default::default()
         };
-        assert_eq!(os_sandbox_degradation(&details("fully_enforced")), None);
-        let d = os_sandbox_degradation(&details("partially_enforced")).unwrap();
+        assert_eq!(
+            os_sandbox_degradation(&details(LandlockStatus::FullyEnforced)),
+            None
+        );
+        let d = os_sandbox_degradation(&details(LandlockStatus::PartiallyEnforced)).unwrap();
         assert_eq!(d.what, "wasm.os_sandbox landlock");
         assert!(d.why.contains("partially enforced"), "{}", d.why);
-        assert!(os_sandbox_degradation(&details("not_enforced")).is_some());
-        assert_eq!(os_sandbox_degradation(&serde_json::Map::new()), None);
+        assert!(os_sandbox_degradation(&details(LandlockStatus::NotEnforced)).is_some());
+        assert_eq!(
+            os_sandbox_degradation(&crate::report::details::WasmDetails::default()),
+            None
+        );
     }
 }

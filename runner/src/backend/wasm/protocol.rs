@@ -94,7 +94,7 @@ pub struct WorkerResult {
     pub stderr_bytes: u64,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: crate::report::details::WasmDetails,
 }
 
 /// A [`WorkerResult`] on the wire: its captured output follows as raw bytes.
@@ -111,7 +111,7 @@ pub struct LoadReply {
     /// Why the guest could not be loaded (compile error, bad artifact, link error).
     pub error: Option<String>,
     /// `cache_hit`, `compile_us`, `load_us`, `wasm_memory_limit`...
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: crate::report::details::WasmDetails,
 }
 
 /// One call of a warm worker; the frame's raw bytes are the guest's stdin.

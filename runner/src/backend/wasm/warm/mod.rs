@@ -79,7 +79,7 @@ pub struct WarmCall {
     /// Whether this call started a new worker (the first call, or after a worker exit).
     pub worker_started: bool,
     /// Backend facts (`fuel_consumed`, `timeout_in`, ...).
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: crate::report::details::WasmDetails,
 }
 
 /// A wasm function loaded once and invoked many times: a long-lived worker process inside the
@@ -96,7 +96,7 @@ pub struct WarmFunction {
     worker: Option<Worker>,
     envelope: Option<Envelope>,
     _tmp: Option<crate::scratch::ScratchDir>,
-    load_details: serde_json::Map<String, serde_json::Value>,
+    load_details: crate::report::details::WasmDetails,
     degradations: Vec<Degradation>,
     /// OOM kills seen in the envelope so far (to attribute a worker killed during a call).
     oom_kills: u64,
@@ -187,7 +187,7 @@ impl WarmFunction {
             worker: None,
             envelope,
             _tmp: tmp,
-            load_details: serde_json::Map::new(),
+            load_details: crate::report::details::WasmDetails::default(),
             degradations,
             oom_kills: 0,
             shared_loopback: false,
@@ -207,7 +207,7 @@ impl WarmFunction {
     }
 
     /// What the last load reported (`cache_hit`, `compile_us`, `load_us`, ...).
-    pub fn load_details(&self) -> &serde_json::Map<String, serde_json::Value> {
+    pub fn load_details(&self) -> &crate::report::details::WasmDetails {
         &self.load_details
     }
 
@@ -311,10 +311,8 @@ impl WarmFunction {
                     let _ = env.kill_all();
                 }
                 let mut call = WarmCall::empty(Outcome::Timeout, round_trip_us, worker_started);
-                call.details.insert(
-                    "timeout_in".into(),
-                    "worker unresponsive (killed by the supervisor)".into(),
-                );
+                call.details.timeout_in =
+                    Some("worker unresponsive (killed by the supervisor)".into());
                 return Ok(call);
             }
             Err(e) => return self.worker_died(w, e, round_trip_us, worker_started),
@@ -329,16 +327,11 @@ impl WarmFunction {
                 });
             }
         };
-        let num = |k: &str| r.details.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-        let exiting = r
-            .details
-            .get("worker_exiting")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let exiting = r.details.worker_exiting.unwrap_or(false);
         let mut call = WarmCall {
-            prepare_us: num("prepare_us"),
+            prepare_us: r.details.prepare_us.unwrap_or(0),
             instantiate_us: r.startup_us,
-            drop_us: num("drop_us"),
+            drop_us: r.details.drop_us.unwrap_or(0),
             run_us: r.run_us,
             outcome: r.outcome,
             stdout,
@@ -352,7 +345,7 @@ impl WarmFunction {
             details: r.details,
         };
         if let Some(why) = replaced {
-            call.details.insert("worker_replaced".into(), why.into());
+            call.details.worker_replaced = Some(why);
         }
         if exiting {
             // The watchdog gave up on a blocked guest thread; the worker ends after this reply.
@@ -383,8 +376,7 @@ impl WarmFunction {
             postmortem::oom_killed(signal, new_ooms, self.policy.resources.memory)
         {
             let mut call = WarmCall::empty(outcome, round_trip_us, worker_started);
-            call.details
-                .insert("worker_killed".into(), "cgroup OOM killer".into());
+            call.details.worker_killed = Some("cgroup OOM killer".into());
             return Ok(call);
         }
         Err(BackendError::WarmWorkerDied {
@@ -413,7 +405,7 @@ impl WarmCall {
             drop_us: 0,
             round_trip_us,
             worker_started,
-            details: serde_json::Map::new(),
+            details: crate::report::details::WasmDetails::default(),
         }
     }
 }

@@ -101,7 +101,7 @@ struct Served {
 /// links the guest.
 fn load_served(
     mut job: Job,
-    details: &mut serde_json::Map<String, serde_json::Value>,
+    details: &mut crate::report::details::WasmDetails,
 ) -> Result<Served, LoadError> {
     let policy = &job.policy;
     let memory = wasm_memory_limit(policy.resources.memory.bytes());
@@ -133,24 +133,20 @@ fn load_served(
         pool.linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Yes);
     }
-    details.insert("pagemap_scan".into(), pagemap_scan.into());
-    details.insert(
-        "memory_keep_resident_bytes".into(),
-        (if pagemap_scan {
-            MEMORY_KEEP_RESIDENT
-        } else {
-            0
-        })
-        .into(),
-    );
+    details.pagemap_scan = Some(pagemap_scan);
+    details.memory_keep_resident_bytes = Some(if pagemap_scan {
+        MEMORY_KEEP_RESIDENT as u64
+    } else {
+        0
+    });
     let mut config = worker::engine_config(policy, false);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config).map_err(LoadError::Engine)?;
     let t = Instant::now();
     let (loaded, _) = worker::load(&engine, &job, details).map_err(LoadError::Load)?;
-    details.insert("load_us".into(), (t.elapsed().as_micros() as u64).into());
-    details.insert("wasm_memory_limit".into(), memory.into());
-    details.insert("pool_slots".into(), POOL_SLOTS.into());
+    details.load_us = Some(t.elapsed().as_micros() as u64);
+    details.wasm_memory_limit = Some(memory);
+    details.pool_slots = Some(POOL_SLOTS.into());
     let pre = match loaded {
         Loaded::Module(m) => {
             let mut linker: Linker<ModuleState> = Linker::new(&engine);
@@ -208,7 +204,7 @@ pub fn serve_main() -> i32 {
             return 125;
         }
     };
-    let mut details = serde_json::Map::new();
+    let mut details = crate::report::details::WasmDetails::default();
     let loaded = load_served(job, &mut details);
     let (served, error) = match loaded {
         Ok(s) => (Some(s), None),
@@ -269,9 +265,11 @@ fn watchdog(engine: &Engine, shared: &Shared, replies: &File) -> i32 {
         engine.increment_epoch();
         if now >= deadline + WATCHDOG_GRACE {
             g.claimed = true;
-            let mut details = serde_json::Map::new();
-            details.insert("timeout_in".into(), "host call (worker watchdog)".into());
-            details.insert("worker_exiting".into(), true.into());
+            let details = crate::report::details::WasmDetails {
+                timeout_in: Some("host call (worker watchdog)".into()),
+                worker_exiting: Some(true),
+                ..Default::default()
+            };
             let captured = g.captured.clone();
             let r = worker::result_for(
                 Outcome::Timeout,
@@ -411,7 +409,7 @@ impl Served {
         shared: &Shared,
     ) -> (WorkerResult, Option<Captured>) {
         let t0 = Instant::now();
-        let mut details = serde_json::Map::new();
+        let mut details = crate::report::details::WasmDetails::default();
         let (omax, emax) = self.job.capture.unwrap_or((0, 0));
         let captured = Captured {
             stdout: CappedPipe::new(omax as usize),
@@ -526,11 +524,11 @@ impl Served {
             }
         };
         if let (Some(f), Some(left)) = (fuel, left) {
-            details.insert("fuel_consumed".into(), f.saturating_sub(left).into());
+            details.fuel_consumed = Some(f.saturating_sub(left));
         }
-        details.insert("prepare_us".into(), prepare_us.into());
-        details.insert("instantiate_us".into(), instantiate_us.into());
-        details.insert("drop_us".into(), drop_us.into());
+        details.prepare_us = Some(prepare_us);
+        details.instantiate_us = Some(instantiate_us);
+        details.drop_us = Some(drop_us);
         let r = worker::result_for(outcome, Some(&captured), instantiate_us, run_us, details);
         (r, Some(captured))
     }

@@ -84,7 +84,7 @@ impl Worker {
         mut self,
         job: &Job,
         wait: Duration,
-    ) -> Result<(Worker, serde_json::Map<String, serde_json::Value>), BackendError> {
+    ) -> Result<(Worker, crate::report::details::WasmDetails), BackendError> {
         let warm_load = |why: String| BackendError::WarmLoad {
             artifact: job.artifact.clone(),
             why,

@@ -203,7 +203,7 @@ pub(crate) fn limiter(job: &Job) -> Limiter {
 pub(crate) fn load(
     engine: &Engine,
     job: &Job,
-    details: &mut serde_json::Map<String, serde_json::Value>,
+    details: &mut crate::report::details::WasmDetails,
 ) -> Result<(Loaded, Kind), Outcome> {
     load_or_compile(engine, job, details, true)
         .map(|l| l.expect("loads or compiles when compiling is allowed"))
@@ -215,7 +215,7 @@ pub(crate) fn load(
 pub(super) fn load_cached(
     engine: &Engine,
     job: &Job,
-    details: &mut serde_json::Map<String, serde_json::Value>,
+    details: &mut crate::report::details::WasmDetails,
 ) -> Option<Loaded> {
     match load_or_compile(engine, job, details, false) {
         Ok(Some((l, _))) => Some(l),
@@ -226,14 +226,14 @@ pub(super) fn load_cached(
 fn load_or_compile(
     engine: &Engine,
     job: &Job,
-    details: &mut serde_json::Map<String, serde_json::Value>,
+    details: &mut crate::report::details::WasmDetails,
     compile_allowed: bool,
 ) -> Result<Option<(Loaded, Kind)>, Outcome> {
     let setup = |step: String| Outcome::SetupError { step };
     let t_load = Instant::now();
-    let mut load_phases = serde_json::Map::new();
+    let mut load_phases = std::collections::BTreeMap::new();
     let mut mark = |name: &str| {
-        load_phases.insert(name.into(), (t_load.elapsed().as_micros() as u64).into());
+        load_phases.insert(name.to_string(), t_load.elapsed().as_micros() as u64);
     };
     let bytes = std::fs::read(&job.artifact)
         .map_err(|e| setup(format!("read {}: {e}", job.artifact.display())))?;
@@ -253,8 +253,8 @@ fn load_or_compile(
                 job.artifact.display()
             ))
         })?;
-        details.insert("cache_hit".into(), false.into());
-        details.insert("precompiled".into(), true.into());
+        details.cache_hit = Some(false);
+        details.precompiled = Some(true);
         let l = deserialize_verified(engine, header.kind, payload)
             .map_err(|e| setup(format!("load artifact: {e:#}")))?;
         return Ok(Some((l, header.kind)));
@@ -268,14 +268,14 @@ fn load_or_compile(
     let key = match dir.map(artifact::load_or_create_key) {
         Some(Ok(k)) => Some(k),
         Some(Err(e)) => {
-            details.insert("cache_error".into(), e.to_string().into());
+            details.cache_error = Some(e.to_string());
             None
         }
         None => None,
     };
     if let (Some(dir), Some(key)) = (dir, key.as_ref()) {
         let entry = artifact::entry_path(dir, &src, &fp);
-        details.insert("cache_entry".into(), entry.display().to_string().into());
+        details.cache_entry = Some(entry.display().to_string());
         mark("key_read");
         if let Ok(cached) = artifact::MappedFile::open(&entry) {
             mark("entry_read");
@@ -286,26 +286,20 @@ fn load_or_compile(
                     match deserialize_verified(engine, kind, payload) {
                         Ok(l) => {
                             mark("deserialized");
-                            details.insert("load_phases".into(), load_phases.into());
-                            details.insert("cache_hit".into(), true.into());
+                            details.load_phases = Some(load_phases);
+                            details.cache_hit = Some(true);
                             return Ok(Some((l, kind)));
                         }
                         Err(e) => {
-                            details.insert(
-                                "cache_rejected".into(),
-                                format!("deserialize: {e:#}").into(),
-                            );
+                            details.cache_rejected = Some(format!("deserialize: {e:#}"));
                         }
                     }
                 }
                 Ok(_) => {
-                    details.insert(
-                        "cache_rejected".into(),
-                        "entry is for another source or kind".into(),
-                    );
+                    details.cache_rejected = Some("entry is for another source or kind".into());
                 }
                 Err(why) => {
-                    details.insert("cache_rejected".into(), why.to_string().into());
+                    details.cache_rejected = Some(why.to_string());
                 }
             }
             if !compile_allowed {
@@ -318,10 +312,10 @@ fn load_or_compile(
     if !compile_allowed {
         return Ok(None);
     }
-    details.insert("cache_hit".into(), false.into());
+    details.cache_hit = Some(false);
     let t = Instant::now();
     let loaded = compile(engine, kind, &bytes).map_err(|e| setup(format!("compile: {e:#}")))?;
-    details.insert("compile_us".into(), (t.elapsed().as_micros() as u64).into());
+    details.compile_us = Some(t.elapsed().as_micros() as u64);
     if let (Some(dir), Some(key)) = (dir, key.as_ref()) {
         let header = Header {
             kind,
@@ -335,11 +329,11 @@ fn load_or_compile(
                     &artifact::entry_path(dir, &src, &fp),
                     &artifact::encode(key, &header, &payload),
                 ) {
-                    details.insert("cache_error".into(), e.to_string().into());
+                    details.cache_error = Some(e.to_string());
                 }
             }
             Err(e) => {
-                details.insert("cache_error".into(), format!("serialize: {e:#}").into());
+                details.cache_error = Some(format!("serialize: {e:#}"));
             }
         }
     }

@@ -43,6 +43,21 @@ pub fn worker_main() -> i32 {
     {
         return super::warm::serve_main();
     }
+    // `hybox __wasm-worker --http`: the worker of a wasi:http function (see `super::http`).
+    if std::env::args_os()
+        .nth(2)
+        .is_some_and(|a| a == super::http::HTTP_ARG)
+    {
+        #[cfg(feature = "http")]
+        return super::http_worker::serve_main();
+        #[cfg(not(feature = "http"))]
+        {
+            eprintln!(
+                "hybox wasm worker: this hybox was built without the `http` feature (wasi:http)"
+            );
+            return crate::exit::RUNNER_FAILED;
+        }
+    }
     run_job()
 }
 
@@ -56,12 +71,12 @@ pub fn worker_main() -> i32 {
 pub(crate) struct Prepared {
     engine: Engine,
     /// The module and the load's details, on a cache hit.
-    loaded: Option<(Loaded, serde_json::Map<String, serde_json::Value>)>,
+    loaded: Option<(Loaded, crate::report::details::WasmDetails)>,
 }
 
 pub(crate) fn prepare(job: &Job) -> Option<Prepared> {
     let engine = Engine::new(&engine_config(&job.policy, false)).ok()?;
-    let mut details = serde_json::Map::new();
+    let mut details = crate::report::details::WasmDetails::default();
     let loaded = engine::load_cached(&engine, job, &mut details).map(|l| (l, details));
     Some(Prepared { engine, loaded })
 }

@@ -23,7 +23,7 @@ struct GuestDone {
     outcome: Outcome,
     startup_us: u64,
     run_us: u64,
-    details: serde_json::Map<String, serde_json::Value>,
+    details: crate::report::details::WasmDetails,
 }
 
 pub(super) fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
@@ -42,9 +42,9 @@ pub(super) fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
         }
     };
     // Where the worker's startup goes, for the report (`worker_phases`, microseconds since t0).
-    let mut phases = serde_json::Map::new();
-    let mark = |phases: &mut serde_json::Map<String, serde_json::Value>, name: &str| {
-        phases.insert(name.into(), (t0.elapsed().as_micros() as u64).into());
+    let mut phases = crate::report::details::WorkerPhases::default();
+    let mark = |phases: &mut crate::report::details::WorkerPhases, name: &str| {
+        phases.mark(name, t0.elapsed().as_micros() as u64);
     };
     mark(&mut phases, "job_read");
     // wasm.os_sandbox: Landlock and seccomp before any guest byte is read (see `hardened`).
@@ -66,7 +66,7 @@ pub(super) fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
     });
     let (engine, preloaded) = match prepared {
         Some(p) => {
-            phases.insert("prepared_before_job".into(), true.into());
+            phases.prepared_before_job = true;
             (p.engine, p.loaded)
         }
         None => match Engine::new(&engine_config(&job.policy, false)) {
@@ -121,8 +121,10 @@ pub(super) fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
         Err(_) => {
             // The guest is blocked in a host call (sleep, poll) that epochs cannot interrupt. Report the
             // timeout; returning ends this process and with it the blocked thread.
-            let mut details = serde_json::Map::new();
-            details.insert("timeout_in".into(), "host call (worker watchdog)".into());
+            let details = crate::report::details::WasmDetails {
+                timeout_in: Some("host call (worker watchdog)".into()),
+                ..Default::default()
+            };
             GuestDone {
                 outcome: Outcome::Timeout,
                 startup_us: 0,
@@ -132,12 +134,12 @@ pub(super) fn run_job_prepared(t0: Instant, prepared: Option<Prepared>) -> i32 {
         }
     };
     let mut details = done.details;
-    if let Some(serde_json::Value::Object(guest)) = details.remove("worker_phases") {
-        phases.extend(guest);
+    if let Some(guest) = details.worker_phases.take() {
+        phases.steps.extend(guest.steps);
     }
-    details.insert("worker_phases".into(), phases.into());
+    details.worker_phases = Some(phases);
     if let Some(d) = os_sandbox {
-        details.insert("os_sandbox".into(), d);
+        details.os_sandbox = Some(d);
     }
     let r = result_for(
         done.outcome,
@@ -155,7 +157,7 @@ pub(crate) fn result_for(
     captured: Option<&Captured>,
     startup_us: u64,
     run_us: u64,
-    details: serde_json::Map<String, serde_json::Value>,
+    details: crate::report::details::WasmDetails,
 ) -> WorkerResult {
     let (o, e) = captured
         .map(|c| (c.stdout.snapshot().1, c.stderr.snapshot().1))
@@ -200,13 +202,13 @@ fn run_guest(
     stdin: Vec<u8>,
     captured: Option<&Captured>,
     t0: Instant,
-    preloaded: Option<(Loaded, serde_json::Map<String, serde_json::Value>)>,
+    preloaded: Option<(Loaded, crate::report::details::WasmDetails)>,
 ) -> GuestDone {
     let (preloaded, mut details) = match preloaded {
         Some((l, d)) => (Some(l), d),
-        None => (None, serde_json::Map::new()),
+        None => (None, crate::report::details::WasmDetails::default()),
     };
-    let fail = |outcome: Outcome, details: serde_json::Map<String, serde_json::Value>| GuestDone {
+    let fail = |outcome: Outcome, details: crate::report::details::WasmDetails| GuestDone {
         outcome,
         startup_us: t0.elapsed().as_micros() as u64,
         run_us: 0,
@@ -219,10 +221,9 @@ fn run_guest(
             Err(o) => return fail(o, details),
         },
     };
-    details.insert(
-        "worker_phases".into(),
-        serde_json::json!({"guest_loaded": t0.elapsed().as_micros() as u64}),
-    );
+    let mut guest_phases = crate::report::details::WorkerPhases::default();
+    guest_phases.mark("guest_loaded", t0.elapsed().as_micros() as u64);
+    details.worker_phases = Some(guest_phases);
     let builder = match wasi_builder(job, stdin, captured) {
         Ok(b) => b,
         Err(e) => {
@@ -231,10 +232,7 @@ fn run_guest(
         }
     };
     let fuel = fuel_budget(&job.policy);
-    details.insert(
-        "wasm_memory_limit".into(),
-        (limiter(job).memory as u64).into(),
-    );
+    details.wasm_memory_limit = Some(limiter(job).memory as u64);
     match loaded {
         Loaded::Module(m) => run_module(engine, job, &m, builder, fuel, t0, details),
         Loaded::Component(c) => run_component(engine, job, &c, builder, fuel, t0, details),
@@ -256,7 +254,7 @@ fn run_module(
     mut builder: WasiCtxBuilder,
     fuel: Option<u64>,
     t0: Instant,
-    mut details: serde_json::Map<String, serde_json::Value>,
+    mut details: crate::report::details::WasmDetails,
 ) -> GuestDone {
     let mut linker: Linker<ModuleState> = Linker::new(engine);
     let setup = |step: String, details| GuestDone {
@@ -307,13 +305,13 @@ fn run_module(
     let run_us = start.elapsed().as_micros() as u64;
     let outcome = match result {
         Ok(kind) => {
-            details.insert("instance_kind".into(), kind.into());
+            details.instance_kind = Some(kind.into());
             Outcome::Exited { code: 0 }
         }
         Err(e) => classify(e, store.data().limiter.hit.clone(), fuel),
     };
     if let (Some(f), Ok(left)) = (fuel, store.get_fuel()) {
-        details.insert("fuel_consumed".into(), f.saturating_sub(left).into());
+        details.fuel_consumed = Some(f.saturating_sub(left));
     }
     GuestDone {
         outcome,
@@ -330,7 +328,7 @@ fn run_component(
     mut builder: WasiCtxBuilder,
     fuel: Option<u64>,
     t0: Instant,
-    mut details: serde_json::Map<String, serde_json::Value>,
+    mut details: crate::report::details::WasmDetails,
 ) -> GuestDone {
     use wasmtime_wasi::p2::bindings::sync::CommandPre;
     let setup = |step: String, details| GuestDone {
@@ -372,7 +370,7 @@ fn run_component(
     if let Err(e) = prepare_store(&mut store, fuel) {
         return setup(format!("store: {e:#}"), details);
     }
-    details.insert("instance_kind".into(), "component".into());
+    details.instance_kind = Some("component".into());
     let start = Instant::now();
     let startup_us = t0.elapsed().as_micros() as u64;
     let result = pre
@@ -386,7 +384,7 @@ fn run_component(
         Err(e) => classify(e, store.data().limiter.hit.clone(), fuel),
     };
     if let (Some(f), Ok(left)) = (fuel, store.get_fuel()) {
-        details.insert("fuel_consumed".into(), f.saturating_sub(left).into());
+        details.fuel_consumed = Some(f.saturating_sub(left));
     }
     GuestDone {
         outcome,

@@ -5,6 +5,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod details;
+
+pub use details::Details;
+
 use crate::policy::{Backend, Policy};
 
 /// How a run ended, in one vocabulary for both backends.
@@ -179,8 +183,9 @@ pub struct RunReport {
     pub degradations: Vec<Degradation>,
     /// Extra syscalls the policy granted beyond the default allow-list (native).
     pub granted_syscalls: Vec<String>,
-    /// Backend-specific facts: Landlock status, cache hit, fuel consumed...
-    pub details: serde_json::Map<String, serde_json::Value>,
+    /// Backend-specific facts (Landlock status, cache hit, fuel consumed...), typed per producer
+    /// and serialized as one flat object ([`details`]).
+    pub details: Details,
     /// The effective policy (after CLI overrides).
     pub policy: Policy,
 }

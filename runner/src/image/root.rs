@@ -1,0 +1,262 @@
+//! The root filesystem of one run of an image: the image's layers as the read-only lower
+//! directories of an overlayfs, and, unless the root is read-only, an upper directory on a tmpfs
+//! of its own that lives exactly as long as the run. Nothing the container writes survives the run:
+//! the tmpfs is unmounted and its directory removed afterwards.
+//!
+//! This first increment mounts on the host, under the store's `run/` directory, which needs root
+//! (CAP_SYS_ADMIN in the initial user namespace); the native backend then binds the merged tree's
+//! top-level entries as the sandbox's root (`policy::Rootfs::Image`). The tmpfs's pages are charged
+//! to the memory cgroup of the process that writes them, which is the workload in its envelope, so
+//! what a container writes counts against the run's memory limit, as its `/tmp` does.
+//!
+//! A run's directory is named with its owner (`run-<random>.owner-<pid>-<starttime>`, as envelopes
+//! are) so that `hybox image prune` unmounts and removes the roots of a hybox that was killed.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::store::{remove_tree, ImageRecord, Store, StoreError, StoreLock};
+use crate::envelope::owner::{parse_leaf_name, Owner};
+
+/// Building or removing a run's root failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the root of image {image}: {step} {path}: {source}")]
+    Io {
+        image: String,
+        step: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "the root of image {image}: layer {layer} is not in the store (import the image again)"
+    )]
+    MissingLayer { image: String, layer: String },
+    #[error("the root of image {image}: the store path {path} holds ':' or ',', which overlayfs options cannot carry")]
+    BadStorePath { image: String, path: PathBuf },
+    #[error("the root of image {image}: mount {what} on {path}: {errno}{hint}")]
+    Mount {
+        image: String,
+        what: &'static str,
+        path: PathBuf,
+        errno: nix::errno::Errno,
+        hint: &'static str,
+    },
+}
+
+/// A mounted root; unmounted and removed by [`RunRoot::unmount`] or when dropped.
+pub struct RunRoot {
+    run_dir: PathBuf,
+    merged: PathBuf,
+    mounts: Vec<PathBuf>,
+    _lock: StoreLock,
+}
+
+const NOT_ROOT_HINT: &str =
+    " (running an image mounts an overlay on the host, which needs root in this version)";
+
+impl RunRoot {
+    /// Mounts the root of a run of `image`: writable with an upper layer of at most
+    /// `writable_bytes` bytes, or read-only when `None`.
+    pub fn mount(
+        store: &Store,
+        image: &ImageRecord,
+        writable_bytes: Option<u64>,
+    ) -> Result<RunRoot, RootError> {
+        let name = image
+            .names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.to_string());
+        let io_err = |step, path: &Path| {
+            let name = name.clone();
+            let path = path.to_path_buf();
+            move |source| RootError::Io {
+                image: name,
+                step,
+                path,
+                source,
+            }
+        };
+        let lock = store.lock_shared()?;
+        let mut lowers = Vec::new();
+        // overlayfs lists the uppermost lower directory first.
+        for l in image.layers.iter().rev() {
+            let dir = store.layer_root(l);
+            if store.layer(l)?.is_none() || !dir.is_dir() {
+                return Err(RootError::MissingLayer {
+                    image: name,
+                    layer: l.to_string(),
+                });
+            }
+            lowers.push(dir);
+        }
+        let owner =
+            Owner::current().map_err(io_err("read the owner of", Path::new("/proc/self")))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("run-")
+            .suffix(&owner.leaf_name(""))
+            .tempdir_in(store.run_dir())
+            .map_err(io_err("create a run directory in", &store.run_dir()))?;
+        let dir = tmp.keep();
+        let mut root = RunRoot {
+            merged: dir.join("merged"),
+            run_dir: dir.clone(),
+            mounts: Vec::new(),
+            _lock: lock,
+        };
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .map_err(io_err("chmod", &dir))?;
+        if lowers.is_empty() {
+            let empty = dir.join("empty");
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&empty)
+                .map_err(io_err("mkdir", &empty))?;
+            lowers.push(empty);
+        }
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&root.merged)
+            .map_err(io_err("mkdir", &root.merged))?;
+        let mut opts = String::from("lowerdir=");
+        for (i, l) in lowers.iter().enumerate() {
+            let s = l.to_string_lossy();
+            if s.contains([':', ',']) {
+                return Err(RootError::BadStorePath {
+                    image: name,
+                    path: store.root().to_path_buf(),
+                });
+            }
+            if i > 0 {
+                opts.push(':');
+            }
+            opts.push_str(&s);
+        }
+        let mount_err = |what, path: &Path| {
+            let name = name.clone();
+            let path = path.to_path_buf();
+            move |errno| RootError::Mount {
+                image: name,
+                what,
+                path,
+                errno,
+                hint: if errno == nix::errno::Errno::EPERM {
+                    NOT_ROOT_HINT
+                } else {
+                    ""
+                },
+            }
+        };
+        if let Some(bytes) = writable_bytes {
+            let rw = dir.join("rw");
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&rw)
+                .map_err(io_err("mkdir", &rw))?;
+            let data = format!("size={bytes},mode=0700");
+            mount(
+                Some("tmpfs"),
+                &rw,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(data.as_str()),
+            )
+            .map_err(mount_err("the writable layer's tmpfs", &rw))?;
+            root.mounts.push(rw.clone());
+            for (d, mode) in [("upper", 0o755), ("work", 0o700)] {
+                fs::DirBuilder::new()
+                    .mode(mode)
+                    .create(rw.join(d))
+                    .map_err(io_err("mkdir", &rw.join(d)))?;
+            }
+            opts.push_str(&format!(
+                ",upperdir={},workdir={}",
+                rw.join("upper").display(),
+                rw.join("work").display()
+            ));
+        } else if lowers.len() == 1 {
+            // overlayfs wants two lower directories when there is no upper one.
+            let empty = dir.join("empty");
+            let _ = fs::DirBuilder::new().mode(0o755).create(&empty);
+            opts.push_str(&format!(":{}", empty.display()));
+        }
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if writable_bytes.is_none() {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(
+            Some("overlay"),
+            &root.merged,
+            Some("overlay"),
+            flags,
+            Some(opts.as_str()),
+        )
+        .map_err(mount_err("the overlay", &root.merged))?;
+        root.mounts.push(root.merged.clone());
+        Ok(root)
+    }
+
+    /// The merged tree: the run's root directory.
+    pub fn dir(&self) -> &Path {
+        &self.merged
+    }
+
+    /// Unmounts and removes the run's root.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> io::Result<()> {
+        let mut first = None;
+        while let Some(m) = self.mounts.pop() {
+            if let Err(e) = umount2(&m, MntFlags::MNT_DETACH) {
+                first.get_or_insert(io::Error::from(e));
+            }
+        }
+        if first.is_none() {
+            if let Err(e) = remove_tree(&self.run_dir) {
+                first = Some(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for RunRoot {
+    fn drop(&mut self) {
+        let _ = self.teardown();
+    }
+}
+
+/// Unmounts and removes the run directories whose owner is dead (a hybox killed mid-run).
+pub(crate) fn remove_dead_runs(store: &Store) -> Result<Vec<String>, StoreError> {
+    let mut removed = Vec::new();
+    let dir = store.run_dir();
+    for e in fs::read_dir(&dir).map_err(|e| store.io("list run", e))? {
+        let e = e.map_err(|e| store.io("list run", e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((_, owner)) = parse_leaf_name(&name) else {
+            continue;
+        };
+        if owner.is_alive() {
+            continue;
+        }
+        for m in ["merged", "rw"] {
+            // Not mounted any more (EINVAL) is the common case after a reboot.
+            let _ = umount2(&e.path().join(m), MntFlags::MNT_DETACH);
+        }
+        remove_tree(&e.path()).map_err(|e| store.io("remove a dead run's root", e))?;
+        removed.push(name);
+    }
+    Ok(removed)
+}

@@ -1,0 +1,387 @@
+//! wasi:http functions in `hybox serve`, end to end: the real binary on 127.0.0.1 with an ephemeral
+//! port, the HTTP guests of examples/http-guests (built by examples/build.sh), and a plain
+//! HTTP/1.1 client on a std `TcpStream` (loopback only). Privileged: every function's worker runs in
+//! its own cgroup envelope.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A running `hybox serve`, stopped with SIGTERM (then reaped) when dropped.
+struct Server {
+    child: Option<Child>,
+    addr: SocketAddr,
+    cgroup_parent: String,
+    _dir: tempfile::TempDir,
+}
+
+fn http_guest(name: &str) -> PathBuf {
+    common::examples_out()
+        .join("http")
+        .join(format!("{name}.wasm"))
+}
+
+/// Every HTTP guest as a bundle of its own, each with a 2 s timeout and 64 MiB of memory.
+fn functions_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["hello", "echo", "slow", "membomb", "panic", "outbound"] {
+        let b = dir.path().join(name);
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::copy(http_guest(name), b.join("f.wasm")).unwrap();
+        std::fs::write(
+            b.join("bundle.json"),
+            format!(
+                r#"{{"version": 1, "name": "{name}", "wasm": "f.wasm", "policy": "policy.json"}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            b.join("policy.json"),
+            r#"{"version": 1, "trust": "untrusted",
+               "resources": {"memory": "64M", "cpus": 1, "pids": 64, "timeout": "2s"}}"#,
+        )
+        .unwrap();
+    }
+    dir
+}
+
+impl Server {
+    fn start() -> Server {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = functions_dir();
+        let cgroup_parent = format!(
+            "hybox-http-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut child = common::hybox()
+            .arg("serve")
+            .arg("--functions")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--cgroup-parent", &cgroup_parent])
+            .args(["--max-concurrency", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hybox serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read the ready line");
+        assert!(
+            line.contains("(6 functions, 0 skipped)"),
+            "every HTTP guest loads: {line}"
+        );
+        let addr: SocketAddr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the ready line {line:?}"));
+        assert!(addr.ip().is_loopback());
+        Server {
+            child: Some(child),
+            addr,
+            cgroup_parent,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid with a signal constant.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                if t.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if let Ok(controllers) = std::fs::read_dir(base) {
+                for c in controllers.flatten() {
+                    let _ = std::fs::remove_dir(c.path().join(&self.cgroup_parent));
+                }
+            }
+            let _ = std::fs::remove_dir(Path::new(base).join(&self.cgroup_parent));
+        }
+    }
+}
+
+/// A response as the client read it; `complete` is false when the body ended early (the
+/// connection closed before its announced end).
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    complete: bool,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the body (if any) is written from another thread
+/// in 64 KiB pieces while the response is read, as a streaming client does.
+fn send(addr: SocketAddr, method: &str, path: &str, body: Option<Vec<u8>>) -> Resp {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\ncontent-type: application/x-test\r\n\r\n",
+        body.as_ref().map(Vec::len).unwrap_or(0)
+    );
+    let writer = std::thread::spawn(move || {
+        w.write_all(head.as_bytes())?;
+        if let Some(b) = body {
+            for piece in b.chunks(64 << 10) {
+                w.write_all(piece)?;
+            }
+        }
+        w.flush()
+    });
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).expect("header line");
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').expect("a header");
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    let complete = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(&mut r, &mut body)
+    } else if let Some(n) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.resize(n, 0);
+        r.read_exact(&mut body).is_ok()
+    } else {
+        r.read_to_end(&mut body).is_ok()
+    };
+    let _ = writer.join();
+    Resp {
+        status,
+        headers,
+        body,
+        complete,
+    }
+}
+
+/// Reads a chunked body; true when its last (empty) chunk arrived.
+fn read_chunked(r: &mut impl BufRead, body: &mut Vec<u8>) -> bool {
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size).unwrap_or(0) == 0 {
+            return false;
+        }
+        let Ok(n) = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16) else {
+            return false;
+        };
+        if n == 0 {
+            return true;
+        }
+        let start = body.len();
+        body.resize(start + n, 0);
+        if r.read_exact(&mut body[start..]).is_err() {
+            body.truncate(start);
+            return false;
+        }
+        let mut crlf = [0u8; 2];
+        if r.read_exact(&mut crlf).is_err() {
+            return false;
+        }
+    }
+}
+
+fn metrics(addr: SocketAddr) -> String {
+    send(addr, "GET", "/metrics", None).text()
+}
+
+#[test]
+fn http_functions_answer_with_their_own_status_headers_and_body() {
+    if !common::privileged("http_functions_answer_with_their_own_status_headers_and_body") {
+        return;
+    }
+    let s = Server::start();
+    let r = send(s.addr, "GET", "/v1/functions/hello/a/b?x=1&y=2", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.complete);
+    assert_eq!(
+        r.text(),
+        "hello from wasi:http (Method::Get /a/b?x=1&y=2)\n"
+    );
+    assert_eq!(r.header("content-type"), "text/plain");
+    assert_eq!(r.header("x-hybox-outcome"), "exited");
+    assert_eq!(r.header("x-hybox-backend"), "wasm");
+    assert_eq!(r.header("x-hybox-world"), "wasi:http/proxy");
+    assert!(!r.header("x-hybox-run-id").is_empty());
+    assert!(!r.header("x-hybox-duration-ms").is_empty());
+    // The bare function path is `/`; every method goes through.
+    let r = send(s.addr, "DELETE", "/v1/functions/hello", None);
+    assert_eq!(r.text(), "hello from wasi:http (Method::Delete /)\n");
+    // A fresh instance per request: two requests, two run ids.
+    let a = send(s.addr, "GET", "/v1/functions/hello/", None);
+    let b = send(s.addr, "GET", "/v1/functions/hello/", None);
+    assert_ne!(a.header("x-hybox-run-id"), b.header("x-hybox-run-id"));
+    // A stdin function's route on an HTTP function is the guest's own path.
+    let r = send(
+        s.addr,
+        "POST",
+        "/v1/functions/hello/invoke",
+        Some(b"x".to_vec()),
+    );
+    assert_eq!(r.text(), "hello from wasi:http (Method::Post /invoke)\n");
+    let r = send(s.addr, "GET", "/v1/functions/nope/x", None);
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn echo_streams_16_mib_back_byte_for_byte() {
+    if !common::privileged("echo_streams_16_mib_back_byte_for_byte") {
+        return;
+    }
+    let s = Server::start();
+    // Not compressible, not periodic: a xorshift stream.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let payload: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let r = send(s.addr, "PUT", "/v1/functions/echo/", Some(payload.clone()));
+    assert_eq!(r.status, 200);
+    assert!(r.complete, "the echoed body ended early");
+    assert_eq!(r.header("x-echo-method"), "Method::Put");
+    assert_eq!(r.header("content-type"), "application/x-test");
+    assert_eq!(r.body.len(), payload.len());
+    assert!(r.body == payload, "the echoed body differs");
+}
+
+#[test]
+fn limits_fire_per_request_and_are_named() {
+    if !common::privileged("limits_fire_per_request_and_are_named") {
+        return;
+    }
+    let s = Server::start();
+    // A guest waiting in a host call (a clock pollable) before it answers: 504 at the deadline.
+    let t = Instant::now();
+    let r = send(s.addr, "GET", "/v1/functions/slow/", None);
+    let took = t.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.header("x-hybox-outcome"), "timeout");
+    assert_eq!(r.header("x-hybox-limit"), "timeout");
+    assert!(r.text().contains("timeout"), "{}", r.text());
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "the 2 s timeout fired after {took:?}"
+    );
+    // A guest that answered and then streams too slowly: its body is cut at the deadline, never
+    // made to look complete.
+    let r = send(s.addr, "GET", "/v1/functions/slow/stream", None);
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.complete,
+        "a body cut by the timeout must not end cleanly"
+    );
+    assert!(r.text().starts_with("tick 0\n"), "{}", r.text());
+    // Memory: the store's limit traps the growth and is named.
+    let r = send(s.addr, "GET", "/v1/functions/membomb/", None);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.header("x-hybox-outcome"), "oom");
+    assert_eq!(r.header("x-hybox-limit"), "memory");
+    assert!(r.text().contains("wasm memory limit"), "{}", r.text());
+    // A panic: 500 with the trap and the panic message.
+    let r = send(s.addr, "GET", "/v1/functions/panic/boom", None);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.header("x-hybox-outcome"), "trap");
+    assert!(r.text().contains("unreachable"), "{}", r.text());
+    assert!(
+        r.text().contains("panicked on purpose (/boom)"),
+        "{}",
+        r.text()
+    );
+    // Nothing of the failures reaches the next request of the same functions' worker.
+    let r = send(s.addr, "GET", "/v1/functions/hello/after", None);
+    assert_eq!(r.status, 200);
+    // The metrics count each request's final outcome (reported after its body).
+    let t = Instant::now();
+    let want = [
+        r#"hybox_invocations_total{function="slow",backend="wasm",outcome="timeout"} 2"#,
+        r#"hybox_invocations_total{function="membomb",backend="wasm",outcome="oom"} 1"#,
+        r#"hybox_invocations_total{function="panic",backend="wasm",outcome="trap"} 1"#,
+        r#"hybox_limit_hits_total{function="membomb",backend="wasm",limit="memory"} 1"#,
+        r#"hybox_limit_hits_total{function="slow",backend="wasm",limit="timeout"} 2"#,
+    ];
+    loop {
+        let m = metrics(s.addr);
+        if want.iter().all(|w| m.contains(w)) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "metrics: {m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn outbound_http_is_denied_and_the_host_named() {
+    if !common::privileged("outbound_http_is_denied_and_the_host_named") {
+        return;
+    }
+    let s = Server::start();
+    // Loopback too: nothing leaves; the hook refuses before any connection is made.
+    let r = send(
+        s.addr,
+        "GET",
+        &format!("/v1/functions/outbound/?host=127.0.0.1:{}", s.addr.port()),
+        None,
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
+    assert_eq!(
+        r.header("x-hybox-denied"),
+        format!(
+            "outbound HTTP to 127.0.0.1:{} (the policy grants no outbound hosts)",
+            s.addr.port()
+        )
+    );
+}
