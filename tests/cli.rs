@@ -645,3 +645,35 @@ fn unprivileged_native_runs_write_their_id_maps_every_time() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "hello from hybox\n");
     }
 }
+
+/// The wasm worker is the running executable itself (`/proc/self/exe`, by fd), whatever its file is
+/// called: a copy named `hybox-0.1` runs wasm guests both with the forked worker (the CLI's default)
+/// and with the exec'd one (`wasm.os_sandbox`).
+#[test]
+fn wasm_runs_whatever_the_executable_is_called() {
+    if !common::privileged("wasm_runs_whatever_the_executable_is_called") {
+        return;
+    }
+    common::examples_out();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("hybox-0.1");
+    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &exe).unwrap();
+    let hello = common::wasm_guest("hello");
+    for (policy, start) in [
+        ("policies/benchmark.json", "fork"),
+        ("policies/untrusted-plugin.json", "exec"),
+    ] {
+        let o = std::process::Command::new(&exe)
+            .args(["run", "--json", "--policy", policy, hello.to_str().unwrap()])
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{policy}: {stderr}");
+        let (greeting, json) = stdout.split_once('\n').unwrap();
+        assert_eq!(greeting, "hello from hybox", "{policy}");
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["details"]["worker_start"], start, "{policy}");
+    }
+}

@@ -499,3 +499,75 @@ fn sigterm_tears_down_live_envelopes_and_exits_143() {
     assert!(wait_dead(sleeper));
     assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
 }
+
+/// `backend::process::spawn_into` (the wasm worker's start on cgroup v2) creates the child inside
+/// the cgroup v2 directory it is given (`clone3(CLONE_INTO_CGROUP)`): its first view of
+/// `/proc/self/cgroup` is already that directory, no migration. A hybrid host's `unified` mount is
+/// a v2 hierarchy too, so this runs on every host kind. A failed exec comes back as an error.
+#[test]
+fn spawn_into_creates_the_child_inside_the_cgroup() {
+    if !common::privileged("spawn_into_creates_the_child_inside_the_cgroup") {
+        return;
+    }
+    use std::io::Read;
+    use std::os::fd::{AsFd, AsRawFd};
+    let Some(base) = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(std::path::Path::new)
+        .find(|b| b.join("cgroup.controllers").exists())
+    else {
+        panic!("no cgroup v2 hierarchy mounted");
+    };
+    let name = format!("hybox-spawn-into-test-{}", std::process::id());
+    let dir = base.join(&name);
+    std::fs::create_dir(&dir).expect("create a v2 cgroup");
+    let cgroup = std::fs::File::open(&dir).expect("open it");
+    let cat = std::fs::File::open("/bin/cat").expect("open cat");
+    let (mut out_r, out_w) = std::io::pipe().expect("pipe");
+    let w = out_w.as_raw_fd();
+    let prepare = move || {
+        // SAFETY: dup2 between fds of this process.
+        if unsafe { libc::dup2(w, 1) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let program = hybox::backend::process::Program {
+        program: cat.as_fd(),
+        name: std::path::Path::new("/bin/cat"),
+        args: &["/proc/self/cgroup"],
+        namespaces: 0,
+        null_stdin_stdout: false,
+    };
+    // SAFETY: `prepare` makes only raw syscalls and allocates nothing.
+    let child = unsafe { hybox::backend::process::spawn_into(&program, &prepare, cgroup.as_fd()) };
+    let mut child = child
+        .expect("clone3")
+        .expect("CLONE_INTO_CGROUP (Linux 5.7+)");
+    drop(out_w);
+    let mut seen = String::new();
+    out_r.read_to_string(&mut seen).unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir(&dir);
+    assert!(seen.contains(&format!("0::/{name}\n")), "{seen}");
+
+    // A file that cannot be executed: the exec's errno, not a started process.
+    std::fs::create_dir(&dir).unwrap();
+    let cgroup = std::fs::File::open(&dir).unwrap();
+    let not_exe = std::fs::File::open("/etc/hostname").unwrap();
+    let program = hybox::backend::process::Program {
+        program: not_exe.as_fd(),
+        name: std::path::Path::new("/etc/hostname"),
+        args: &[],
+        namespaces: 0,
+        null_stdin_stdout: true,
+    };
+    // SAFETY: a `prepare` that does nothing.
+    let r = unsafe { hybox::backend::process::spawn_into(&program, &|| Ok(()), cgroup.as_fd()) };
+    let _ = std::fs::remove_dir(&dir);
+    let e = r.expect_err("executing /etc/hostname fails");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::ENOEXEC)),
+        "{e}"
+    );
+}

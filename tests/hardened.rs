@@ -99,8 +99,10 @@ fn links_in_worker_netns(loopback: bool) -> String {
         }
         Ok(())
     };
+    let ip_fd = std::fs::File::open(ip).expect("open ip");
     let program = hybox::backend::process::Program {
-        program: ip,
+        program: std::os::fd::AsFd::as_fd(&ip_fd),
+        name: ip,
         args: &["-o", "link", "show"],
         namespaces: wasm::hardened::CLONE_FLAGS,
         null_stdin_stdout: false,

@@ -66,13 +66,18 @@ fn functions_dir() -> tempfile::TempDir {
 
 impl Server {
     fn start(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server::start_from(Path::new(env!("CARGO_BIN_EXE_hybox")), dir, extra)
+    }
+
+    /// `hybox serve` from the executable at `exe`.
+    fn start_from(exe: &Path, dir: tempfile::TempDir, extra: &[&str]) -> Server {
         static N: AtomicUsize = AtomicUsize::new(0);
         let cgroup_parent = format!(
             "hybox-serve-test-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let mut child = common::hybox()
+        let mut child = std::process::Command::new(exe)
             .arg("serve")
             .arg("--functions")
             .arg(dir.path())
@@ -133,6 +138,29 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The warm wasm workers running now: the processes in this server's envelopes whose command
+    /// line is `... __wasm-worker --serve`.
+    fn wasm_workers(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .envelopes_left()
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|l| l.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__wasm-worker"))
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     /// Envelope directories left under this server's cgroup parent (every controller).
@@ -564,4 +592,97 @@ fn native_pool_calls_are_isolated_with_a_report_each() {
         Vec::<PathBuf>::new(),
         "no envelope left"
     );
+}
+
+/// SIGKILLs every warm wasm worker of `s` (there must be at least one).
+fn kill_wasm_workers(s: &Server) -> Vec<i32> {
+    let pids = s.wasm_workers();
+    assert!(
+        !pids.is_empty(),
+        "no warm wasm worker found in the envelopes"
+    );
+    for pid in &pids {
+        // SAFETY: kill(2) with a pid read from the server's own envelope and a signal constant.
+        assert_eq!(unsafe { libc::kill(*pid, libc::SIGKILL) }, 0, "kill {pid}");
+    }
+    pids
+}
+
+/// A warm worker killed while idle (the OOM killer, an admin, a crash) is noticed before the next
+/// call is handed to it: that call succeeds on a new worker, and the metrics count the death. A
+/// worker killed during a call fails that call with a 500 that says so, and the next call succeeds.
+#[test]
+fn a_dead_warm_worker_is_replaced_before_the_next_call() {
+    if !common::privileged("a_dead_warm_worker_is_replaced_before_the_next_call") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    bundle(dir.path(), "hello-wasm", "hello", true, STATE_POLICY);
+    bundle(dir.path(), "state-wasm", "state", true, STATE_POLICY);
+    let s = Server::start(dir, &[]);
+    let r = invoke(s.addr, "hello-wasm", "");
+    assert_eq!(r.status, 200, "{}", body(&r));
+
+    let killed = kill_wasm_workers(&s);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = invoke(s.addr, "hello-wasm", "");
+    assert_eq!(r.status, 200, "{}\n{}", body(&r), s.stderr());
+    assert_eq!(body(&r), "hello from hybox\n");
+    assert_eq!(header(&r, "x-hybox-start"), "cold");
+    let r = invoke(s.addr, "state-wasm", "");
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let now = s.wasm_workers();
+    assert!(
+        now.iter().all(|p| !killed.contains(p)),
+        "{killed:?} {now:?}"
+    );
+
+    // Killed during a call: that call is a 500 naming the cause, the next one succeeds.
+    let addr = s.addr;
+    let spin = std::thread::spawn(move || invoke(addr, "state-wasm", "spin"));
+    std::thread::sleep(Duration::from_millis(500));
+    kill_wasm_workers(&s);
+    let r = spin.join().unwrap();
+    assert_eq!(r.status, 500, "{}", body(&r));
+    assert!(body(&r).contains("died during the call"), "{}", body(&r));
+    assert!(body(&r).contains("signal: 9"), "{}", body(&r));
+    let r = invoke(s.addr, "state-wasm", "");
+    assert_eq!(r.status, 200, "{}", body(&r));
+
+    let m = body(&request(s.addr, "GET", "/metrics", ""));
+    for line in [
+        r#"hybox_worker_deaths_total{function="hello-wasm",backend="wasm",when="idle"} 1"#,
+        r#"hybox_worker_deaths_total{function="state-wasm",backend="wasm",when="idle"} 1"#,
+        r#"hybox_worker_deaths_total{function="state-wasm",backend="wasm",when="in_call"} 1"#,
+    ] {
+        assert!(m.contains(line), "missing `{line}` in\n{m}");
+    }
+}
+
+/// The warm workers are the running executable itself: `hybox serve` started from a copy named
+/// `hybox-0.1` starts them, and replacing that file on disk afterwards does not change what a new
+/// worker runs.
+#[test]
+fn warm_workers_run_the_started_executable_whatever_replaces_it() {
+    if !common::privileged("warm_workers_run_the_started_executable_whatever_replaces_it") {
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("hybox-0.1");
+    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &exe).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    bundle(dir.path(), "hello-wasm", "hello", true, STATE_POLICY);
+    let s = Server::start_from(&exe, dir, &[]);
+    let r = invoke(s.addr, "hello-wasm", "");
+    assert_eq!(r.status, 200, "{}", body(&r));
+    // Replace the file (a new inode at the same path, as a package upgrade does).
+    let fake = bin.path().join("fake");
+    std::fs::write(&fake, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&fake, &exe).unwrap();
+    kill_wasm_workers(&s);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = invoke(s.addr, "hello-wasm", "");
+    assert_eq!(r.status, 200, "{}\n{}", body(&r), s.stderr());
+    assert_eq!(body(&r), "hello from hybox\n");
 }

@@ -172,9 +172,11 @@ fn a_timeout_is_followed_by_a_successful_call() {
     }
 }
 
+/// A worker killed while idle (the OOM killer, an admin, a crash) is noticed by its pidfd before a
+/// call is handed to it: that very call runs on a new worker and says why one was started.
 #[test]
-fn a_killed_worker_fails_one_call_and_the_next_restarts_it() {
-    if !common::privileged("a_killed_worker_fails_one_call_and_the_next_restarts_it") {
+fn a_killed_idle_worker_is_replaced_before_the_next_call() {
+    if !common::privileged("a_killed_idle_worker_is_replaced_before_the_next_call") {
         return;
     }
     let mut f = load(&common::wasm_guest("hello"), "30s");
@@ -182,13 +184,18 @@ fn a_killed_worker_fails_one_call_and_the_next_restarts_it() {
     // SAFETY: kill(2) on a pid this test owns (the function's worker, a child of this process).
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
     std::thread::sleep(Duration::from_millis(50));
-    let err = f.invoke(&[], &[]).expect_err("the worker is dead");
-    assert!(err.to_string().contains("worker"), "{err}");
-    assert_eq!(f.worker_pid(), None);
-    let call = f.invoke(&[], &[]).expect("a new worker");
+    let call = f.invoke(&[], &[]).expect("a new worker takes the call");
     assert!(call.worker_started);
     assert_eq!(String::from_utf8_lossy(&call.stdout), "hello from hybox\n");
+    let why = call.details.worker_replaced.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("died while idle") && why.contains("SIGKILL"),
+        "{why}"
+    );
     assert_ne!(f.worker_pid(), Some(pid));
+    let call = f.invoke(&[], &[]).expect("the new worker stays");
+    assert!(!call.worker_started);
+    assert!(call.details.worker_replaced.is_none());
 }
 
 #[test]
@@ -204,4 +211,44 @@ fn a_guest_that_does_not_compile_is_a_load_error() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("compile"), "{err}");
+}
+
+/// `network: loopback` on a warm worker is its own `lo`, as on the one-shot path: the guest talks to
+/// itself on the port a host listener holds on the host's 127.0.0.1, and a datagram to a host UDP
+/// socket there never arrives.
+#[test]
+fn a_warm_loopback_worker_has_its_own_lo() {
+    if !common::privileged("a_warm_loopback_worker_has_its_own_lo") {
+        return;
+    }
+    common::examples_out();
+    let host_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    host_udp.set_nonblocking(true).unwrap();
+    let (tcp_port, udp_port) = (
+        host_tcp.local_addr().unwrap().port().to_string(),
+        host_udp.local_addr().unwrap().port().to_string(),
+    );
+    let p = Policy::from_json_str(
+        r#"{"version": 1, "network": "loopback", "on_unenforceable": "fail",
+           "resources": {"memory": "256M", "pids": 64, "timeout": "10s"}}"#,
+        "warm-loopback.json",
+    )
+    .unwrap();
+    let probe = common::repo().join("examples/out/component/probe.wasm");
+    let mut f = WarmFunction::load(&probe, &p, &host()).expect("load the probe component");
+    let run = |f: &mut WarmFunction, a: &[&str]| {
+        let args: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+        let call = f.invoke(&args, &[]).expect("call");
+        String::from_utf8_lossy(&call.stdout).into_owned()
+    };
+    let echo = run(&mut f, &["attack", "loopback_echo", &tcp_port]);
+    assert!(echo.contains(r#""ret":1"#), "{echo}");
+    let sent = run(&mut f, &["attack", "udp_send", &udp_port]);
+    assert!(sent.contains(r#""ret":5"#), "{sent}");
+    let mut b = [0u8; 16];
+    assert!(
+        host_udp.recv_from(&mut b).is_err(),
+        "the host socket got the datagram"
+    );
 }

@@ -639,14 +639,22 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
         host: &host,
     };
     let started = wasm::start(&launch).expect("the worker starts");
+    // On cgroup v1 the worker is started now (its start overlaps the envelope's creation); on v2
+    // it is cloned straight into the envelope when the run runs, so nothing is started yet.
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let (pid, tmp) = (started.pid(), started.scratch_dir().unwrap().to_path_buf());
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(pid.is_none(), v2, "{pid:?}");
+    if let Some(pid) = pid {
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+    }
     assert!(tmp.is_dir());
     hybox::backend::PreparedRun::abandon(Box::new(started));
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "worker {pid} left"
-    );
+    if let Some(pid) = pid {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} left"
+        );
+    }
     assert!(!tmp.exists(), "{} left", tmp.display());
 
     // Through the public API: the envelope's error, not a worker's.
@@ -663,5 +671,78 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
     match sandbox.run(&opts) {
         Err(hybox::Error::Envelope(_)) => {}
         other => panic!("expected the envelope's error, got {other:?}"),
+    }
+}
+
+/// A program that is not hybox (this test binary) and sets no `HostConfig.hybox_path` cannot run
+/// the wasm worker: a clear error naming what to set, and nothing started.
+#[test]
+fn a_program_that_is_not_hybox_must_name_the_worker_binary() {
+    let c = cache();
+    let run = Run::new(DEFAULT, c.path());
+    let artifact = Artifact::detect(&common::wasm_guest("hello")).expect("detect");
+    let host = HostConfig {
+        cache_dir: Some(c.path().to_path_buf()),
+        hybox_path: None,
+        ..Default::default()
+    };
+    let launch = Launch {
+        run_id: "test",
+        policy: &run.policy,
+        artifact: &artifact,
+        args: &run.args,
+        env: run.env.clone(),
+        stdio: &run.stdio,
+        deadline: Instant::now() + Duration::from_secs(20),
+        host: &host,
+    };
+    let e = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap_err();
+    assert!(matches!(e, BackendError::WorkerBinary { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("set HostConfig.hybox_path"), "{msg}");
+    assert!(msg.contains("is not the hybox binary"), "{msg}");
+}
+
+/// On a cgroup v2 root the exec'd worker is started only when the run runs, inside the envelope
+/// (`clone3(CLONE_INTO_CGROUP)`): `details.cgroup_entry` names how it got there. Here the v2 root is
+/// a hybrid host's `unified` mount (no controllers: no envelope, the policy degrades), which
+/// exercises the deferred start without an envelope (`none`); on a pure v2 host the default root
+/// gives `clone_into_cgroup`, on v1 `migrated`.
+#[test]
+fn the_worker_entry_into_its_envelope_is_reported() {
+    if !common::privileged("the_worker_entry_into_its_envelope_is_reported") {
+        return;
+    }
+    let c = cache();
+    let run = Run::new(DEFAULT, c.path());
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let policy = Policy::from_json_str(
+        r#"{"version": 1, "on_unenforceable": "degrade", "resources": {"timeout": "20s"}}"#,
+        "t.json",
+    )
+    .unwrap();
+    let run_with = |root: &str| {
+        let workload = hybox::workload::Workload::detect(&common::wasm_guest("hello")).unwrap();
+        let sandbox = hybox::Sandbox::new(workload, policy.clone(), None).unwrap();
+        let opts = hybox::RunOptions {
+            stdio: Stdio::Capture { stdin: Vec::new() },
+            host: HostConfig {
+                cgroup_root: PathBuf::from(root),
+                ..run.host()
+            },
+            ..Default::default()
+        };
+        let r = sandbox.run(&opts).expect("the run");
+        assert_eq!(r.report.outcome, Outcome::Exited { code: 0 }, "{root}");
+        assert_eq!(r.stdout, b"hello from hybox\n", "{root}");
+        r.report.details.to_json()["cgroup_entry"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let entry = run_with("/sys/fs/cgroup");
+    assert_eq!(entry, if v2 { "clone_into_cgroup" } else { "migrated" });
+    if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        assert_eq!(run_with("/sys/fs/cgroup/unified"), "none");
     }
 }

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     // Where this process's time went before `main` (the report's `phases.process_us`) and when
     // `main` began (`phases.cli_us` runs from here to the run), taken first: both keep growing.
     let t_main = std::time::Instant::now();
+    // This executable dispatches the wasm worker below: wasm runs re-execute it by fd
+    // (`/proc/self/exe`, opened now), whatever it is called and whatever replaces it on disk.
+    hybox::backend::wasm::this_executable_runs_the_worker();
     // The wasm backend re-executes this binary as its worker process (inside the run's envelope);
     // that hidden entry point takes no flags, so it is dispatched before clap.
     if std::env::args_os()

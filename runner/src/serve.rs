@@ -197,6 +197,14 @@ struct LimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeathLabels {
+    function: String,
+    backend: String,
+    /// `idle` (noticed before a call was handed to it, and replaced) or `in_call` (that call failed).
+    when: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RejectLabels {
     function: String,
     reason: String,
@@ -217,6 +225,7 @@ struct Metrics {
     limit_hits: Family<LimitLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
     errors: Family<FnLabels, Counter>,
+    worker_deaths: Family<DeathLabels, Counter>,
 }
 
 impl Metrics {
@@ -231,6 +240,7 @@ impl Metrics {
         let limit_hits = Family::<LimitLabels, Counter>::default();
         let rejected = Family::<RejectLabels, Counter>::default();
         let errors = Family::<FnLabels, Counter>::default();
+        let worker_deaths = Family::<DeathLabels, Counter>::default();
         registry.register(
             "invocations",
             "Calls that ran, by function, backend and outcome kind",
@@ -263,6 +273,11 @@ impl Metrics {
             rejected.clone(),
         );
         registry.register("errors", "Calls hybox could not run (500)", errors.clone());
+        registry.register(
+            "worker_deaths",
+            "Warm workers that died (killed, crashed): while idle (replaced before a call) or in a call (that call got a 500)",
+            worker_deaths.clone(),
+        );
         Metrics {
             registry,
             invocations,
@@ -273,6 +288,7 @@ impl Metrics {
             limit_hits,
             rejected,
             errors,
+            worker_deaths,
         }
     }
 }
@@ -595,6 +611,15 @@ async fn invoke(
         Ok(c) => c,
         Err(e) => {
             m.errors.get_or_create(&served.labels).inc();
+            if matches!(
+                e,
+                FunctionError::Backend {
+                    source: crate::backend::BackendError::WarmWorkerDied { .. },
+                    ..
+                }
+            ) {
+                worker_death(m, served, "in_call");
+            }
             return error(StatusCode::INTERNAL_SERVER_ERROR, crate::error_chain(&e));
         }
     };
@@ -689,8 +714,21 @@ pub fn outcome_kind(o: &crate::report::Outcome) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+fn worker_death(m: &Metrics, served: &Served, when: &str) {
+    m.worker_deaths
+        .get_or_create(&DeathLabels {
+            function: served.labels.function.clone(),
+            backend: served.labels.backend.clone(),
+            when: when.into(),
+        })
+        .inc();
+}
+
 fn record(m: &Metrics, served: &Served, call: &Invocation, elapsed: Duration) {
     let l = &served.labels;
+    if call.report.details.wasm.worker_replaced.is_some() {
+        worker_death(m, served, "idle");
+    }
     m.invocations
         .get_or_create(&CallLabels {
             function: l.function.clone(),

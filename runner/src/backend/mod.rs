@@ -180,9 +180,14 @@ pub enum BackendError {
     /// `wasm.os_sandbox` cannot be had on this host; `fix` is what the host could change.
     #[error("wasm.os_sandbox: {why} (hint: {fix}set wasm.os_sandbox to false, or on_unenforceable to \"degrade\")")]
     OsSandbox { why: String, fix: &'static str },
-    /// The executable that runs the wasm worker cannot be found or opened.
-    #[error("wasm worker: no `hybox` binary next to {} (hint: set HostConfig.hybox_path to the hybox binary)", next_to.display())]
-    WorkerBinary { next_to: PathBuf },
+    /// `network: loopback` on wasm needs the worker in its own network namespace, and this host
+    /// refused it.
+    #[error("network: loopback needs the wasm worker in its own network namespace: {why} (hint: enable unprivileged user namespaces or run as root, set network to \"none\", or on_unenforceable to \"degrade\" (the guest then shares the host's loopback))")]
+    PrivateLoopback { why: String },
+    /// This process is not hybox (it never declared it dispatches `__wasm-worker`) and
+    /// `HostConfig.hybox_path` names no hybox binary: nothing can run the wasm worker.
+    #[error("wasm worker: {} is not the hybox binary, so it cannot run the wasm worker (hint: set HostConfig.hybox_path to a hybox binary)", exe.display())]
+    WorkerBinary { exe: PathBuf },
     /// This backend does not do what was asked of it.
     #[error("{what}")]
     Unsupported { what: &'static str },
@@ -196,6 +201,14 @@ pub enum BackendError {
     #[error("{step}: {source}")]
     WarmWorker {
         step: String,
+        #[source]
+        source: wasm::protocol::ProtocolError,
+    },
+    /// A warm worker died during a call (killed, crashed: not by the cgroup OOM killer, which is
+    /// an `Oom` outcome); `exit` is how it ended. The next call starts a new worker.
+    #[error("the warm wasm worker died during the call (exit: {exit}); the next call starts a new one: {source}")]
+    WarmWorkerDied {
+        exit: String,
         #[source]
         source: wasm::protocol::ProtocolError,
     },

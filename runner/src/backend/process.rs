@@ -13,7 +13,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -154,9 +154,11 @@ pub(crate) unsafe fn clone_vfork(
     Ok(pid)
 }
 
-/// What to start: `program` with `args` (argv[0] is the program's path), an empty environment.
+/// What to start: the executable open at `program` (executed by fd, `execveat(AT_EMPTY_PATH)`:
+/// the file opened is the file that runs) with `args` (argv[0] is `name`), an empty environment.
 pub struct Program<'a> {
-    pub program: &'a Path,
+    pub program: BorrowedFd<'a>,
+    pub name: &'a Path,
     pub args: &'a [&'a str],
     /// Namespaces (`CLONE_NEW*`) the child is created in.
     pub namespaces: libc::c_int,
@@ -165,18 +167,22 @@ pub struct Program<'a> {
 }
 
 struct ChildArgs<'a> {
-    path: &'a CString,
+    exe: RawFd,
     argv: &'a [*const libc::c_char],
     envp: [*const libc::c_char; 1],
     null_stdin_stdout: bool,
     prepare: &'a (dyn Fn() -> io::Result<()> + Sync),
     /// The child's errno when `prepare` or the exec failed (the caller waits until the child has
-    /// exec'd or exited, so it reads this after the child wrote it).
+    /// exec'd or exited, so it reads this after the child wrote it). Only a child that shares the
+    /// caller's memory can report here; one that does not writes the errno to `error_pipe`.
     error: AtomicI32,
+    /// The write end of a close-on-exec pipe for a child with its own memory ([`spawn_into`]), or -1.
+    error_pipe: RawFd,
 }
 
-/// Starts `program`. `prepare` runs in the child right before the exec: it arranges the fds and, in
-/// new namespaces, whatever must be done with the namespace's capabilities before they go.
+/// Starts `program`. `prepare` runs in the child right before the exec: it arranges the fds (it may
+/// mark any fd close-on-exec, but must close none above 2 it did not place: the program's own fd is
+/// one) and, in new namespaces, whatever must be done with the namespace's capabilities before they go.
 ///
 /// # Safety
 /// `prepare` runs in a child that shares this process's memory while the calling thread is
@@ -186,23 +192,16 @@ pub unsafe fn spawn(
     p: &Program<'_>,
     prepare: &(dyn Fn() -> io::Result<()> + Sync),
 ) -> io::Result<Spawned> {
-    let path = CString::new(p.program.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let args: Vec<CString> = p
-        .args
-        .iter()
-        .map(|a| CString::new(*a).map_err(io::Error::other))
-        .collect::<Result<_, _>>()?;
-    let mut argv: Vec<*const libc::c_char> = std::iter::once(path.as_ptr())
-        .chain(args.iter().map(|a| a.as_ptr()))
-        .collect();
-    argv.push(std::ptr::null());
+    let (path, args) = strings(p)?;
+    let argv = argv(&path, &args);
     let child = ChildArgs {
-        path: &path,
+        exe: p.program.as_raw_fd(),
         argv: &argv,
         envp: [std::ptr::null()],
         null_stdin_stdout: p.null_stdin_stdout,
         prepare,
         error: AtomicI32::new(0),
+        error_pipe: -1,
     };
     let flags = p.namespaces | libc::SIGCHLD;
     // SAFETY: `child_entry` makes only raw syscalls on `child`, prepared above, and execs or exits;
@@ -218,14 +217,145 @@ pub unsafe fn spawn(
     }
 }
 
-/// The child of [`spawn`]: `prepare`, stdio on /dev/null if asked, `execve`.
+fn strings(p: &Program<'_>) -> io::Result<(CString, Vec<CString>)> {
+    let path = CString::new(p.name.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let args: Vec<CString> = p
+        .args
+        .iter()
+        .map(|a| CString::new(*a).map_err(io::Error::other))
+        .collect::<Result<_, _>>()?;
+    Ok((path, args))
+}
+
+fn argv(path: &CString, args: &[CString]) -> Vec<*const libc::c_char> {
+    let mut argv: Vec<*const libc::c_char> = std::iter::once(path.as_ptr())
+        .chain(args.iter().map(|a| a.as_ptr()))
+        .collect();
+    argv.push(std::ptr::null());
+    argv
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7, linux/sched.h).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` (linux/sched.h), up to the `cgroup` field (version 2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Starts `program` as [`spawn`] does, but created inside the cgroup v2 directory open at `cgroup`
+/// (`clone3(CLONE_INTO_CGROUP)`): the process is never outside that cgroup, and no migration is
+/// needed (a migration takes the cgroup threadgroup lock for writing, which waits for an RCU grace
+/// period, milliseconds on a busy host). The child gets a copy of the address space (clone3 takes
+/// no function to run on a new stack) and the caller waits until it has exec'd or exited
+/// (`CLONE_VFORK`); a failure of `prepare` or of the exec comes back through a close-on-exec pipe.
+/// `Ok(None)` when the kernel does not know the flag (before 5.7): the caller spawns and migrates.
+///
+/// # Safety
+/// As [`spawn`]: `prepare` may only make raw, async-signal-safe syscalls (the caller may be
+/// multithreaded and the child is a copy of it) and must not unwind.
+pub unsafe fn spawn_into(
+    p: &Program<'_>,
+    prepare: &(dyn Fn() -> io::Result<()> + Sync),
+    cgroup: BorrowedFd<'_>,
+) -> io::Result<Option<Spawned>> {
+    let (path, args) = strings(p)?;
+    let argv = argv(&path, &args);
+    let mut fds = [0; 2];
+    // SAFETY: a pointer to two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    let (err_r, err_w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let child = ChildArgs {
+        exe: p.program.as_raw_fd(),
+        argv: &argv,
+        envp: [std::ptr::null()],
+        null_stdin_stdout: p.null_stdin_stdout,
+        prepare,
+        error: AtomicI32::new(0),
+        error_pipe: err_w.as_raw_fd(),
+    };
+    let mut clone_args = CloneArgs {
+        flags: p.namespaces as u64 | libc::CLONE_VFORK as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    let blocked = SignalsBlocked::new()?;
+    // SAFETY: clone3 without a stack behaves like fork (a copy of the address space); the child
+    // only makes raw syscalls on memory prepared before the call, then execs or _exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut clone_args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        child_entry(&child);
+    }
+    let clone_error = io::Error::last_os_error();
+    drop(blocked);
+    drop(err_w);
+    if pid < 0 {
+        return match clone_error.raw_os_error() {
+            // EINVAL (an unknown flag) or E2BIG (a clone_args without the cgroup field): < 5.7.
+            Some(libc::EINVAL) | Some(libc::E2BIG) => Ok(None),
+            _ => Err(clone_error),
+        };
+    }
+    let mut spawned = Spawned {
+        pid: pid as libc::pid_t,
+        status: None,
+    };
+    let mut errno = [0u8; 4];
+    match std::io::Read::read(&mut std::fs::File::from(err_r), &mut errno) {
+        Ok(4) => {
+            let _ = spawned.wait();
+            Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+        }
+        _ => Ok(Some(spawned)),
+    }
+}
+
+/// The child of [`spawn`]: `prepare`, stdio on /dev/null if asked, `execveat` of the program's fd.
 fn child_entry(c: &ChildArgs) -> ! {
-    let fail = |e: io::Error| -> ! {
-        c.error
-            .store(e.raw_os_error().unwrap_or(libc::EINVAL), Ordering::Release);
+    // The error pipe above every fd `prepare` places (it may hold one of the numbers it takes).
+    let pipe = match c.error_pipe {
+        // SAFETY: fcntl on an fd of this process.
+        fd if fd >= 0 => unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) },
+        _ => -1,
+    };
+    let fail = move |e: io::Error| -> ! {
+        let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+        c.error.store(errno, Ordering::Release);
+        if pipe >= 0 {
+            // SAFETY: write of 4 bytes from a live local to the pipe's write end.
+            unsafe { libc::write(pipe, errno.to_ne_bytes().as_ptr().cast(), 4) };
+        }
         // SAFETY: ends this child without running any of the parent's exit handlers.
         unsafe { libc::_exit(127) }
     };
+    // The executable's fd above every fd `prepare` places (it may be one of the numbers it takes).
+    // SAFETY: fcntl on an fd of this process.
+    let exe = unsafe { libc::fcntl(c.exe, libc::F_DUPFD_CLOEXEC, 100) };
+    if exe < 0 {
+        fail(io::Error::last_os_error());
+    }
     if let Err(e) = (c.prepare)() {
         fail(e);
     }
@@ -235,8 +365,18 @@ fn child_entry(c: &ChildArgs) -> ! {
             fail(e);
         }
     }
-    // SAFETY: a NUL-terminated path and NULL-terminated argv/envp arrays prepared before the clone.
-    unsafe { libc::execve(c.path.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr()) };
+    // SAFETY: an open fd, an empty NUL-terminated path and NULL-terminated argv/envp arrays prepared
+    // before the clone. `prepare` leaves `exe` open (close-on-exec: it goes at the exec).
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exe,
+            c"".as_ptr(),
+            c.argv.as_ptr(),
+            c.envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
     fail(io::Error::last_os_error())
 }
 

@@ -23,7 +23,7 @@ pub(super) fn bare_probe(cfg: &Config, args: &[String]) -> Option<Value> {
 /// Runs the control for a case; (shown, Ok or why it does not prove the mechanism).
 pub(super) fn control(cfg: &Config, c: &Case) -> (String, Result<(), String>) {
     let bin = match &c.guest {
-        Guest::Example(n) => cfg.examples.join("native").join(n),
+        Guest::Example(n) | Guest::Component(n) => cfg.examples.join("native").join(n),
         Guest::Wat(..) => PathBuf::new(),
     };
     match &c.control {

@@ -1,7 +1,7 @@
 //! The host side of the suite: the files, grants and loopback listeners the cases aim at (outside
 //! everything the sandbox mounts), and where each guest's file is found.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
@@ -15,6 +15,7 @@ pub(super) struct Fixtures {
     pub(super) secret: PathBuf,
     pub(super) ro: PathBuf,
     pub(super) tcp: TcpListener,
+    pub(super) udp: UdpSocket,
     pub(super) unix: UnixListener,
     pub(super) abstract_name: String,
     pub(super) wat_dir: tempfile::TempDir,
@@ -52,6 +53,9 @@ impl Fixtures {
         let tcp = TcpListener::bind("127.0.0.1:0").map_err(io("loopback TCP listener"))?;
         tcp.set_nonblocking(true)
             .map_err(io("loopback TCP listener"))?;
+        let udp = UdpSocket::bind("127.0.0.1:0").map_err(io("loopback UDP socket"))?;
+        udp.set_nonblocking(true)
+            .map_err(io("loopback UDP socket"))?;
         let abstract_name = format!("hybox-conformance-{}", crate::host::new_run_id());
         let unix = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
             .and_then(|a| UnixListener::bind_addr(&a))
@@ -64,11 +68,19 @@ impl Fixtures {
             secret,
             ro,
             tcp,
+            udp,
             unix,
             abstract_name,
             wat_dir,
             free_port,
         })
+    }
+
+    pub(super) fn udp_port(&self) -> String {
+        self.udp
+            .local_addr()
+            .map(|a| a.port().to_string())
+            .unwrap_or_default()
     }
 
     pub(super) fn port(&self) -> String {
@@ -82,7 +94,12 @@ impl Fixtures {
     /// fixture written into the fixture directory.
     pub(super) fn artifact(&self, cfg: &Config, guest: &Guest, backend: Backend) -> PathBuf {
         match (guest, backend) {
-            (Guest::Example(n), Backend::Native) => cfg.examples.join("native").join(n),
+            (Guest::Example(n) | Guest::Component(n), Backend::Native) => {
+                cfg.examples.join("native").join(n)
+            }
+            (Guest::Component(n), Backend::Wasm) => {
+                cfg.examples.join("component").join(format!("{n}.wasm"))
+            }
             (Guest::Example(n), Backend::Wasm) => {
                 cfg.examples.join("wasm").join(format!("{n}.wasm"))
             }
@@ -108,6 +125,8 @@ impl Fixtures {
     pub(super) fn reset(&self) {
         while self.tcp.accept().is_ok() {}
         while self.unix.accept().is_ok() {}
+        let mut b = [0u8; 64];
+        while self.udp.recv_from(&mut b).is_ok() {}
         for p in [
             self.ro.join("probe-write"),
             self.dir.path().join("probe-write"),

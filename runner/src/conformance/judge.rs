@@ -79,6 +79,15 @@ pub(super) fn judge(expect: &Expect, run: &Run) -> (String, Result<(), String>) 
             (Some(_), true) => fail("the attempt succeeded inside the sandbox".into()),
             _ => fail(format!("the probe did not finish: {o}")),
         },
+        Expect::Succeeds => match (&json, exited0) {
+            (Some(v), true) if v["ret"].as_i64().unwrap_or(-1) >= 0 => Ok(()),
+            (Some(v), true) => fail(format!("the attempt failed: {}", probe_words(v))),
+            _ => fail(format!("the probe did not finish: {o}")),
+        },
+        Expect::Finishes => match (&json, exited0) {
+            (Some(_), true) => Ok(()),
+            _ => fail(format!("the probe did not finish: {o}")),
+        },
         Expect::Seccomp(name) => match o {
             Outcome::SeccompViolation { syscall } if name.is_empty() || syscall == name => Ok(()),
             _ => fail(format!("expected the seccomp filter to kill it, got {o}")),
@@ -203,6 +212,15 @@ pub(super) fn host_check(fx: &Fixtures, check: &HostCheck) -> Result<(), String>
             Ok(_) => Err("the host's abstract socket accepted a connection".into()),
             Err(_) => Ok(()),
         },
+        HostCheck::UdpSocketIdle => {
+            let mut b = [0u8; 64];
+            match fx.udp.recv_from(&mut b) {
+                Ok((_, peer)) => Err(format!(
+                    "the host's loopback UDP socket received from {peer}"
+                )),
+                Err(_) => Ok(()),
+            }
+        }
     }
 }
 

@@ -76,6 +76,7 @@ pub fn run(cfg: &Config) -> Result<Report, ConformanceError> {
     for p in [
         cfg.examples.join("native/probe"),
         cfg.examples.join("wasm/probe.wasm"),
+        cfg.examples.join("component/probe.wasm"),
     ] {
         if !p.exists() {
             return Err(ConformanceError::MissingGuests { path: p });

@@ -26,8 +26,10 @@ pub struct HostConfig {
     pub cgroup_root: PathBuf,
     /// Private compile cache. Default `$XDG_CACHE_HOME/hybox` or `~/.cache/hybox`.
     pub cache_dir: Option<PathBuf>,
-    /// The `hybox` binary re-executed as the wasm worker (`hybox __wasm-worker`). Default: the current
-    /// executable if it is named `hybox`, else `hybox` next to it.
+    /// A `hybox` binary to execute as the wasm worker (`hybox __wasm-worker`). Default: the running
+    /// executable itself, by fd (`/proc/self/exe`), when it is hybox (its `main` declared so with
+    /// `backend::wasm::this_executable_runs_the_worker`); a library embedder's own program is not
+    /// hybox and must set this for wasm runs.
     pub hybox_path: Option<PathBuf>,
     /// How a one-shot wasm run starts its worker. Default [`WorkerStart::EXEC`]; the hybox CLI
     /// uses [`WorkerStart::fork`] (read its contract before choosing it).

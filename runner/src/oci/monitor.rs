@@ -345,10 +345,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     forward_signals();
     let opts = RunOptions {
         stdio: Stdio::Inherit,
-        host: HostConfig {
-            hybox_path: std::env::current_exe().ok(),
-            ..HostConfig::default()
-        },
+        host: HostConfig::default(),
         run_id: placement.run_id.clone(),
         ..RunOptions::default()
     };

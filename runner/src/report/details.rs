@@ -139,6 +139,17 @@ pub struct WasmDetails {
     /// What killed a warm worker during this call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_killed: Option<String>,
+    /// A warm worker that died between calls (noticed by its pidfd), replaced before this call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_replaced: Option<String>,
+    /// Under `network: loopback`: the worker's own namespaces (its own `lo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_namespace: Option<String>,
+    /// How the worker entered the envelope, the same key and words as the native shim's
+    /// ([`NativeDetails::cgroup_entry`]; one of the two is set in a run): `clone_into_cgroup`
+    /// (created in it, cgroup v2), `migrated`, or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_entry: Option<String>,
     /// An HTTP function's request: the bytes its guest wrote to stderr (stdout is the response).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr_bytes: Option<u64>,

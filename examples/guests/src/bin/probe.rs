@@ -79,6 +79,31 @@ fn portable(name: &str, arg: Option<&str>) -> Option<Res> {
             let port: u16 = arg.and_then(|a| a.parse().ok()).unwrap_or(9);
             Res::io(std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| 0))
         }
+        // A UDP datagram to 127.0.0.1:PORT only (the caller's own socket, on the host's loopback):
+        // it succeeds whether anyone receives it or not; the caller checks its socket received nothing.
+        "udp_send" => {
+            let port: u16 = arg.and_then(|a| a.parse().ok()).unwrap_or(9);
+            Res::io(
+                std::net::UdpSocket::bind(("127.0.0.1", 0))
+                    .and_then(|s| s.send_to(b"probe", ("127.0.0.1", port)))
+                    .map(|n| n as i64),
+            )
+        }
+        // Talks to itself on 127.0.0.1:PORT: bind, listen, connect, accept, one byte there and back
+        // (ret 1). On a loopback of its own, PORT may be one a host service holds on the host's.
+        "loopback_echo" => {
+            use std::io::{Read, Write};
+            let port: u16 = arg.and_then(|a| a.parse().ok()).unwrap_or(8080);
+            Res::io((|| {
+                let l = std::net::TcpListener::bind(("127.0.0.1", port))?;
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                let (mut a, _) = l.accept()?;
+                c.write_all(b"x")?;
+                let mut b = [0u8; 1];
+                a.read_exact(&mut b)?;
+                Ok(i64::from(b[0] == b'x'))
+            })())
+        }
         "spin" => {
             let mut x: u64 = 1;
             loop {
@@ -129,6 +154,7 @@ mod platform {
     pub fn errno_name(n: i32) -> String {
         match n {
             2 => "EACCES",
+            3 => "EADDRINUSE",
             8 => "EBADF",
             14 => "ECONNREFUSED",
             20 => "EEXIST",
@@ -325,6 +351,7 @@ mod platform {
             38 => "ENOSYS",
             95 => "EOPNOTSUPP",
             97 => "EAFNOSUPPORT",
+            98 => "EADDRINUSE",
             101 => "ENETUNREACH",
             111 => "ECONNREFUSED",
             _ => return format!("errno {n}"),

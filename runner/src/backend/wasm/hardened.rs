@@ -76,7 +76,7 @@ pub fn in_new_namespaces(loopback: bool) -> std::io::Result<()> {
     if loopback {
         // `network: loopback` grants the guest 127.0.0.1 inside the worker's own network namespace;
         // `lo` starts down there. CAP_NET_ADMIN of the new user namespace allows this until exec.
-        loopback_up()?;
+        super::netns::loopback_up()?;
     }
     // Full capabilities in the new namespace until exec: use them to empty the bounding set, so no
     // later exec could ever regain a capability (PR_CAPBSET_DROP needs CAP_SETPCAP).
@@ -90,36 +90,6 @@ pub fn in_new_namespaces(loopback: bool) -> std::io::Result<()> {
     // SAFETY: prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
         return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Brings `lo` up in the current network namespace: raw socket + ioctl, async-signal-safe, allocates
-/// nothing (it runs between fork and exec).
-fn loopback_up() -> std::io::Result<()> {
-    // SAFETY: socket(2) with constant arguments.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which outlives the call.
-    let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
-    if r == 0 {
-        // SAFETY: the flags member of the union is the one SIOCGIFFLAGS just filled.
-        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-        r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
-    }
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the socket opened above.
-    unsafe { libc::close(fd) };
-    if r < 0 {
-        return Err(err);
     }
     Ok(())
 }
@@ -356,9 +326,9 @@ fn exec_paths() -> Vec<PathBuf> {
     .map(PathBuf::from)
     .filter(|p| p.exists())
     .collect();
-    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
-        v.push(exe);
-    }
+    // The magic link, not the path it shows: it opens the file this worker runs from even when
+    // the file at that path was replaced or removed since.
+    v.push(PathBuf::from("/proc/self/exe"));
     v
 }
 

@@ -311,6 +311,7 @@ impl HttpFunction {
             tmp_dir: None,
             cache_dir: super::artifact::cache_dir(host).ok(),
             timeout_ms: policy.resources.timeout.as_std().as_millis() as u64,
+            own_network_namespace: false,
         };
         let f = HttpFunction {
             run_id,
@@ -380,14 +381,14 @@ impl HttpFunction {
     /// Starts the worker, moves it into the envelope, sends the load job and waits for the answer;
     /// then a thread reads the worker's per-request reports until its reply pipe ends.
     fn start(&self) -> Result<Worker, BackendError> {
-        let exe = super::worker_binary(&self.host)?;
+        let exe = super::worker_exe(&self.host)?;
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("pipe")(e.into()))?;
         let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io_err("pipe")(e.into()))?;
         let child = spawn_http_worker(&exe, &req_r, &rep_w).map_err(io_err(format!(
             "start the HTTP function's worker {}",
-            exe.display()
+            exe.path().display()
         )))?;
         drop(req_r);
         drop(rep_w);
@@ -507,16 +508,21 @@ impl Drop for HttpFunction {
 
 /// Starts `hybox __wasm-worker --http` with the request pipe at fd 3, the reply pipe at fd 4, no
 /// other fds, an empty environment, stdin and stdout on /dev/null, stderr inherited.
-fn spawn_http_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::Result<Spawned> {
+fn spawn_http_worker(
+    exe: &super::WorkerExe,
+    req_r: &OwnedFd,
+    rep_w: &OwnedFd,
+) -> std::io::Result<Spawned> {
     let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
     let program = crate::backend::process::Program {
-        program: exe,
+        program: exe.fd(),
+        name: exe.path(),
         args: &[WORKER_SUBCOMMAND, HTTP_ARG],
         namespaces: 0,
         null_stdin_stdout: true,
     };
     // SAFETY: in the child before exec, with both pipe ends open.
-    let prepare = move || unsafe { super::place_worker_fds(j, r) };
+    let prepare = move || unsafe { super::place_worker_fds(j, r, true) };
     // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
     // cannot panic.
     unsafe { crate::backend::process::spawn(&program, &prepare) }

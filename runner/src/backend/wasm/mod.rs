@@ -1,8 +1,8 @@
 //! The wasm backend: WASI modules and components in wasmtime.
 //!
 //! The supervisor (this module's [`start`] and `finish`) never compiles or loads guest bytes. It starts a worker
-//! process ([`start`]): the `hybox` binary itself re-executed as `hybox __wasm-worker` with an empty
-//! environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
+//! process ([`start`]): the running hybox executable itself (by fd, see [`exe`]) re-executed as
+//! `hybox __wasm-worker` with an empty environment, or, for the `hybox run` CLI, a fork of the CLI ([`WorkerStart`]). [`Sandbox::run`]
 //! starts the worker before it builds the envelope, so the two overlap; [`finish`] then moves the
 //! worker into the run's envelope (cgroup) and only then sends it the job over a pipe. The worker
 //! ([`worker_main`]) compiles the guest (or loads it from the private compile cache, see
@@ -21,19 +21,21 @@
 //! The job and the result travel as [`protocol`] frames, the same frames a warm worker uses.
 
 pub mod artifact;
+pub mod exe;
 pub mod hardened;
 pub mod http;
 // The wasi:http host itself (wasmtime-wasi-http on hyper) runs only in the worker process, which is
 // the hybox binary: a library built without the `http` feature still starts HTTP functions.
 #[cfg(feature = "http")]
 mod http_worker;
+pub mod netns;
 pub mod protocol;
 pub mod warm;
 pub mod worker;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::backend::postmortem;
@@ -45,6 +47,7 @@ use crate::report::{Degradation, Outcome};
 
 pub use crate::host::WorkerStart;
 pub use artifact::{cache_clear, cache_list, ArtifactError, CacheEntry};
+pub use exe::{this_executable_runs_the_worker, worker_exe, WorkerExe};
 pub use http::{HttpCallReport, HttpFunction, World};
 pub use protocol::{Job, WorkerResult};
 pub use warm::{WarmCall, WarmFunction};
@@ -63,26 +66,6 @@ pub const SUPERVISOR_GRACE: Duration = Duration::from_secs(2);
 /// itself and exits.
 pub const WATCHDOG_GRACE: Duration = Duration::from_millis(200);
 
-/// The `hybox` binary that runs the worker: `HostConfig.hybox_path`, else the current executable if it
-/// is `hybox`, else `hybox` next to it (a test binary or an embedding host).
-pub fn worker_binary(host: &HostConfig) -> Result<PathBuf, BackendError> {
-    if let Some(p) = &host.hybox_path {
-        return Ok(p.clone());
-    }
-    let exe = std::env::current_exe().map_err(|source| BackendError::Io {
-        step: "locate the hybox binary".into(),
-        source,
-    })?;
-    if exe.file_name().is_some_and(|n| n == "hybox") {
-        return Ok(exe);
-    }
-    let sibling = exe.with_file_name("hybox");
-    if sibling.is_file() {
-        return Ok(sibling);
-    }
-    Err(BackendError::WorkerBinary { next_to: exe })
-}
-
 impl PreparedRun for Started {
     fn run(
         self: Box<Self>,
@@ -95,15 +78,19 @@ impl PreparedRun for Started {
 
     fn abandon(self: Box<Self>) {
         let mut s = *self;
-        let _ = s.child.kill();
-        let _ = s.child.wait();
+        if let Some(c) = s.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 /// A worker started for one run, blocked until it receives its job (see [`start`]).
 #[derive(Debug)]
 pub struct Started {
-    child: crate::backend::process::Spawned,
+    /// The worker, once started (on cgroup v2 an exec'd one starts in `finish`, see `pending`).
+    child: Option<crate::backend::process::Spawned>,
+    pending: Option<Pending>,
     job: Job,
     stdin: Vec<u8>,
     job_w: OwnedFd,
@@ -111,15 +98,18 @@ pub struct Started {
     tmp: Option<crate::scratch::ScratchDir>,
     start: WorkerStart,
     os_sandbox: bool,
+    /// The loopback worker's own namespaces (`netns`), for the report.
+    network_ns: Option<&'static str>,
     degradations: Vec<Degradation>,
     t_spawn: Instant,
     deadline: Instant,
 }
 
 impl Started {
-    /// The worker's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The worker's pid, once it is started (on cgroup v2 an exec'd worker starts in the envelope,
+    /// when the run runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// The guest's `/tmp` on the host, when the policy grants one.
@@ -135,17 +125,24 @@ impl Started {
 /// the envelope meanwhile, and [`finish`] moves the worker into it before sending the job.
 pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     let policy = launch.policy;
-    let mut degradations = Vec::new();
+    let degradations = Vec::new();
     // wasm.os_sandbox: the worker in namespaces under Landlock and seccomp (see `hardened`). Only a
     // host without usable user namespaces cannot have it; the worker's own unshare is the probe (no
     // throwaway process per run), and `spawn_hardened_or_degrade` refuses, or degrades if the policy
     // says so.
-    let mut os_sandbox = policy.wasm.os_sandbox;
-    let start = match os_sandbox {
+    let os_sandbox = policy.wasm.os_sandbox;
+    let loopback = policy.network == crate::policy::Network::Loopback;
+    // Namespaces are made at clone time, where a refusal is an error this side sees: a hardened or
+    // loopback worker is always exec'd.
+    let start = match os_sandbox || loopback {
         true => WorkerStart::EXEC,
         false => launch.host.wasm_worker_start,
     };
-    let exe = worker_binary(launch.host)?;
+    // Only an exec'd worker needs the executable (a forked one is this process already).
+    let exe = match start.is_fork() {
+        true => None,
+        false => Some(exe::worker_exe(launch.host)?),
+    };
     // An unusable cache location is not fatal (the worker compiles without it and says so).
     let cache_dir = artifact::cache_dir(launch.host).ok();
     let tmp = match policy.filesystem.tmp {
@@ -185,6 +182,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
             .deadline
             .saturating_duration_since(t_spawn)
             .as_millis() as u64,
+        own_network_namespace: false,
     };
     // The worker confines itself only when the supervisor started it in namespaces.
     job.policy.wasm.os_sandbox = os_sandbox;
@@ -193,30 +191,10 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
     let (res_r, res_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-    let loopback = policy.network == crate::policy::Network::Loopback;
-    let spawned = match start {
-        s if s.is_fork() => fork_worker(launch.stdio, &job_r, &res_w, &job),
-        _ => spawn_worker(&exe, launch.stdio, &job_r, &res_w, os_sandbox, loopback),
-    };
-    let child = match spawned {
-        // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
-        Err(e) if os_sandbox && userns_refused(&e) => {
-            degradations.push(os_sandbox_unavailable(
-                policy,
-                format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}"),
-                "enable unprivileged user namespaces, ",
-            )?);
-            os_sandbox = false;
-            job.policy.wasm.os_sandbox = false;
-            spawn_worker(&exe, launch.stdio, &job_r, &res_w, false, loopback)
-        }
-        r => r,
-    }
-    .map_err(io(&format!("start the wasm worker {}", exe.display())))?;
-    drop(job_r);
-    drop(res_w);
-    Ok(Started {
-        child,
+    let null_stdio = matches!(launch.stdio, Stdio::Capture { .. });
+    let mut started = Started {
+        child: None,
+        pending: None,
         job,
         stdin: stdin.to_vec(),
         job_w,
@@ -224,17 +202,136 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         tmp,
         start,
         os_sandbox,
+        network_ns: None,
         degradations,
         t_spawn,
         deadline: launch.deadline,
-    })
+    };
+    let Some(exe) = exe else {
+        let child = fork_worker(launch.stdio, &job_r, &res_w, &started.job)
+            .map_err(io("fork the wasm worker"))?;
+        started.child = Some(child);
+        return Ok(started);
+    };
+    let pending = Pending {
+        exe,
+        job_r,
+        res_w,
+        null_stdio,
+        loopback,
+    };
+    // cgroup v2: the exec'd worker is cloned straight into the envelope in `finish`, once it exists
+    // (no migration, no RCU grace period). v1 has no such clone: the worker starts now and its start
+    // overlaps the envelope's creation; `finish` migrates it.
+    if launch.host.cgroup_root.join("cgroup.controllers").exists() {
+        started.pending = Some(pending);
+    } else {
+        let (child, _) = started.exec_worker(&pending, None)?;
+        started.child = Some(child);
+    }
+    Ok(started)
+}
+
+/// An exec'd worker not started yet (cgroup v2: [`finish`] clones it into the envelope).
+#[derive(Debug)]
+struct Pending {
+    exe: exe::WorkerExe,
+    job_r: OwnedFd,
+    res_w: OwnedFd,
+    null_stdio: bool,
+    loopback: bool,
+}
+
+impl Started {
+    /// Starts the exec'd worker (inside the cgroup v2 directory open at `cgroup`, when given and the
+    /// kernel can) and records what it got: the hardened namespaces or a degradation of them, the
+    /// loopback worker's own network namespace or a degradation of it. The worker and whether it
+    /// was born inside `cgroup`.
+    fn exec_worker(
+        &mut self,
+        p: &Pending,
+        cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(crate::backend::process::Spawned, bool), BackendError> {
+        let loopback = p.loopback;
+        let spawn = |os_sandbox: bool, private_net: libc::c_int| {
+            spawn_worker(
+                &p.exe,
+                p.null_stdio,
+                &p.job_r,
+                &p.res_w,
+                os_sandbox,
+                loopback,
+                private_net,
+                cgroup,
+            )
+        };
+        // network: loopback means the worker's own `lo` (see `netns`); the hardened worker has its
+        // own network namespace already.
+        let spawn_exec = |os_sandbox: bool| {
+            if os_sandbox || !loopback {
+                return spawn(os_sandbox, 0).map(|c| (c, None));
+            }
+            netns::spawn_private(|flags| spawn(false, flags)).map(|(c, what)| (c, Some(what)))
+        };
+        let spawned = match spawn_exec(self.os_sandbox) {
+            // unshare(CLONE_NEWUSER|...) refused between fork and exec: no user namespaces here.
+            Err(e) if self.os_sandbox && userns_refused(&e) => {
+                self.degradations.push(os_sandbox_unavailable(
+                    &self.job.policy,
+                    format!("unshare(CLONE_NEWUSER|CLONE_NEWNS|CLONE_NEWNET|...) failed: {e}"),
+                    "enable unprivileged user namespaces, ",
+                )?);
+                self.os_sandbox = false;
+                self.job.policy.wasm.os_sandbox = false;
+                spawn_exec(false)
+            }
+            r => r,
+        };
+        let ((child, inside), network_ns) = match spawned {
+            // No network namespace for a loopback worker on this host.
+            Err(e) if loopback && !self.os_sandbox && netns::refused(&e) => {
+                self.degradations.push(private_loopback_unavailable(
+                    &self.job.policy,
+                    format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
+                )?);
+                spawn(false, 0).map(|c| (c, None))
+            }
+            r => r,
+        }
+        .map_err(BackendError::io(format!(
+            "start the wasm worker {}",
+            p.exe.path().display()
+        )))?;
+        self.network_ns = network_ns;
+        self.job.own_network_namespace = self.os_sandbox || network_ns.is_some();
+        Ok((child, inside))
+    }
 }
 
 /// Moves the started worker into `envelope`, sends it the job, waits for its result (or kills it
 /// past the deadline), and classifies how it ended.
-fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<BackendRun, BackendError> {
+fn finish(
+    mut started: Started,
+    envelope: Option<&EnvelopeHandle>,
+) -> Result<BackendRun, BackendError> {
+    // On cgroup v2, an exec'd worker is created inside the envelope now.
+    let mut born_inside = false;
+    if let Some(p) = started.pending.take() {
+        let dir = envelope.and_then(|e| e.clone_into_dir());
+        let fd = match &dir {
+            Some(d) => Some(std::fs::File::open(d).map_err(|source| BackendError::Io {
+                step: format!("open the envelope's cgroup {}", d.display()),
+                source,
+            })?),
+            None => None,
+        };
+        let (child, inside) = started.exec_worker(&p, fd.as_ref().map(std::os::fd::AsFd::as_fd))?;
+        started.child = Some(child);
+        born_inside = inside;
+    }
     let Started {
-        mut child,
+        child,
+        pending: _,
         job,
         stdin,
         job_w,
@@ -242,13 +339,20 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
         tmp,
         start,
         os_sandbox,
+        network_ns,
         mut degradations,
         t_spawn,
         deadline,
     } = started;
+    let mut child = child.expect("the worker was started above or in `start`");
     let io = BackendError::io;
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
-    if let Some(env) = envelope {
+    let cgroup_entry = match (born_inside, envelope) {
+        (true, _) => "clone_into_cgroup",
+        (false, Some(_)) => "migrated",
+        (false, None) => "none",
+    };
+    if let (false, Some(env)) = (born_inside, envelope) {
         if let Err(source) = env.join(child.id() as i32) {
             let _ = child.kill();
             let _ = child.wait();
@@ -337,6 +441,8 @@ fn finish(started: Started, envelope: Option<&EnvelopeHandle>) -> Result<Backend
     };
     run.details.wasm.backend_process = Some("worker".into());
     run.details.wasm.worker_start = Some(start.as_str().into());
+    run.details.wasm.network_namespace = network_ns.map(str::to_string);
+    run.details.wasm.cgroup_entry = Some(cgroup_entry.into());
     degradations.extend(os_sandbox_degradation(&run.details.wasm));
     run.degradations.extend(degradations);
     Ok(run)
@@ -379,6 +485,21 @@ pub(crate) fn os_sandbox_unavailable(
     }
 }
 
+/// `network: loopback` cannot be private on this host (no network namespace for the worker): refuse,
+/// or, if the policy allows degrading, the degradation the report must list.
+pub(crate) fn private_loopback_unavailable(
+    policy: &crate::policy::Policy,
+    why: String,
+) -> Result<Degradation, BackendError> {
+    match policy.on_unenforceable {
+        OnUnenforceable::Fail => Err(BackendError::PrivateLoopback { why }),
+        OnUnenforceable::Degrade => Ok(Degradation {
+            what: "network loopback".into(),
+            why: format!("{why}: the guest shares the host's loopback"),
+        }),
+    }
+}
+
 /// Whether a failed worker spawn is the kernel refusing the user namespace (EPERM: disallowed by
 /// sysctl, AppArmor or a container's seccomp; ENOSPC/EUSERS: the namespace limit; EINVAL: a kernel
 /// without user namespaces).
@@ -390,32 +511,50 @@ fn userns_refused(e: &std::io::Error) -> bool {
 }
 
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
-/// empty environment, and stdio as asked.
+/// empty environment, and stdio as asked; in the hardened namespaces with `os_sandbox`, else in
+/// `private_net`'s (a loopback worker's own network namespace, `netns`) with `lo` up.
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker(
-    exe: &Path,
-    stdio: &Stdio,
+    exe: &exe::WorkerExe,
+    null_stdin_stdout: bool,
     job_r: &OwnedFd,
     res_w: &OwnedFd,
     os_sandbox: bool,
     loopback: bool,
-) -> std::io::Result<crate::backend::process::Spawned> {
+    private_net: libc::c_int,
+    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> std::io::Result<(crate::backend::process::Spawned, bool)> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let program = crate::backend::process::Program {
-        program: exe,
+        program: exe.fd(),
+        name: exe.path(),
         args: &[WORKER_SUBCOMMAND],
-        namespaces: if os_sandbox { hardened::CLONE_FLAGS } else { 0 },
-        null_stdin_stdout: matches!(stdio, Stdio::Capture { .. }),
+        namespaces: if os_sandbox {
+            hardened::CLONE_FLAGS
+        } else {
+            private_net
+        },
+        null_stdin_stdout,
     };
     let prepare = move || {
         if os_sandbox {
             hardened::in_new_namespaces(loopback)?;
+        } else if private_net != 0 {
+            netns::loopback_up()?;
         }
         // SAFETY: in the child before exec, with both pipe ends open.
-        unsafe { place_worker_fds(j, r) }
+        unsafe { place_worker_fds(j, r, true) }
     };
-    // SAFETY: `prepare` makes only raw syscalls (ioctl, prctl, fcntl, dup2, close_range), allocates
-    // nothing and cannot panic.
-    unsafe { crate::backend::process::spawn(&program, &prepare) }
+    if let Some(cgroup) = cgroup {
+        // SAFETY: as below; the child is a copy of this process instead of sharing its memory.
+        if let Some(c) = unsafe { crate::backend::process::spawn_into(&program, &prepare, cgroup) }?
+        {
+            return Ok((c, true));
+        }
+    }
+    // SAFETY: `prepare` makes only raw syscalls (socket, ioctl, prctl, fcntl, dup2, close_range),
+    // allocates nothing and cannot panic.
+    unsafe { crate::backend::process::spawn(&program, &prepare) }.map(|c| (c, false))
 }
 
 /// Forks the caller into a one-shot worker ([`WorkerStart::fork`]): the same fds and stdio as
@@ -430,7 +569,7 @@ fn fork_worker(
     let null_stdin_stdout = matches!(stdio, Stdio::Capture { .. });
     let prepare = move || {
         // SAFETY: in the forked child, with both pipe ends open.
-        unsafe { place_worker_fds(j, r)? };
+        unsafe { place_worker_fds(j, r, false)? };
         if null_stdin_stdout {
             crate::backend::process::stdin_stdout_to_dev_null()?;
         }
@@ -441,13 +580,19 @@ fn fork_worker(
     unsafe { crate::backend::process::fork(&prepare, &|| worker::run_forked(job)) }
 }
 
-/// In the worker between fork and exec: the job pipe becomes [`JOB_FD`], the result pipe
-/// [`RESULT_FD`], and every other fd is closed. Async-signal-safe (fcntl, dup2, close_range); allocates
-/// nothing.
+/// In the worker before it runs: the job pipe becomes [`JOB_FD`], the result pipe [`RESULT_FD`], and
+/// every other fd above them goes: closed now in a forked worker (`at_exec` false, no exec follows),
+/// marked close-on-exec in one about to exec (`at_exec`), so the executable's own fd, held above
+/// them, stays usable by `execveat` and goes with the rest at the exec. Async-signal-safe (fcntl,
+/// dup2, close_range); allocates nothing.
 ///
 /// # Safety
 /// Call only in a forked child before exec, with `job` and `result` open fds.
-pub(crate) unsafe fn place_worker_fds(job: RawFd, result: RawFd) -> std::io::Result<()> {
+pub(crate) unsafe fn place_worker_fds(
+    job: RawFd,
+    result: RawFd,
+    at_exec: bool,
+) -> std::io::Result<()> {
     // SAFETY: plain fd syscalls on fds the caller owns; no memory is touched.
     unsafe {
         // Move both ends above the target numbers first so neither dup2 clobbers the other.
@@ -456,8 +601,13 @@ pub(crate) unsafe fn place_worker_fds(job: RawFd, result: RawFd) -> std::io::Res
         if j2 < 0 || r2 < 0 || libc::dup2(j2, JOB_FD) < 0 || libc::dup2(r2, RESULT_FD) < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // Nothing else leaks into the worker (close_range(2), Linux 5.9).
-        if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, 0) < 0 {
+        // Nothing else leaks into the worker (close_range(2): Linux 5.9, CLOSE_RANGE_CLOEXEC 5.11).
+        let flags = if at_exec {
+            libc::CLOSE_RANGE_CLOEXEC
+        } else {
+            0
+        };
+        if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, flags as libc::c_int) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }

@@ -76,6 +76,11 @@ pub struct Job {
     pub cache_dir: Option<PathBuf>,
     /// Wall-clock budget from the moment the worker starts.
     pub timeout_ms: u64,
+    /// The worker runs in a network namespace of its own (`netns`, or `wasm.os_sandbox`'s), whose
+    /// only interface is its own `lo`: then the unspecified address with port 0, which wasmtime
+    /// checks for the implicit bind of every TCP connect, can only mean that `lo`.
+    #[serde(default)]
+    pub own_network_namespace: bool,
 }
 
 /// What the worker reports.

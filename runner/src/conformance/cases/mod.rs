@@ -22,10 +22,12 @@ use crate::policy::{Backend, Policy};
 
 pub(super) use equivalence::benign;
 
-/// What runs: an example guest (both targets) or a wasm text fixture (wasm only).
+/// What runs: an example guest (both targets), the same as a component on wasm (WASI preview 2:
+/// sockets), or a wasm text fixture (wasm only).
 #[derive(Debug, Clone)]
 pub(super) enum Guest {
     Example(&'static str),
+    Component(&'static str),
     Wat(&'static str, &'static str),
 }
 
@@ -36,6 +38,10 @@ pub(super) enum Expect {
     Errno(&'static [&'static str]),
     /// The probe's attempt failed, whatever the errno (the backends word it differently).
     Refused,
+    /// The probe's attempt succeeded (ret >= 0).
+    Succeeds,
+    /// The probe ran to its end, whatever its attempt gave (what matters is the host check).
+    Finishes,
     /// The seccomp filter killed it on this syscall.
     Seccomp(&'static str),
     Oom(&'static str),
@@ -59,6 +65,8 @@ impl Expect {
         match self {
             Expect::Errno(e) => format!("errno {}", e.join("|")),
             Expect::Refused => "refused (any errno)".into(),
+            Expect::Succeeds => "succeeds".into(),
+            Expect::Finishes => "finishes (any result)".into(),
             Expect::Seccomp("") => "seccomp_violation(*)".into(),
             Expect::Seccomp(s) => format!("seccomp_violation({s})"),
             Expect::Oom(_) => "oom".into(),
@@ -98,6 +106,8 @@ pub(super) enum HostCheck {
     TcpListenerIdle,
     /// The abstract unix listener must not have accepted a connection.
     AbstractSocketIdle,
+    /// The loopback UDP socket must not have received a datagram.
+    UdpSocketIdle,
 }
 
 #[derive(Debug, Clone)]

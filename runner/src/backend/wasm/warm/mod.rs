@@ -15,7 +15,8 @@
 //! cannot reach, the watchdog reports the timeout [`WATCHDOG_GRACE`] later and the worker exits (the
 //! blocked thread dies with it); if no reply comes at all, the supervisor kills the worker
 //! ([`SUPERVISOR_GRACE`] later). A worker that exited or died is restarted by the next
-//! [`WarmFunction::invoke`] (a reload: a compile-cache hit, not a compile).
+//! [`WarmFunction::invoke`] (a reload: a compile-cache hit, not a compile); one that died between
+//! calls is noticed by its pidfd before that call is handed to it, so the call runs on the new one.
 //!
 //!
 //! The supervisor's side is here and in `supervisor` (the worker process: started, moved into the
@@ -99,6 +100,8 @@ pub struct WarmFunction {
     degradations: Vec<Degradation>,
     /// OOM kills seen in the envelope so far (to attribute a worker killed during a call).
     oom_kills: u64,
+    /// `network: loopback` degraded to the host's loopback (no network namespace on this host).
+    shared_loopback: bool,
 }
 
 fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -174,6 +177,7 @@ impl WarmFunction {
             tmp_dir: tmp.as_ref().map(|t| t.path().to_path_buf()),
             cache_dir: super::artifact::cache_dir(host).ok(),
             timeout_ms: policy.resources.timeout.as_std().as_millis() as u64,
+            own_network_namespace: false,
         };
         let mut f = WarmFunction {
             run_id,
@@ -186,6 +190,7 @@ impl WarmFunction {
             load_details: crate::report::details::WasmDetails::default(),
             degradations,
             oom_kills: 0,
+            shared_loopback: false,
         };
         f.worker = Some(f.start()?);
         Ok(f)
@@ -227,8 +232,30 @@ impl WarmFunction {
                 }
             }
         }
-        let exe = super::worker_binary(&self.host)?;
-        let w = Worker::spawn(&exe)?;
+        let exe = super::worker_exe(&self.host)?;
+        let started = io_err(format!(
+            "start the warm wasm worker {}",
+            exe.path().display()
+        ));
+        let w = if self.policy.network == crate::policy::Network::Loopback && !self.shared_loopback
+        {
+            match super::netns::spawn_private(|flags| Worker::spawn(&exe, flags)) {
+                Ok((w, _)) => w,
+                Err(e) if super::netns::refused(&e) => {
+                    self.degradations.push(super::private_loopback_unavailable(
+                        &self.policy,
+                        format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
+                    )?);
+                    self.shared_loopback = true;
+                    Worker::spawn(&exe, 0).map_err(started)?
+                }
+                Err(e) => return Err(started(e)),
+            }
+        } else {
+            Worker::spawn(&exe, 0).map_err(started)?
+        };
+        self.job.own_network_namespace =
+            self.policy.network == crate::policy::Network::Loopback && !self.shared_loopback;
         // Into the envelope before the worker has seen a byte of the guest: it is blocked reading.
         if let Some(env) = &self.envelope {
             if let Err(e) = env.join(w.pid() as i32) {
@@ -246,11 +273,21 @@ impl WarmFunction {
     /// One call: `args` are argv[1..], `stdin` the guest's whole stdin; stdout/stderr are captured
     /// with the policy's caps; a fresh store (limits, deadline, fuel) and a fresh `/tmp` per call.
     ///
-    /// A guest failure (trap, timeout, memory limit, fuel, exit code) is an `Ok` outcome. If the worker
-    /// dies during the call (killed, crashed), this returns an error for this call (or an `Oom`
+    /// A worker that died since the last call is noticed (its pidfd) and replaced before this call
+    /// is handed to it (`details.worker_replaced` says why). A guest failure (trap, timeout, memory
+    /// limit, fuel, exit code) is an `Ok` outcome. If the worker dies during the call (killed, crashed), this returns an error for this call (or an `Oom`
     /// outcome when the envelope's OOM counter says the cgroup OOM killer did it), and the next
     /// `invoke` starts a new worker. A worker that fails to start again is an error of that `invoke`.
     pub fn invoke(&mut self, args: &[String], stdin: &[u8]) -> Result<WarmCall, BackendError> {
+        // A worker that died since its last call (the OOM killer, an admin's SIGKILL, a crash) is
+        // never handed this call: it is reaped here and replaced below.
+        let replaced = self
+            .worker
+            .take_if(|w| w.has_ended())
+            .map(|dead| match dead.reap() {
+                Ok(status) => format!("the previous worker died while idle ({status})"),
+                Err(e) => format!("the previous worker died while idle (status unknown: {e})"),
+            });
         let worker_started = self.worker.is_none();
         let mut w = match self.worker.take() {
             Some(w) => w,
@@ -291,7 +328,7 @@ impl WarmFunction {
             }
         };
         let exiting = r.details.worker_exiting.unwrap_or(false);
-        let call = WarmCall {
+        let mut call = WarmCall {
             prepare_us: r.details.prepare_us.unwrap_or(0),
             instantiate_us: r.startup_us,
             drop_us: r.details.drop_us.unwrap_or(0),
@@ -307,6 +344,9 @@ impl WarmFunction {
             worker_started,
             details: r.details,
         };
+        if let Some(why) = replaced {
+            call.details.worker_replaced = Some(why);
+        }
         if exiting {
             // The watchdog gave up on a blocked guest thread; the worker ends after this reply.
             w.kill();
@@ -339,14 +379,11 @@ impl WarmFunction {
             call.details.worker_killed = Some("cgroup OOM killer".into());
             return Ok(call);
         }
-        Err(BackendError::WarmWorker {
-            step: format!(
-                "the warm wasm worker died during the call (exit: {}); the next call starts a new one",
-                match status {
-                    Ok(s) => s.to_string(),
-                    Err(e) => format!("unknown: {e}"),
-                }
-            ),
+        Err(BackendError::WarmWorkerDied {
+            exit: match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unknown: {e}"),
+            },
             source: e,
         })
     }

@@ -4,38 +4,47 @@
 //! ([`super::WarmFunction`]).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::SERVE_ARG;
 use crate::backend::process::Spawned;
 use crate::backend::wasm::protocol::{self, CallRequest, Frame, LoadReply, ProtocolError};
-use crate::backend::wasm::{place_worker_fds, Job, WORKER_SUBCOMMAND};
+use crate::backend::wasm::{place_worker_fds, Job, WorkerExe, WORKER_SUBCOMMAND};
 use crate::backend::BackendError;
 
-/// The running worker: the process, the request pipe's write end, the reply pipe's read end.
+/// The running worker: the process and its pidfd, the request pipe's write end, the reply pipe's
+/// read end.
 pub(super) struct Worker {
     child: Spawned,
+    /// Readable once the worker has ended (pidfd_open(2)): how a worker that died while idle (the
+    /// OOM killer, an admin's SIGKILL, a crash) is noticed before a call is handed to it.
+    pidfd: OwnedFd,
     requests: File,
     replies: File,
 }
 
 impl Worker {
-    /// Starts the worker, blocked reading its load job.
-    pub(super) fn spawn(exe: &Path) -> Result<Worker, BackendError> {
-        let io = BackendError::io;
-        let (req_r, req_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-        let (rep_r, rep_w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
-        let child = spawn_serve_worker(exe, &req_r, &rep_w).map_err(BackendError::io(format!(
-            "start the warm wasm worker {}",
-            exe.display()
-        )))?;
+    /// Starts the worker, blocked reading its load job; in `private_net`'s namespaces (a loopback
+    /// worker's own network namespace, see `netns`) with `lo` up, unless 0.
+    pub(super) fn spawn(exe: &WorkerExe, private_net: libc::c_int) -> std::io::Result<Worker> {
+        let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let mut child = spawn_serve_worker(exe, &req_r, &rep_w, private_net)?;
+        // SAFETY: pidfd_open of our own unreaped child (its pid cannot be reused before we reap it).
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(e.kind(), format!("pidfd_open: {e}")));
+        }
+        // SAFETY: a fresh fd the kernel just returned, owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok(Worker {
             child,
+            pidfd,
             requests: File::from(req_w),
             replies: File::from(rep_r),
         })
@@ -44,6 +53,18 @@ impl Worker {
     /// The worker's pid.
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the worker has ended (its pidfd is readable), without waiting.
+    pub(super) fn has_ended(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll of one pollfd that lives across the call, no timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        r > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
     }
 
     /// Kills the worker and reaps it.
@@ -132,17 +153,28 @@ impl Worker {
 /// Starts `hybox __wasm-worker --serve` with the request pipe at fd 3, the reply pipe at fd 4, no other
 /// fds, an empty environment, stdin and stdout on /dev/null (the guest's stdio is captured per call),
 /// stderr inherited for the worker's own diagnostics.
-fn spawn_serve_worker(exe: &Path, req_r: &OwnedFd, rep_w: &OwnedFd) -> std::io::Result<Spawned> {
+fn spawn_serve_worker(
+    exe: &WorkerExe,
+    req_r: &OwnedFd,
+    rep_w: &OwnedFd,
+    private_net: libc::c_int,
+) -> std::io::Result<Spawned> {
     let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
     let program = crate::backend::process::Program {
-        program: exe,
+        program: exe.fd(),
+        name: exe.path(),
         args: &[WORKER_SUBCOMMAND, SERVE_ARG],
-        namespaces: 0,
+        namespaces: private_net,
         null_stdin_stdout: true,
     };
-    // SAFETY: in the child before exec, with both pipe ends open.
-    let prepare = move || unsafe { place_worker_fds(j, r) };
-    // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
-    // cannot panic.
+    let prepare = move || {
+        if private_net != 0 {
+            crate::backend::wasm::netns::loopback_up()?;
+        }
+        // SAFETY: in the child before exec, with both pipe ends open.
+        unsafe { place_worker_fds(j, r, true) }
+    };
+    // SAFETY: `prepare` makes only raw syscalls (socket, ioctl, close, fcntl, dup2, close_range),
+    // allocates nothing and cannot panic.
     unsafe { crate::backend::process::spawn(&program, &prepare) }
 }

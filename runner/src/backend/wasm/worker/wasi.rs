@@ -114,7 +114,17 @@ pub fn wasi_builder(
     b.allow_ip_name_lookup(false);
     if job.policy.network == Network::Loopback {
         b.allow_tcp(true).allow_udp(true);
-        b.socket_addr_check(|addr, _| Box::pin(async move { addr.ip().is_loopback() }));
+        // wasmtime checks a TCP connect's implicit bind as a bind of the unspecified address, port
+        // 0: allowed only where every address is the worker's own `lo`. On the host's network (a
+        // degraded run) it stays refused, so a guest cannot listen on the host's interfaces.
+        let own_ns = job.own_network_namespace;
+        b.socket_addr_check(move |addr, use_| {
+            let implicit_bind = own_ns
+                && matches!(use_, wasmtime_wasi::sockets::SocketAddrUse::TcpBind)
+                && addr.ip().is_unspecified()
+                && addr.port() == 0;
+            Box::pin(async move { addr.ip().is_loopback() || implicit_bind })
+        });
     } else {
         b.allow_tcp(false).allow_udp(false);
         b.socket_addr_check(|_, _| Box::pin(async { false }));
