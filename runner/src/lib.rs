@@ -67,8 +67,8 @@ pub use sandbox::{Error, RunOptions, RunResult, Sandbox, Stdio};
 pub use workload::{Workload, WorkloadError};
 
 /// One error and its sources, `: `-separated, for a one-line message that keeps the cause (the
-/// file, field or syscall a source names). A source whose text its parent already ends with (an
-/// error that both prints its cause and returns it as `source()`, as many do) is not repeated.
+/// file, field or syscall a source names). A source whose text its parent already shows (an error
+/// that both prints its cause and returns it as `source()`, as many do) is not repeated.
 ///
 /// ```
 /// let e = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
@@ -79,7 +79,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut src = e.source();
     while let Some(s) = src {
         let text = s.to_string();
-        if !msg.ends_with(&text) {
+        if !msg.contains(&text) {
             msg.push_str(": ");
             msg.push_str(&text);
         }
