@@ -1,6 +1,7 @@
 //! Property tests of every parser that takes untrusted input: the policy JSON (and the CLI's
 //! overrides on top), sizes and durations, artifact sniffing (ELF, wasm modules and components,
-//! scripts, text) and `bundle.json`. Generated and mutated inputs must never panic and always end in
+//! scripts, text), `bundle.json`, and an OCI bundle's `config.json` mapped onto a policy
+//! (`hybox-runc`). Generated and mutated inputs must never panic and always end in
 //! a value or an error that says where (the file, the field). A hang shows as the test's timeout.
 //!
 //! Case counts are bounded for CI (`PROPTEST_CASES` raises them: `scripts/proptest-long` runs them
@@ -241,6 +242,62 @@ proptest! {
                 let msg = hybox::error_chain(&e);
                 prop_assert!(msg.contains(&dir.path().display().to_string()), "{}", msg);
             }
+        }
+    }
+}
+
+/// The OCI bundles recorded from ctr, Docker and containerd's CRI (tests/fixtures/oci/).
+fn oci_configs() -> Vec<Value> {
+    [
+        "ctr-run.json",
+        "ctr-run-limits.json",
+        "ctr-run-tty.json",
+        "docker-run.json",
+        "docker-run-memory.json",
+        "docker-run-tty.json",
+        "cri-container.json",
+        "cri-sandbox.json",
+        "cri-hostnet-container.json",
+        "cri-hostnet-sandbox.json",
+    ]
+    .iter()
+    .map(|f| {
+        let p = repo().join("tests/fixtures/oci").join(f);
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+    })
+    .collect()
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A recorded config.json with one value anywhere replaced by anything, in a bundle whose
+    /// rootfs holds a wasm module behind the names the fixtures run: a container or an error, never
+    /// a panic (the mapping only reads; nothing runs).
+    #[test]
+    fn oci_config_with_one_value_replaced(which in 0usize..16, at in any::<prop::sample::Index>(), new in any_json()) {
+        let all = oci_configs();
+        let mut v = all[which % all.len()].clone();
+        v["root"] = serde_json::json!({"path": "rootfs"});
+        let mut ps = Vec::new();
+        paths(&v, Vec::new(), &mut ps);
+        set_at(&mut v, &ps[at.index(ps.len())], new);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs/bin");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("prog"), b"\0asm\x01\0\0\0").unwrap();
+        for name in ["echo", "sh", "sleep", "pause"] {
+            std::os::unix::fs::symlink("prog", root.join(name)).unwrap();
+        }
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let runtime = hybox::oci::runtime_policy::RuntimePolicy::from_json_str(
+            hybox::oci::runtime_policy::BUILTIN,
+            "builtin",
+        )
+        .unwrap();
+        if let Err(e) = hybox::oci::bundle::load(dir.path(), &runtime) {
+            let msg = hybox::error_chain(&e);
+            prop_assert!(!msg.trim().is_empty());
         }
     }
 }
