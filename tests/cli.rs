@@ -484,6 +484,36 @@ fn scratch_dirs_are_private_and_gc_removes_those_of_a_killed_hybox() {
     assert!(!dir.exists(), "{} survived gc", dir.display());
 }
 
+/// A directory readable by uid 65534 (the build tree may not be) holding a copy of the hybox binary,
+/// the native hello and a policy with `on_unenforceable` set to `on_unenforceable`:
+/// `(dir, hybox, hello, policy)`.
+fn nobody_kit(
+    on_unenforceable: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("hybox");
+    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &bin).unwrap();
+    let hello = dir.path().join("hello");
+    std::fs::copy(common::native_guest("hello"), &hello).unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        format!(r#"{{"version": 1, "on_unenforceable": "{on_unenforceable}"}}"#),
+    )
+    .unwrap();
+    for f in [&bin, &hello, &policy] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (dir, bin, hello, policy)
+}
+
 /// Without root on a host whose cgroups are root's, a policy that forbids degrading fails with the
 /// cause once and a hint of the ways out; `hybox doctor` as that user says the same.
 #[test]
@@ -491,20 +521,8 @@ fn an_unprivileged_user_gets_the_cause_once_and_the_ways_out() {
     if !common::privileged("an_unprivileged_user_gets_the_cause_once_and_the_ways_out") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    // Everything the user needs, readable by it (the build tree may not be).
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("hybox");
-    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &bin).unwrap();
-    let hello = dir.path().join("hello");
-    std::fs::copy(common::native_guest("hello"), &hello).unwrap();
-    let policy = dir.path().join("fail.json");
-    std::fs::write(&policy, r#"{"version": 1, "on_unenforceable": "fail"}"#).unwrap();
-    for f in [&bin, &hello, &policy] {
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (dir, bin, hello, policy) = nobody_kit("fail");
     let as_nobody = |args: &[&std::ffi::OsStr]| {
         let o = std::process::Command::new(&bin)
             .args(args)
@@ -610,19 +628,8 @@ fn unprivileged_native_runs_write_their_id_maps_every_time() {
     if !common::privileged("unprivileged_native_runs_write_their_id_maps_every_time") {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.path().join("hybox");
-    std::fs::copy(env!("CARGO_BIN_EXE_hybox"), &bin).unwrap();
-    let hello = dir.path().join("hello");
-    std::fs::copy(common::native_guest("hello"), &hello).unwrap();
-    let policy = dir.path().join("degrade.json");
-    std::fs::write(&policy, r#"{"version": 1, "on_unenforceable": "degrade"}"#).unwrap();
-    for f in [&bin, &hello, &policy] {
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (dir, bin, hello, policy) = nobody_kit("degrade");
     for i in 0..20 {
         let o = std::process::Command::new(&bin)
             .arg("run")

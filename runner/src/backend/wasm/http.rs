@@ -19,7 +19,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -169,35 +168,6 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Whether `fd` becomes readable (or hangs up) within `wait`.
-fn readable_within(fd: &File, wait: Duration) -> std::io::Result<bool> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n > 0 {
-            return Ok(true);
-        }
-        if left.is_zero() {
-            return Ok(false);
-        }
-    }
-}
-
 /// The running worker, seen from the supervisor.
 struct Worker {
     child: Spawned,
@@ -235,11 +205,6 @@ pub struct HttpFunction {
 struct HttpLoadTemplate {
     job: Job,
     concurrency: u32,
-}
-
-fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
-    let step = step.into();
-    move |source| BackendError::Io { step, source }
 }
 
 impl HttpFunction {
@@ -294,8 +259,9 @@ impl HttpFunction {
                 }
                 Err(e) => return Err(BackendError::Envelope(e)),
             };
-        let dir = crate::scratch::scratch_dir("hybox-http-")
-            .map_err(io_err("create the HTTP function's socket directory"))?;
+        let dir = crate::scratch::scratch_dir("hybox-http-").map_err(BackendError::io(
+            "create the HTTP function's socket directory",
+        ))?;
         let socket = dir.path().join("s");
         let job = Job {
             artifact: art.path.clone(),
@@ -383,10 +349,10 @@ impl HttpFunction {
     fn start(&self) -> Result<Worker, BackendError> {
         let exe = super::worker_exe(&self.host)?;
         let (req_r, req_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err("pipe")(e.into()))?;
+            .map_err(|e| BackendError::io("pipe")(e.into()))?;
         let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io_err("pipe")(e.into()))?;
-        let child = spawn_http_worker(&exe, &req_r, &rep_w).map_err(io_err(format!(
+            .map_err(|e| BackendError::io("pipe")(e.into()))?;
+        let child = spawn_http_worker(&exe, &req_r, &rep_w).map_err(BackendError::io(format!(
             "start the HTTP function's worker {}",
             exe.path().display()
         )))?;
@@ -402,9 +368,9 @@ impl HttpFunction {
         if let Some(env) = &self.envelope {
             if let Err(e) = env.join(child.id() as i32) {
                 let _ = kill(child);
-                return Err(io_err("move the HTTP function's worker into the envelope")(
-                    e,
-                ));
+                return Err(BackendError::io(
+                    "move the HTTP function's worker into the envelope",
+                )(e));
             }
         }
         let load = HttpLoad {
@@ -414,12 +380,14 @@ impl HttpFunction {
         };
         if let Err(e) = write_json(&mut requests, &load) {
             let _ = kill(child);
-            return Err(io_err("send the load job to the HTTP function's worker")(e));
+            return Err(BackendError::io(
+                "send the load job to the HTTP function's worker",
+            )(e));
         }
         // Loading includes a compile on a cache miss: give it the policy's whole timeout.
         let wait = self.policy.resources.timeout.as_std() + SUPERVISOR_GRACE;
         let artifact = self.load.job.artifact.clone();
-        match readable_within(&replies, wait) {
+        match super::protocol::readable_within(&replies, wait) {
             Ok(true) => {}
             Ok(false) => {
                 let _ = kill(child);
@@ -430,7 +398,9 @@ impl HttpFunction {
             }
             Err(e) => {
                 let _ = kill(child);
-                return Err(io_err("wait for the HTTP worker's load answer")(e));
+                return Err(BackendError::io("wait for the HTTP worker's load answer")(
+                    e,
+                ));
             }
         }
         let reply = match read_json::<HttpLoadReply>(&mut replies) {
@@ -469,7 +439,7 @@ impl HttpFunction {
             });
         if let Err(e) = reader {
             let _ = kill(child);
-            return Err(io_err("start the HTTP worker's report reader")(e));
+            return Err(BackendError::io("start the HTTP worker's report reader")(e));
         }
         Ok(Worker {
             child,

@@ -254,18 +254,13 @@ pub fn read_frame(input: &mut impl Read, max: u64) -> Result<Option<Frame>, Prot
     }))
 }
 
-/// Waits up to `wait` for a frame to start, then reads it. `Ok(None)`: nothing within `wait`; an
-/// end of stream (the worker died) is [`ProtocolError::Closed`].
-pub fn read_frame_within(
-    input: &mut File,
-    wait: Duration,
-    max: u64,
-) -> Result<Option<Frame>, ProtocolError> {
+/// Whether `fd` becomes readable (or hangs up) within `wait` (`poll(2)`, retried on EINTR).
+pub fn readable_within(fd: &File, wait: Duration) -> std::io::Result<bool> {
     let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut pfd = libc::pollfd {
-            fd: input.as_raw_fd(),
+            fd: fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -277,19 +272,31 @@ pub fn read_frame_within(
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(e.into());
+            return Err(e);
         }
-        if n == 0 {
-            if left.is_zero() {
-                return Ok(None);
-            }
-            continue;
+        if n > 0 {
+            return Ok(true);
         }
-        // Readable or hung up: read (a hang-up without data is an end of stream, an error here).
-        return match read_frame(input, max)? {
-            Some(f) => Ok(Some(f)),
-            None => Err(ProtocolError::Closed),
-        };
+        if left.is_zero() {
+            return Ok(false);
+        }
+    }
+}
+
+/// Waits up to `wait` for a frame to start, then reads it. `Ok(None)`: nothing within `wait`; an
+/// end of stream (the worker died) is [`ProtocolError::Closed`].
+pub fn read_frame_within(
+    input: &mut File,
+    wait: Duration,
+    max: u64,
+) -> Result<Option<Frame>, ProtocolError> {
+    if !readable_within(input, wait)? {
+        return Ok(None);
+    }
+    // Readable or hung up: read (a hang-up without data is an end of stream, an error here).
+    match read_frame(input, max)? {
+        Some(f) => Ok(Some(f)),
+        None => Err(ProtocolError::Closed),
     }
 }
 

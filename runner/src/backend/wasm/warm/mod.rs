@@ -104,11 +104,6 @@ pub struct WarmFunction {
     shared_loopback: bool,
 }
 
-fn io_err(step: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
-    let step = step.into();
-    move |source| BackendError::Io { step, source }
-}
-
 impl WarmFunction {
     /// Creates the function's envelope from `policy.resources`, starts the worker in it and loads
     /// `artifact` (a module, component, their text, or a hybox artifact; a bundle's wasm variant).
@@ -158,10 +153,9 @@ impl WarmFunction {
         // The base of the per-call `/tmp` directories (the worker creates one per call inside it and
         // removes it after the call); removed with everything in it when the function is dropped.
         let tmp = match policy.filesystem.tmp {
-            Some(_) => Some(
-                crate::scratch::scratch_dir("hybox-warm-tmp-")
-                    .map_err(io_err("create the /tmp base directory for the guest"))?,
-            ),
+            Some(_) => Some(crate::scratch::scratch_dir("hybox-warm-tmp-").map_err(
+                BackendError::io("create the /tmp base directory for the guest"),
+            )?),
             None => None,
         };
         let job = Job {
@@ -233,7 +227,7 @@ impl WarmFunction {
             }
         }
         let exe = super::worker_exe(&self.host)?;
-        let started = io_err(format!(
+        let started = BackendError::io(format!(
             "start the warm wasm worker {}",
             exe.path().display()
         ));
@@ -260,7 +254,9 @@ impl WarmFunction {
         if let Some(env) = &self.envelope {
             if let Err(e) = env.join(w.pid() as i32) {
                 w.kill();
-                return Err(io_err("move the warm wasm worker into the envelope")(e));
+                return Err(BackendError::io(
+                    "move the warm wasm worker into the envelope",
+                )(e));
             }
         }
         // Loading includes a compile on a cache miss: give it the policy's whole timeout.
