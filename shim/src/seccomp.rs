@@ -414,7 +414,9 @@ pub const CLONE_NEW_MASK: u64 = (libc::CLONE_NEWNS
 /// are kernel surface of their own. Everything a namespace created from inside the sandbox owns is
 /// nested in the sandbox's own namespaces: the inner user namespace is a child of the sandbox's
 /// (which maps one unprivileged host id), so the capabilities it hands back apply only to
-/// namespaces it owns, never to the host's or the outer sandbox's.
+/// namespaces it owns, never to the host's or the outer sandbox's. The kernel bounds the nesting:
+/// 32 levels of user namespaces (`clone`/`unshare` fail with EUSERS past them) and, per user,
+/// `user.max_user_namespaces` (ENOSPC).
 pub const NESTED_NAMESPACES: &[(&str, u64)] = &[
     ("user", libc::CLONE_NEWUSER as u64),
     ("mount", libc::CLONE_NEWNS as u64),
