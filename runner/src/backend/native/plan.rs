@@ -84,8 +84,9 @@ fn no_nul(s: &str, what: &'static str) -> Result<String, PlanError> {
 
 /// Builds the plan for one launch.
 /// The sandbox's seccomp programs for a policy's extra allow-list and `native.nested` grant,
-/// compiled once per process and list (compiling the ~300-rule allow-list costs about half a millisecond, `benches/policy.rs`; a
-/// long-lived host such as `hybox serve` should not pay it per call). The programs are pure data
+/// compiled once per process and list (compiling the ~300-rule allow-list costs about half a
+/// millisecond, `benches/policy.rs`; a long-lived host such as `hybox serve` should not pay it per
+/// call). The programs are pure data
 /// derived from the list, so sharing them between runs shares nothing else.
 fn seccomp_programs(extra_allow: &[String], nested: bool) -> Result<Vec<Vec<u64>>, PlanError> {
     type Cache = Mutex<HashMap<(Vec<String>, bool), Vec<Vec<u64>>>>;
