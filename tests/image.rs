@@ -6,6 +6,8 @@
 //! with the reason unless HYBOX_REQUIRE_PRIVILEGED=1.
 
 mod common;
+#[path = "image/limits.rs"]
+mod limits;
 
 use common::oci_image;
 
