@@ -198,3 +198,70 @@ fn an_io_limit_on_what_is_not_a_block_device_names_the_field() {
         "{e}"
     );
 }
+
+#[test]
+fn a_write_beyond_the_writable_layer_fails_with_enospc_and_the_report_says_so() {
+    if !common::privileged(
+        "a_write_beyond_the_writable_layer_fails_with_enospc_and_the_report_says_so",
+    ) {
+        return;
+    }
+    let b = base();
+    let st = b.path().join("store");
+    let img = Image::busybox("hybox.test/fill:latest", &["dd"])
+        .unwrap()
+        .dir("data", 0o777)
+        .config(Config {
+            entrypoint: vec!["/bin/busybox".into(), "dd".into()],
+            ..Config::default()
+        });
+    let image = b.path().join("fill");
+    img.write_layout(&image).unwrap();
+    let policy = b.path().join("layer.json");
+    fs::write(
+        &policy,
+        r#"{"version": 1, "filesystem": {"writable_layer": {"size": "2M"}}}"#,
+    )
+    .unwrap();
+    let run = |count: &str| {
+        hybox(
+            &st,
+            &[
+                "run",
+                "--json",
+                "-p",
+                policy.to_str().unwrap(),
+                image.to_str().unwrap(),
+                "--",
+                "if=/dev/zero",
+                "of=/data/big",
+                "bs=64k",
+                &format!("count={count}"),
+            ],
+        )
+    };
+    let report = |o: &std::process::Output| -> serde_json::Value {
+        let out = String::from_utf8_lossy(&o.stdout);
+        serde_json::from_str(&out[out.find("{\n").unwrap()..]).unwrap()
+    };
+    // 1 MiB fits in 2M.
+    let o = run("16");
+    assert!(o.status.success(), "{}", text(&o));
+    let r = report(&o);
+    assert_eq!(r["image"]["writable_layer"]["size_bytes"], 2 << 20, "{r}");
+    assert_eq!(r["image"]["writable_layer"]["full"], false, "{r}");
+    assert!(r["image"]["writable_layer"]["used_bytes"].as_u64().unwrap() >= 1 << 20);
+    // 4 MiB does not: dd's write fails inside the guest, and the report and summary say why.
+    let o = run("64");
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("No space left on device"), "{}", text(&o));
+    assert!(
+        err.contains("the writable layer is full")
+            && err.contains("filesystem.writable_layer.size"),
+        "{}",
+        text(&o)
+    );
+    let r = report(&o);
+    assert_eq!(r["image"]["writable_layer"]["full"], true, "{r}");
+}

@@ -394,6 +394,7 @@ fn run_in_root(
         "workdir": policy.filesystem.workdir,
         "uid": policy.native.uid,
         "gid": policy.native.gid,
+        "writable_layer": root.writable_usage(),
         "root": match writable {
             Some(b) => format!("overlay of {} layers, ephemeral writable layer of {b} bytes", record.layers.len()),
             None => format!("overlay of {} layers, read-only", record.layers.len()),
@@ -410,5 +411,11 @@ fn run_in_root(
         println!("{text}");
     }
     eprintln!("{}", report.summary());
+    if let Some(w) = root.writable_usage().filter(|w| w.full) {
+        eprintln!(
+            "hybox: image {name}: the writable layer is full ({} bytes, filesystem.writable_layer.size): writes beyond it failed with ENOSPC",
+            w.size_bytes
+        );
+    }
     report.exit_status
 }
