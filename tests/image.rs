@@ -8,6 +8,8 @@
 mod common;
 #[path = "image/limits.rs"]
 mod limits;
+#[path = "image/wasm.rs"]
+mod wasm;
 
 use common::oci_image;
 

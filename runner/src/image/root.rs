@@ -219,6 +219,22 @@ impl RunRoot {
         &self.merged
     }
 
+    /// A directory on the writable layer's tmpfs beside the overlay's upper directory (`rw/tmp`,
+    /// 0700), for a guest that gets the root read-only and a writable `/tmp` (the wasm backend's
+    /// preopens): ephemeral and bounded by the same size. An error for a read-only root.
+    pub fn scratch_dir(&self) -> io::Result<PathBuf> {
+        let rw = self.run_dir.join("rw");
+        if !self.mounts.contains(&rw) {
+            return Err(io::Error::other("the root is read-only: no writable layer"));
+        }
+        let dir = rw.join("tmp");
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(dir),
+            Err(e) => Err(e),
+        }
+    }
+
     /// How much of the writable layer the run used, read from its tmpfs (`statvfs`); `None` for a
     /// read-only root. Read it before [`RunRoot::unmount`].
     pub fn writable_usage(&self) -> Option<WritableUsage> {
