@@ -1,5 +1,5 @@
-//! The limits of a run of an image: disk I/O throttles on a real block device (`resources.io`) and
-//! the size of the ephemeral writable layer.
+//! The limits of a run of an image: disk I/O throttles on a real block device (`resources.io`), the
+//! size of the ephemeral writable layer, and the refusal of a run without root.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
