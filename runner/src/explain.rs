@@ -51,6 +51,7 @@ pub fn effective_limits(p: &Policy, backend: Backend) -> Value {
             "swap": "disabled",
             "cpus": r.cpus,
             "pids": r.pids,
+            "io": r.io,
         },
         "timeout": r.timeout.to_string(),
         "cpu_time": r.cpu_time.map(|t| t.to_string()),
