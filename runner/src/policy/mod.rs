@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{FieldError, PolicyError};
 pub use filesystem::{Access, Filesystem, Mount, Tmp};
-pub use native::{LandlockMode, NativeSection, Rlimits, Rootfs, Seccomp};
+pub use native::{ImageOverlay, LandlockMode, NativeSection, Rlimits, RootEntry, Rootfs, Seccomp};
 pub use network::Network;
 pub use overrides::Overrides;
 pub use resources::{IoLimit, Resources, MAX_TIMEOUT, MIN_MEMORY};
