@@ -258,6 +258,48 @@ fn assert_update(node: &Node, name: &str, id: &str, memory: i64) {
     );
 }
 
+/// Proportional set size of a process in KiB (0 if it is gone).
+fn pss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn cgroup_pids(parent: &str, id: &str) -> Vec<i32> {
+    std::fs::read_to_string(cgroup_file(
+        parent,
+        id,
+        "memory",
+        "cgroup.procs",
+        "cgroup.procs",
+    ))
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect()
+}
+
+/// The node memory each part of the running pod costs (PSS of its processes: the pod's shim, and
+/// everything in each container's cgroup, runtime processes included), printed for
+/// deploy/kubernetes/runtimeclass.yaml's `overhead` (docs/kubernetes.md).
+fn report_memory(node: &Node, handler: &str, pod: &Pod, native: &str, wasm: Option<&str>) {
+    let parent = node.ctd.cri_cgroup_parent();
+    let shim: u64 = node.ctd.shims().iter().map(|p| pss_kib(p.pid)).sum();
+    let mut parts = vec![("pause", pod.id.as_str()), ("native", native)];
+    parts.extend(wasm.map(|w| ("wasm", w)));
+    let mut line = format!("{handler}: node memory (PSS) shim {shim} KiB");
+    for (name, id) in parts {
+        let pids = cgroup_pids(&parent, id);
+        assert!(!pids.is_empty(), "{name}: no process in its cgroup");
+        let kib: u64 = pids.iter().map(|p| pss_kib(*p)).sum();
+        line += &format!(", {name} {kib} KiB ({} processes)", pids.len());
+    }
+    eprintln!("{line}");
+}
+
 fn stop_and_remove(node: &Node, id: &str) {
     node.cri
         .stop_container(StopContainerRequest {
@@ -343,6 +385,8 @@ fn pod_scenario(handler: &str, hybox: bool) {
     if let Some(w) = &wasm {
         assert_streamed(&node, &pod, "wasm", w);
     }
+
+    report_memory(&node, handler, &pod, &native, wasm.as_deref());
 
     // ExecSync: into the native container, in the pod's network and UTS namespaces.
     let r = exec(
