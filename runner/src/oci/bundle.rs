@@ -480,6 +480,18 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
                         format!("expected an absolute path without '..', found {dest:?}"),
                     ));
                 }
+                // What containerd's CRI and kubelet bind under /dev into every container of a pod:
+                // the pod's shared /dev/shm and the termination-message file. hybox's /dev holds its
+                // own device nodes only (like the `tmpfs` /dev/shm above, skipped): leaving them out
+                // loses POSIX shared memory between the pod's containers and the termination
+                // message, and lets every pod run.
+                if matches!(d.as_ref(), "/dev/shm" | "/dev/termination-log") {
+                    ignored.push(format!(
+                        "mounts[{i}] (bind at {d} from {}): not mounted, hybox builds /dev itself",
+                        source.display()
+                    ));
+                    continue;
+                }
                 if let Some(r) = ["/proc", "/dev", "/sys", "/tmp", "/.hybox"]
                     .iter()
                     .find(|r| dest.starts_with(r))

@@ -227,3 +227,36 @@ fn symlinks_resolve_inside_the_root() {
     );
     assert!(resolve_in_root(root, Path::new("/loop")).is_err());
 }
+
+#[test]
+fn a_cri_containers_dev_binds_are_left_out() {
+    let mut config = fixture("cri-container.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    // Only what this test is about: the pod's namespaces and its /etc files are other tests'.
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        ns.as_object_mut().unwrap().remove("path");
+    }
+    let mounts = config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| !m["destination"].as_str().unwrap().starts_with("/etc/"));
+    mounts.push(
+        json!({"destination": "/dev/termination-log", "type": "bind",
+        "source": "/var/lib/kubelet/pods/uid/containers/app/0", "options": ["rbind", "rw"]}),
+    );
+    let c = load_fixture(config, MODULE).expect("a CRI container with its /dev binds");
+    for d in ["/dev/shm", "/dev/termination-log"] {
+        assert!(
+            c.ignored
+                .iter()
+                .any(|i| i.contains(&format!("bind at {d} from"))),
+            "{d}: {:?}",
+            c.ignored
+        );
+    }
+    // Any other bind under /dev is still refused.
+    let mut config = fixture("ctr-run.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/dev/sda", "type": "bind", "source": "/dev/sda", "options": ["rbind"]}),
+    );
+    assert!(refused_field(load_fixture(config, MODULE)).ends_with(".destination"));
+}
