@@ -192,14 +192,18 @@ impl Node {
             .tempdir()
             .unwrap();
         let (conf, bin) = cni(scratch.path());
+        let policy = scratch.path().join("runtime.json");
         let ctd = Containerd::start_with(Options {
             cri: true,
             hybox_binary: Some(hybox_runc()),
             sandbox_image: PAUSE.into(),
             cni: Some((conf, bin)),
+            env: vec![("HYBOX_RUNTIME_POLICY".into(), policy.display().to_string())],
             ..Options::default()
         })
         .expect("start containerd with CRI");
+        // hybox-runc reads it at each create: written once containerd's dirs are known.
+        std::fs::write(&policy, runtime_policy(&ctd.dir)).unwrap();
         for archive in build_images(scratch.path()) {
             ctd.import("k8s.io", &archive).expect("import image");
         }
@@ -213,6 +217,26 @@ impl Node {
         std::fs::create_dir_all(&d).unwrap();
         d
     }
+}
+
+/// The runtime policy of the `hybox` handler: the shipped one plus what containerd's CRI binds into
+/// every container of a pod: its per-pod `hostname`, `hosts`, `resolv.conf` (under the root dir)
+/// and the pod's `shm` (under the state dir), as deploy/kubernetes/runtime-policy.json grants on a
+/// node (there also kubelet's per-pod files).
+fn runtime_policy(containerd_dir: &Path) -> String {
+    serde_json::json!({
+        "version": 1,
+        "description": "tests/cri.rs: the shipped runtime policy plus containerd's CRI per-pod files",
+        "resources": {"memory": "1G", "cpus": 2, "pids": 512, "timeout": "24h"},
+        "filesystem": {
+            "tmp": {"size": "64M"},
+            "mounts": [
+                {"host": containerd_dir.join("root/io.containerd.grpc.v1.cri/sandboxes"), "guest": "/cri-sandboxes", "mode": "rw"},
+                {"host": containerd_dir.join("state/io.containerd.grpc.v1.cri/sandboxes"), "guest": "/cri-sandbox-state", "mode": "rw"}
+            ]
+        }
+    })
+    .to_string()
 }
 
 /// The CNI config and plugin dirs: Debian's `loopback` (containerd's CRI always adds lo) and
