@@ -86,8 +86,11 @@ fn setup() -> Result<Plan> {
     // The cwd inside the new root, checked by getcwd (CVE-2024-21626: a cwd left in a host directory).
     mounts::enter_workdir(&plan.workdir)?;
 
-    // The policy's hostname in the sandbox's UTS namespace: the host's name does not leak in.
-    net::set_hostname(&plan.hostname)?;
+    if !plan.keep_hostname {
+        // The policy's hostname in the sandbox's UTS namespace: the host's name does not leak in.
+        // (A joined UTS namespace, a pod's, keeps the name its owner gave it.)
+        net::set_hostname(&plan.hostname)?;
+    }
     if plan.loopback {
         // `lo` up (the namespace starts with it down and has no other interface): loopback only.
         net::loopback_up()?;

@@ -44,6 +44,10 @@ pub struct Plan {
     pub tmp_bytes: Option<u64>,
     pub workdir: PathBuf,
     pub hostname: String,
+    /// The UTS namespace was joined (an OCI pod's): its hostname is kept; the shim has no
+    /// capability over a namespace another user namespace owns.
+    #[serde(default)]
+    pub keep_hostname: bool,
     /// Bring `lo` up (policy `network: loopback`).
     pub loopback: bool,
     pub rlimits: Rlimits,

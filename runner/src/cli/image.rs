@@ -374,6 +374,7 @@ fn run_in_root(
         host: HostConfig::default(),
         run_id: None,
         detach_teardown: false,
+        ..RunOptions::default()
     };
     let result = match sandbox.run(&opts) {
         Ok(r) => r,

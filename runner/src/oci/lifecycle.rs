@@ -97,6 +97,7 @@ fn create_in(
     let mut policy = c.policy.clone();
     let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id)?;
     placement.console_socket = opts.console_socket.clone();
+    placement.joins = c.joins.clone();
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
         let mut view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());

@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod log;
 mod monitor;
+pub mod namespaces;
 pub mod procfs;
 pub mod runtime_policy;
 pub mod state;
