@@ -18,6 +18,7 @@ pub mod live;
 pub mod log;
 mod monitor;
 pub mod namespaces;
+mod pod;
 pub mod procfs;
 pub mod runtime_policy;
 pub mod state;

@@ -60,6 +60,8 @@ pub fn read(linux: &Linux) -> Result<Asked, OciError> {
                 ))
             }
         };
+        // CRI names the pause container's pid, a hybox monitor's: its sandbox holds the namespaces.
+        let path = &crate::oci::pod::through_monitor(kind, path);
         check_joinable(kind, path).map_err(|why| OciError::refused(&field, why))?;
         asked.joins.push((
             i,
