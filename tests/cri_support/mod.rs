@@ -222,12 +222,14 @@ impl Node {
 /// The runtime policy of the `hybox` handler: the shipped one plus what containerd's CRI binds into
 /// every container of a pod: its per-pod `hostname`, `hosts`, `resolv.conf` (under the root dir)
 /// and the pod's `shm` (under the state dir), as deploy/kubernetes/runtime-policy.json grants on a
-/// node (there also kubelet's per-pod files).
+/// node (there also kubelet's per-pod files), and `network: loopback`, without which a native
+/// container may not join the pod's network namespace (docs/oci.md, "Pods").
 fn runtime_policy(containerd_dir: &Path) -> String {
     serde_json::json!({
         "version": 1,
-        "description": "tests/cri.rs: the shipped runtime policy plus containerd's CRI per-pod files",
+        "description": "tests/cri.rs: the shipped runtime policy plus containerd's CRI per-pod files and pod networks",
         "resources": {"memory": "1G", "cpus": 2, "pids": 512, "timeout": "24h"},
+        "network": "loopback",
         "filesystem": {
             "tmp": {"size": "64M"},
             "mounts": [
