@@ -294,8 +294,15 @@ fn report_memory(node: &Node, handler: &str, pod: &Pod, native: &str, wasm: Opti
     for (name, id) in parts {
         let pids = cgroup_pids(&parent, id);
         assert!(!pids.is_empty(), "{name}: no process in its cgroup");
+        let each: Vec<String> = pids
+            .iter()
+            .map(|p| {
+                let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                format!("{} {}", comm.trim(), pss_kib(*p))
+            })
+            .collect();
         let kib: u64 = pids.iter().map(|p| pss_kib(*p)).sum();
-        line += &format!(", {name} {kib} KiB ({} processes)", pids.len());
+        line += &format!(", {name} {kib} KiB ({})", each.join(" + "));
     }
     eprintln!("{line}");
 }
