@@ -64,6 +64,12 @@ pub struct Plan {
     /// executes the workload (the shim's `workload` module says why this wait is safe).
     #[serde(default)]
     pub wait_for_call: bool,
+    /// The plan of a process entering a running sandbox (`hybox-runc exec`): the runner started
+    /// this shim inside the sandbox's namespaces and cgroup already, so the shim builds nothing;
+    /// it does the workload's own steps (the shim's `enter` module) and executes `argv[0]` by
+    /// path inside the sandbox (`PATH` from `env` for a bare name). There is no workload fd.
+    #[serde(default)]
+    pub enter: bool,
     pub landlock: LandlockPlan,
     /// Seccomp programs, installed in this order (each a list of `sock_filter`s packed by
     /// [`pack_filter`]). The last one is the default-deny allow-list.

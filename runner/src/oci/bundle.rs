@@ -14,7 +14,7 @@ use oci_spec::runtime::Spec;
 
 use crate::backend::{JoinKind, NamespaceJoin};
 use crate::oci::namespaces;
-use crate::oci::runtime_policy::{RuntimePolicy, DEFAULT_CAPABILITIES};
+use crate::oci::runtime_policy::{check_capabilities, RuntimePolicy};
 use crate::oci::OciError;
 use crate::policy::{Access, Backend, Mount, Policy, Rootfs, Tmp};
 use crate::units::Size;
@@ -219,38 +219,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         );
     }
     if let Some(caps) = process.capabilities() {
-        let sets = [
-            ("bounding", caps.bounding()),
-            ("effective", caps.effective()),
-            ("inheritable", caps.inheritable()),
-            ("permitted", caps.permitted()),
-            ("ambient", caps.ambient()),
-        ];
-        for (set, names) in sets {
-            let mut names: Vec<String> = names
-                .iter()
-                .flatten()
-                .map(|c| {
-                    serde_json::to_value(c)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_else(|| format!("{c:?}"))
-                })
-                .collect();
-            names.sort();
-            if let Some(c) = names
-                .iter()
-                .find(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str()))
-            {
-                return Err(OciError::refused(
-                    format!("process.capabilities.{set}"),
-                    format!(
-                        "{c} is a privileged capability beyond the runtime policy's default set ({})",
-                        DEFAULT_CAPABILITIES.join(", ")
-                    ),
-                ));
-            }
-        }
+        check_capabilities(caps).map_err(|(field, message)| OciError::refused(field, message))?;
     }
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         let name = serde_json::to_value(r.typ())

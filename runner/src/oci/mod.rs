@@ -13,6 +13,7 @@
 pub mod bundle;
 mod console;
 pub mod error;
+pub mod exec;
 pub mod lifecycle;
 pub mod live;
 pub mod log;

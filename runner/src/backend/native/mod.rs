@@ -31,6 +31,7 @@ use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedR
 use crate::policy::{LandlockMode, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
 
+pub(crate) use plan::set_envelope;
 pub use plan::{build_plan, host_ids, PlanError};
 
 /// Prepares a native run (see [`Prepared`]); nothing runs yet.

@@ -257,6 +257,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         env,
         keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
         wait_for_call: false,
+        enter: false,
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,
