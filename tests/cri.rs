@@ -104,6 +104,22 @@ fn resources(memory: i64) -> LinuxContainerResources {
     }
 }
 
+type Started = Result<String, (Option<String>, tonic::Status)>;
+
+/// [`start`] with one container annotation and no arguments.
+fn start_annotated(
+    node: &Node,
+    pod: &Pod,
+    name: &str,
+    image: &str,
+    command: &[&str],
+    annotation: (&str, &str),
+) -> Started {
+    let mut config = container_config(name, image, command, &[], 64 * MIB);
+    config.annotations = HashMap::from([(annotation.0.into(), annotation.1.into())]);
+    create_and_start(node, pod, config)
+}
+
 /// CreateContainer + StartContainer; the container's id, or the first error (the id of a container
 /// that was created but did not start goes with it, to be removed).
 fn start(
@@ -114,8 +130,22 @@ fn start(
     command: &[&str],
     args: &[&str],
     memory: i64,
-) -> Result<String, (Option<String>, tonic::Status)> {
-    let config = ContainerConfig {
+) -> Started {
+    create_and_start(
+        node,
+        pod,
+        container_config(name, image, command, args, memory),
+    )
+}
+
+fn container_config(
+    name: &str,
+    image: &str,
+    command: &[&str],
+    args: &[&str],
+    memory: i64,
+) -> ContainerConfig {
+    ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: name.into(),
             attempt: 0,
@@ -140,7 +170,10 @@ fn start(
             }),
         }),
         ..Default::default()
-    };
+    }
+}
+
+fn create_and_start(node: &Node, pod: &Pod, config: ContainerConfig) -> Started {
     let id = node
         .cri
         .create_container(CreateContainerRequest {
@@ -423,6 +456,26 @@ fn pod_scenario(handler: &str, hybox: bool) {
             e.message().contains("not supported for wasm containers"),
             "ExecSync into wasm: {e}"
         );
+    }
+
+    // The wasm annotations reach hybox (the handler passes them through): a native program in a
+    // container that says it is wasm is refused, naming the annotation.
+    if hybox {
+        let e = start_annotated(
+            &node,
+            &pod,
+            "liar",
+            BUSYBOX,
+            &["/ticker"],
+            ("run.oci.handler", "wasm"),
+        )
+        .expect_err("an ELF under run.oci.handler=wasm");
+        assert!(e.1.message().contains("run.oci.handler"), "{}", e.1);
+        if let Some(id) = e.0 {
+            node.cri
+                .remove_container(RemoveContainerRequest { container_id: id })
+                .unwrap();
+        }
     }
 
     // Stats and live updates for both kinds.
