@@ -101,6 +101,28 @@ fn runtimeclass_and_example_pod_fit_together() {
     );
 }
 
+#[test]
+fn the_node_runtime_policy_is_valid_and_grants_the_pod_files() {
+    let p = deploy().join("runtime-policy.json");
+    let out = ok(common::hybox().args(["policy", "check"]).arg(&p));
+    assert!(out.contains(": ok"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(v["network"], "loopback");
+    let hosts: Vec<&str> = v["filesystem"]["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["host"].as_str().unwrap())
+        .collect();
+    for want in [
+        "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes",
+        "/run/containerd/io.containerd.grpc.v1.cri/sandboxes",
+        "/var/lib/kubelet/pods",
+    ] {
+        assert!(hosts.contains(&want), "{want} not granted: {hosts:?}");
+    }
+}
+
 /// containerd's `config dump` of a config: what it makes of the file, defaults filled in.
 fn dump(config: &Path) -> String {
     ok(Command::new("containerd")
@@ -146,7 +168,7 @@ fn installer_puts_hybox_on_a_node() {
     std::fs::create_dir_all(r.join("etc/containerd")).unwrap();
     let stock = ok(Command::new("containerd").args(["config", "default"]));
     std::fs::write(r.join("etc/containerd/config.toml"), &stock).unwrap();
-    let policy = common::repo().join("policies/oci-runtime.json");
+    let policy = deploy().join("runtime-policy.json");
     for _ in 0..2 {
         ok(Command::new("sh")
             .arg(deploy().join("install.sh"))
