@@ -375,10 +375,13 @@ fn pod_scenario(handler: &str, hybox: bool) {
     for want in [cri_support::PAUSE, BUSYBOX, WASM] {
         assert!(images.iter().any(|i| i == want), "{want} not in {images:?}");
     }
+    let t = Instant::now();
     let pod = run_pod(&node, handler, "mixed");
+    let run_pod_ms = t.elapsed().as_millis();
     let parent = node.ctd.cri_cgroup_parent();
 
     // The native container: the ticker guest in a busybox image.
+    let t = Instant::now();
     let native = start(
         &node,
         &pod,
@@ -395,8 +398,31 @@ fn pod_scenario(handler: &str, hybox: bool) {
         )
     });
 
+    let first_line = |name: &str| {
+        let log = pod.logs.join(format!("{name}.log"));
+        wait_log(
+            &log,
+            "stderr",
+            &format!("{name} started"),
+            Duration::from_secs(30),
+        );
+    };
+    first_line("native");
+    // Start latencies (CreateContainer + StartContainer until the first log line), for
+    // docs/kubernetes.md; one sample, not a benchmark.
+    let mut timing = format!(
+        "{handler}: RunPodSandbox {run_pod_ms} ms, native container to its first log line {} ms",
+        t.elapsed().as_millis()
+    );
+
     // The wasm container: the same program as a module, nothing but its bytes says so.
+    let t = Instant::now();
     let wasm = start(&node, &pod, "wasm", WASM, &[], &["wasm", "200"], 64 * MIB);
+    if wasm.is_ok() && hybox {
+        first_line("wasm");
+        timing += &format!(", wasm {} ms", t.elapsed().as_millis());
+    }
+    eprintln!("{timing}");
     let wasm = match (wasm, hybox) {
         (Ok(id), true) => Some(id),
         (Err((_, e)), true) => panic!("wasm container on hybox: {e}\n{}", node.ctd.log_tail()),
