@@ -179,6 +179,7 @@ fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::In
         },
         run_id: None,
         detach_teardown: false,
+        ..RunOptions::default()
     };
     // The report file is created before the run: a path that cannot be written fails before
     // anything runs, and creating (or truncating) it, which can wait for the filesystem's journal,

@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 
 use hybox_shim::plan::{Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Plan, Rlimits};
 
-use crate::backend::Launch;
+use crate::backend::{JoinKind, Launch};
 use crate::policy::{Access, LandlockMode, Network, Policy, Rootfs};
 use crate::workload::Format;
 
@@ -223,6 +223,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
     let nested = policy.native.nested;
     let seccomp = seccomp_programs(&policy.native.seccomp.allow, nested)?;
     let r = &policy.native.rlimits;
+    let joined = |k: JoinKind| launch.joins.iter().any(|j| j.kind == k);
     Ok(Plan {
         root_tmpfs_bytes: ROOT_TMPFS_BYTES,
         rootfs,
@@ -231,7 +232,10 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         tmp_bytes: policy.filesystem.tmp.as_ref().map(|t| t.size.bytes()),
         workdir: policy.filesystem.workdir.clone(),
         hostname: policy.native.hostname.clone(),
-        loopback: policy.network == Network::Loopback,
+        // A joined UTS or network namespace is another user namespace's: the shim has no
+        // capability over it and uses it as it is (`join`).
+        keep_hostname: joined(JoinKind::Uts),
+        loopback: policy.network == Network::Loopback && !joined(JoinKind::Network),
         rlimits: Rlimits {
             nofile: r.nofile,
             fsize: r.fsize.bytes(),
@@ -252,6 +256,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         env,
         keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
         wait_for_call: false,
+        enter: false,
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,
