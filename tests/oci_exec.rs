@@ -95,6 +95,22 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
     assert_ne!(link(b_sandbox, "mnt"), link(a_sandbox, "mnt"));
     assert_ne!(link(b_sandbox, "user"), link(a_sandbox, "user"));
     assert_eq!(runc.state("app")["hybox"]["backend"], "native");
+    // A process exec'd into the pod's container is in the pod's namespaces too.
+    let p = process_json(
+        &runc,
+        &[
+            "sh",
+            "-c",
+            "busybox hostname; busybox readlink /proc/self/ns/net",
+        ],
+        |_| {},
+    );
+    let o = runc.call(&["exec", "--process", p.to_str().unwrap(), "app"]);
+    assert_eq!(o.status.code(), Some(0), "{}", last_error(&runc.log()));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("pod-a\n{}\n", a_out[0])
+    );
 
     // A mount namespace path is refused naming the field; nothing is left.
     let bad = Bundle::new(&["sh", "-c", "true"], |c| {
