@@ -227,6 +227,9 @@ fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::In
 }
 
 fn explain(args: ExplainArgs) -> i32 {
+    if let Some(image) = hybox::cli::image::as_image(&args.artifact) {
+        return hybox::cli::image::explain(args, image);
+    }
     let sandbox = match prepare(Some(&args.policy), &args.artifact, &args.overrides) {
         Ok(s) => s,
         Err(status) => return status,

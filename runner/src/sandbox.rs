@@ -5,7 +5,7 @@ use std::time::Instant;
 pub use crate::backend::Stdio;
 use crate::backend::{BackendError, EnvelopeHandle, Launch};
 use crate::decide::{decide, DecideError, Decision};
-use crate::envelope::{Envelope, EnvelopeError, Limits};
+use crate::envelope::{Envelope, EnvelopeError, IoLimit, Limits};
 pub use crate::host::{new_run_id, HostConfig};
 use crate::policy::{Backend, OnUnenforceable, Policy};
 use crate::report::{Degradation, EnvelopeReport, OutputReport, Phases, RunReport, Usage};
@@ -196,7 +196,12 @@ impl Sandbox {
         let mut degradations = Vec::new();
         let limits = Limits::from(&self.policy.resources);
         let envelope =
-            match Envelope::create(&host.cgroup_root, &host.cgroup_parent, run_id, &limits) {
+            match Envelope::create(&host.cgroup_root, &host.cgroup_parent, run_id, &limits)
+                .and_then(|mut e| {
+                    let io = IoLimit::from_policy(&self.policy.resources.io)?;
+                    e.limit_io(&host.cgroup_root, &io)?;
+                    Ok(e)
+                }) {
                 Ok(e) => Some(e),
                 Err(e)
                     if e.is_unavailable()

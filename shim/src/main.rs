@@ -94,8 +94,9 @@ fn setup(plan: Plan) -> Result<Plan> {
     }
     // A read-only /dev of five harmless devices: no host device node is reachable.
     mounts::mount_dev()?;
-    // The sandbox's own /proc (no host pids), host-wide files masked, kernel tunables read-only.
-    mounts::mount_proc()?;
+    // The sandbox's own /proc (no host pids), host-wide files masked, kernel tunables read-only
+    // (unless the plan says not to mask: the `native.nested` grant, see `Plan::mask_proc`).
+    mounts::mount_proc(plan.mask_proc)?;
     // Detach the host's tree: nothing of it stays reachable by path.
     mounts::detach_old_root()?;
     // The root tmpfs is the sandbox uid's: read-only, so nothing can be added at `/`.

@@ -218,10 +218,12 @@ fn landlock(plan: &Plan) -> Result<LandlockStatus> {
         return Ok(LandlockStatus::Off);
     }
     let abi = ABI::V6;
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(abi))
-        .map_err(SetupError::LandlockRuleset)?;
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+    if ll.filesystem {
+        ruleset = ruleset
+            .handle_access(AccessFs::from_all(abi))
+            .map_err(SetupError::LandlockRuleset)?;
+    }
     if ll.deny_tcp {
         ruleset = ruleset
             .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
@@ -231,6 +233,14 @@ fn landlock(plan: &Plan) -> Result<LandlockStatus> {
         .scope(Scope::AbstractUnixSocket | Scope::Signal)
         .map_err(SetupError::LandlockRuleset)?;
     let mut created = ruleset.create().map_err(SetupError::LandlockCreate)?;
+    if !ll.filesystem {
+        // The `native.nested` grant: no filesystem rights are handled (`LandlockPlan::filesystem`),
+        // so there is no path rule to add; the mount namespace's read-only binds bound the files.
+        let status = created
+            .restrict_self()
+            .map_err(SetupError::LandlockRestrict)?;
+        return landlock_status(ll, status.ruleset);
+    }
     let shown = |p: &PathBuf| p.display().to_string();
     let open = |p: &PathBuf| {
         PathFd::new(p).map_err(|source| SetupError::LandlockOpen {
@@ -285,7 +295,15 @@ fn landlock(plan: &Plan) -> Result<LandlockStatus> {
     let status = created
         .restrict_self()
         .map_err(SetupError::LandlockRestrict)?;
-    let s = LandlockStatus::from(status.ruleset);
+    landlock_status(ll, status.ruleset)
+}
+
+/// What the kernel enforced, or the error when the policy requires more.
+fn landlock_status(
+    ll: &hybox_shim::plan::LandlockPlan,
+    status: landlock::RulesetStatus,
+) -> Result<LandlockStatus> {
+    let s = LandlockStatus::from(status);
     if ll.mode == LandlockMode::Required && s != LandlockStatus::FullyEnforced {
         return Err(SetupError::LandlockRequired(s));
     }

@@ -109,6 +109,9 @@ pub enum FieldError {
     /// `native.host_uid`/`host_gid` 0: the sandbox must never map to host root.
     #[error("expected an unprivileged host id, found 0 (the sandbox must never map to host root)")]
     HostRoot,
+    /// `resources.io[N].device` does not name a block device of this host.
+    #[error("{0}")]
+    NotBlockDevice(String),
     /// A syscall `native.seccomp.allow` may not grant; `reason` is the shim's (it owns the filter).
     #[error("{reason}")]
     Syscall {

@@ -444,6 +444,14 @@ fn finish(
     }
     run.details.native.landlock = Some(landlock);
     run.details.native.pid1 = Some("hybox-shim".into());
+    if policy.native.nested {
+        run.details.native.nested = Some(crate::report::details::NestedGrant::granted());
+    }
+    if let Outcome::SeccompViolation { syscall } = &run.outcome {
+        // A sandbox tool run without the grant dies on its first nested-sandbox syscall: name it.
+        run.details.native.missing_grant =
+            crate::report::details::missing_grant(syscall, policy.native.nested);
+    }
     // How the shim entered the envelope: created in it (cgroup v2), or migrated before release (v1).
     run.details.native.cgroup_entry = Some(cgroup_entry.into());
     run.details.native.host_ids = Some(format!("{host_uid}:{host_gid}"));

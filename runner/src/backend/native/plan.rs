@@ -83,29 +83,27 @@ fn no_nul(s: &str, what: &'static str) -> Result<String, PlanError> {
 }
 
 /// Builds the plan for one launch.
-/// The sandbox's seccomp programs for a policy's extra allow-list, compiled once per process and
-/// list (compiling the ~300-rule allow-list costs about half a millisecond, `benches/policy.rs`; a
-/// long-lived host such as `hybox serve` should not pay it per call). The programs are pure data
+/// The sandbox's seccomp programs for a policy's extra allow-list and `native.nested` grant,
+/// compiled once per process and list (compiling the ~300-rule allow-list costs about half a
+/// millisecond, `benches/policy.rs`; a long-lived host such as `hybox serve` should not pay it per
+/// call). The programs are pure data
 /// derived from the list, so sharing them between runs shares nothing else.
-fn seccomp_programs(extra_allow: &[String]) -> Result<Vec<Vec<u64>>, PlanError> {
-    type Cache = Mutex<HashMap<Vec<String>, Vec<Vec<u64>>>>;
+fn seccomp_programs(extra_allow: &[String], nested: bool) -> Result<Vec<Vec<u64>>, PlanError> {
+    type Cache = Mutex<HashMap<(Vec<String>, bool), Vec<Vec<u64>>>>;
+    let key = (extra_allow.to_vec(), nested);
     static COMPILED: OnceLock<Cache> = OnceLock::new();
     let cache = COMPILED.get_or_init(Default::default);
-    if let Some(p) = cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(extra_allow)
-    {
+    if let Some(p) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(p.clone());
     }
-    let programs: Vec<Vec<u64>> = crate::backend::seccomp::compile(extra_allow)?
+    let programs: Vec<Vec<u64>> = crate::backend::seccomp::compile(extra_allow, nested)?
         .iter()
         .map(|p| hybox_shim::plan::pack_filter(p))
         .collect();
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(extra_allow.to_vec(), programs.clone());
+        .insert(key, programs.clone());
     Ok(programs)
 }
 
@@ -222,7 +220,8 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
     for (k, v) in &launch.env {
         env.push(no_nul(&format!("{k}={v}"), "an environment variable")?);
     }
-    let seccomp = seccomp_programs(&policy.native.seccomp.allow)?;
+    let nested = policy.native.nested;
+    let seccomp = seccomp_programs(&policy.native.seccomp.allow, nested)?;
     let r = &policy.native.rlimits;
     let joined = |k: JoinKind| launch.joins.iter().any(|j| j.kind == k);
     Ok(Plan {
@@ -264,10 +263,15 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
                 LandlockMode::BestEffort => PlanLandlock::BestEffort,
                 LandlockMode::Required => PlanLandlock::Required,
             },
+            // The `native.nested` grant: a nested sandbox must mount, which the kernel refuses under
+            // a Landlock domain with filesystem rights (`LandlockPlan::filesystem`).
+            filesystem: !nested,
             read,
             write,
             deny_tcp: policy.network == Network::None,
         },
+        // The `native.nested` grant: a nested procfs needs a fully visible one (`Plan::mask_proc`).
+        mask_proc: !nested,
         seccomp,
     })
 }
