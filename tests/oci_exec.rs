@@ -95,6 +95,22 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
     assert_ne!(link(b_sandbox, "mnt"), link(a_sandbox, "mnt"));
     assert_ne!(link(b_sandbox, "user"), link(a_sandbox, "user"));
     assert_eq!(runc.state("app")["hybox"]["backend"], "native");
+    // A process exec'd into the pod's container is in the pod's namespaces too.
+    let p = process_json(
+        &runc,
+        &[
+            "sh",
+            "-c",
+            "busybox hostname; busybox readlink /proc/self/ns/net",
+        ],
+        |_| {},
+    );
+    let o = runc.call(&["exec", "--process", p.to_str().unwrap(), "app"]);
+    assert_eq!(o.status.code(), Some(0), "{}", last_error(&runc.log()));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("pod-a\n{}\n", a_out[0])
+    );
 
     // A mount namespace path is refused naming the field; nothing is left.
     let bad = Bundle::new(&["sh", "-c", "true"], |c| {
@@ -122,6 +138,26 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
         e.contains("linux.namespaces[4].path") && e.contains("\"none\""),
         "{e}"
     );
+
+    // A wasm container of the pod joins nothing, even under the shipped policy (network none):
+    // its guest gets no network; it runs.
+    let wasm = Bundle::new(&["/bin/env.wasm"], |c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(ns_of("net"));
+            }
+        }
+    });
+    let w = shipped.create(&wasm, "wasm-in-pod");
+    shipped.ok(&["start", "wasm-in-pod"]);
+    assert_eq!(
+        wait_exit(w, Duration::from_secs(30)),
+        0,
+        "{}",
+        last_error(&shipped.log())
+    );
+    assert_eq!(shipped.state("wasm-in-pod")["hybox"]["backend"], "wasm");
+    shipped.ok(&["delete", "wasm-in-pod"]);
 
     for id in ["app", "pause"] {
         runc.ok(&["kill", id, "KILL"]);
@@ -311,4 +347,65 @@ fn exec_into_a_wasm_container_is_refused_naming_it() {
     runc.ok(&["kill", "w1", "KILL"]);
     wait_exit(monitor, Duration::from_secs(10));
     runc.ok(&["delete", "w1"]);
+}
+
+#[test]
+fn exec_with_a_terminal_gets_a_pty_over_the_console_socket() {
+    if !common::privileged("exec_with_a_terminal") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let bundle = Bundle::new(&["sleep", "30"], |_| {});
+    let monitor = runc.create(&bundle, "t1");
+    runc.ok(&["start", "t1"]);
+    let p = process_json(
+        &runc,
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no; exit 3",
+        ],
+        |p| p["terminal"] = json!(true),
+    );
+    // A terminal without a console socket: refused naming the field.
+    assert_eq!(
+        runc.call(&["exec", "--process", p.to_str().unwrap(), "t1"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert!(last_error(&runc.log()).contains("process.terminal"));
+
+    let sock = runc.root.path().join("exec-console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let got = std::thread::spawn(move || recv_fd(&listener.accept().unwrap().0));
+    let pid_file = runc.root.path().join("exec-tty.pid");
+    let status = runc
+        .cmd(&[
+            "exec",
+            "--process",
+            p.to_str().unwrap(),
+            "--detach",
+            "--pid-file",
+        ])
+        .arg(&pid_file)
+        .arg("--console-socket")
+        .arg(&sock)
+        .arg("t1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", last_error(&runc.log()));
+    let (mut master, name) = got.join().unwrap();
+    assert!(name.starts_with("/dev/pts/"), "{name}");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(wait_exit(pid, Duration::from_secs(10)), 3);
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut master, &mut out);
+    assert!(String::from_utf8_lossy(&out).contains("tty yes"), "{out:?}");
+    runc.ok(&["kill", "t1", "KILL"]);
+    assert_eq!(wait_exit(monitor, Duration::from_secs(10)), 137);
+    runc.ok(&["delete", "t1"]);
 }

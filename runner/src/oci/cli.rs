@@ -99,6 +99,19 @@ fn run(cli: &RuncCli, log: &Log) -> Result<i32, OciError> {
     };
     if let RuncCommand::Common(cmd) = &cli.command {
         if let CommonCmd::Exec(e) = &**cmd {
+            if e.preserve_fds > 0 {
+                return Err(OciError::Unsupported {
+                    what: "exec --preserve-fds".into(),
+                    why: "passing extra fds into the container is not supported by hybox-runc yet"
+                        .into(),
+                });
+            }
+            if !e.cap.is_empty() {
+                return Err(OciError::Unsupported {
+                    what: "exec --cap".into(),
+                    why: "the container's processes have no capabilities".into(),
+                });
+            }
             return crate::oci::exec::exec(
                 &ctx,
                 &e.container_id,

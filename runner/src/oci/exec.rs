@@ -485,3 +485,78 @@ unsafe fn exec_shim(sock: libc::c_int, shim: libc::c_int) -> ! {
         libc::_exit(127)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state dir as `create` leaves it: the recorded policy and the argv0 link.
+    fn state_dir(dir: &Path) -> StateDir {
+        let sd = StateDir::new(dir, "c1").unwrap();
+        sd.create().unwrap();
+        let rt = crate::oci::runtime_policy::RuntimePolicy::from_json_str(
+            crate::oci::runtime_policy::BUILTIN,
+            "builtin",
+        )
+        .unwrap();
+        // A bundle whose process.user is root, as ctr's, Docker's and the CRI's are.
+        let mut policy = rt.policy;
+        (policy.native.uid, policy.native.gid) = (0, 0);
+        sd.write_policy(&policy).unwrap();
+        let argv0 = sd.dir.join(state::ARGV0_DIR);
+        std::fs::create_dir(&argv0).unwrap();
+        std::os::unix::fs::symlink("/proc/self/exe", argv0.join("sh")).unwrap();
+        sd
+    }
+
+    #[test]
+    fn the_recorded_exec_processes_become_enter_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = state_dir(dir.path());
+        for name in [
+            "ctr-exec-process",
+            "docker-exec-process",
+            "cri-exec-process",
+        ] {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/oci")
+                .join(format!("{name}.json"));
+            let p = read_process(&file).unwrap();
+            let plan = plan_for(&sd, &file, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(plan.enter && !plan.keep_workload_fd, "{name}");
+            assert_eq!(plan.argv, *p.args().as_ref().unwrap(), "{name}");
+            assert_eq!(plan.workdir, *p.cwd(), "{name}");
+            assert!(!plan.seccomp.is_empty(), "{name}: the allow-list");
+            assert_eq!((plan.uid, plan.gid), (0, 0), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unmapped_uid_and_a_privileged_capability_are_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = state_dir(dir.path());
+        let base: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/oci/ctr-exec-process.json"
+        ))
+        .unwrap();
+        let field_of = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base.clone();
+            edit(&mut v);
+            let f = dir.path().join("p.json");
+            std::fs::write(&f, v.to_string()).unwrap();
+            match plan_for(&sd, &f, &read_process(&f).unwrap()) {
+                Err(OciError::ProcessRefused { field, .. }) => field,
+                other => panic!("expected a refusal, got {other:?}"),
+            }
+        };
+        assert_eq!(
+            field_of(&|v| v["user"]["uid"] = 1000.into()),
+            "process.user"
+        );
+        assert_eq!(
+            field_of(&|v| v["capabilities"]["permitted"] = serde_json::json!(["CAP_SYS_ADMIN"])),
+            "process.capabilities.permitted"
+        );
+        assert_eq!(field_of(&|v| v["cwd"] = "rel".into()), "process.cwd");
+    }
+}

@@ -11,7 +11,9 @@
 //! - everything else (seccomp, Landlock, rlimits, the timeout) applies to every container as is.
 //!
 //! What the policy format has no field for is fixed here: capabilities beyond
-//! [`DEFAULT_CAPABILITIES`] and host namespaces are always refused.
+//! [`DEFAULT_CAPABILITIES`] and host namespaces are always refused; which namespaces a bundle
+//! may join by path is fixed in [`crate::oci::namespaces`] (a pod's network namespace only when
+//! the policy's `network` is not `none`).
 
 use std::path::Path;
 
