@@ -273,6 +273,37 @@ fn http_functions_answer_with_their_own_status_headers_and_body() {
 }
 
 #[test]
+fn worker_connections_are_kept_alive_and_every_request_still_gets_a_fresh_instance() {
+    if !common::privileged(
+        "worker_connections_are_kept_alive_and_every_request_still_gets_a_fresh_instance",
+    ) {
+        return;
+    }
+    let s = Server::start();
+    // One request at a time: the server reuses one connection to the worker for all of them.
+    for i in 0..20 {
+        let r = send(s.addr, "GET", "/v1/functions/hello/count", None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        // A global of the guest's that survived a request would count on.
+        assert_eq!(
+            r.text(),
+            "requests handled by this instance: 1\n",
+            "request {i}"
+        );
+    }
+    let m = metrics(s.addr);
+    let opened: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("hybox_http_connections_total{") && l.contains("\"hello\""))
+        .collect();
+    assert_eq!(opened.len(), 1, "{m}");
+    assert!(
+        opened[0].ends_with(" 1"),
+        "one connection for 20 requests: {m}"
+    );
+}
+
+#[test]
 fn echo_streams_16_mib_back_byte_for_byte() {
     if !common::privileged("echo_streams_16_mib_back_byte_for_byte") {
         return;

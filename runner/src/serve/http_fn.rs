@@ -3,6 +3,10 @@
 //! headers and the streaming body; its status, headers and streaming body back, with the
 //! `x-hybox-*` headers. The metrics count each request when the worker reports it over (after its
 //! body), so a body cut by the timeout counts as a timeout. See `docs/serve.md`.
+//!
+//! Connections to the worker are kept alive ([`Conns`]): a new Unix-socket connection and HTTP/1.1
+//! handshake per request cost as much as the request itself. Reuse shares nothing between
+//! requests inside the worker: each still gets a fresh store and instance.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use axum::response::Response;
 use super::{
     admit, error, outcome_kind, AppState, CallLabels, FnLabels, LimitLabels, Metrics, StartLabels,
 };
-use crate::backend::wasm::http::{HttpCallReport, ReportSink};
+use crate::backend::wasm::http::{HttpCallReport, HttpFunction, ReportSink};
 
 /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1): never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -91,55 +95,37 @@ pub(super) async fn forward_to(state: Arc<AppState>, name: String, req: Request)
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
     };
     let mut start = crate::function::Start::Warm;
-    let stream = match tokio::net::UnixStream::connect(http.socket_path()).await {
-        Ok(s) => Ok(s),
-        Err(_) => {
-            // The worker is gone (killed by the OOM killer, crashed): start a new one.
-            let f = served.function.clone();
-            let restarted =
-                tokio::task::spawn_blocking(move || f.http().map(|h| h.ensure_worker())).await;
-            match restarted {
-                Ok(Some(Ok(_))) => {
-                    start = crate::function::Start::Cold;
-                    tokio::net::UnixStream::connect(http.socket_path())
-                        .await
-                        .map_err(|e| format!("connect to the restarted worker: {e}"))
+    // A kept-alive connection first: the worker serves many requests per connection (each still
+    // in a fresh store and instance); only a fresh connection's failure restarts the worker.
+    let mut up = up;
+    let mut pooled = served.conns.take();
+    let (sender, resp) = loop {
+        let (mut sender, reused) = match pooled.take() {
+            Some(s) => (s, true),
+            None => match connect(&served.function, http, &mut start).await {
+                Ok(s) => {
+                    m.http_connections.get_or_create(&served.labels).inc();
+                    (s, false)
                 }
-                Ok(Some(Err(e))) => Err(crate::error_chain(&e)),
-                Ok(None) => Err("not an HTTP function".into()),
-                Err(e) => Err(format!("restart task: {e}")),
+                Err(why) => {
+                    m.errors.get_or_create(&served.labels).inc();
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("function `{name}`: no worker: {why}"),
+                    );
+                }
+            },
+        };
+        match sender.try_send_request(up).await {
+            Ok(resp) => break (sender, Ok(resp)),
+            // A kept-alive connection that closed before it took the request (the worker ended
+            // it, or died idle): the request was not sent, so it goes on a fresh connection.
+            Err(mut e) if reused && e.message().is_some() => {
+                up = e.take_message().expect("checked above");
             }
+            Err(e) => break (sender, Err(e.into_error())),
         }
     };
-    let stream = match stream {
-        Ok(s) => s,
-        Err(why) => {
-            m.errors.get_or_create(&served.labels).inc();
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("function `{name}`: no worker: {why}"),
-            );
-        }
-    };
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
-        Ok(x) => x,
-        Err(e) => {
-            m.errors.get_or_create(&served.labels).inc();
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("function `{name}`: worker connection: {e}"),
-            );
-        }
-    };
-    // The slot is held until the connection is over: the response body streamed to the end.
-    let in_flight = m.in_flight.get_or_create(&served.labels).clone();
-    in_flight.inc();
-    tokio::spawn(async move {
-        let _ = conn.await;
-        drop(permit);
-        in_flight.dec();
-    });
     m.starts
         .get_or_create(&StartLabels {
             function: served.labels.function.clone(),
@@ -147,9 +133,22 @@ pub(super) async fn forward_to(state: Arc<AppState>, name: String, req: Request)
             start: start.to_string(),
         })
         .inc();
-    let ooms = http.oom_kills();
-    match sender.send_request(up).await {
+    match resp {
         Ok(resp) => {
+            // The slot is held until the response is over (its body streamed to the end); then
+            // the connection goes back to the idle list if it can take another request.
+            let in_flight = m.in_flight.get_or_create(&served.labels).clone();
+            in_flight.inc();
+            let conns = served.conns.clone();
+            let mut sender = sender;
+            tokio::spawn(async move {
+                let ready = sender.ready().await;
+                drop(permit);
+                in_flight.dec();
+                if ready.is_ok() {
+                    conns.put(sender);
+                }
+            });
             let (mut parts, body) = resp.into_parts();
             let mut set = |k: &'static str, v: String| {
                 if let Ok(v) = HeaderValue::from_str(&v) {
@@ -165,8 +164,9 @@ pub(super) async fn forward_to(state: Arc<AppState>, name: String, req: Request)
         }
         Err(e) => {
             // The worker went away during the request: the cgroup OOM killer, or a crash.
+            drop(permit);
             m.errors.get_or_create(&served.labels).inc();
-            let oom = http.oom_kills() > ooms;
+            let oom = http.worker_oom_killed();
             let mut r = error(
                 StatusCode::BAD_GATEWAY,
                 format!(
@@ -184,6 +184,73 @@ pub(super) async fn forward_to(state: Arc<AppState>, name: String, req: Request)
                 h.insert("x-hybox-limit", HeaderValue::from_static("memory"));
             }
             r
+        }
+    }
+}
+
+/// A new HTTP/1.1 connection to the worker; a worker that is gone (killed by the OOM killer,
+/// crashed) is restarted first (`start` becomes cold).
+async fn connect(
+    function: &Arc<crate::function::Function>,
+    http: &HttpFunction,
+    start: &mut crate::function::Start,
+) -> Result<Sender, String> {
+    let stream = match tokio::net::UnixStream::connect(http.socket_path()).await {
+        Ok(s) => s,
+        Err(_) => {
+            let f = function.clone();
+            let restarted =
+                tokio::task::spawn_blocking(move || f.http().map(|h| h.ensure_worker())).await;
+            match restarted {
+                Ok(Some(Ok(_))) => {
+                    *start = crate::function::Start::Cold;
+                    tokio::net::UnixStream::connect(http.socket_path())
+                        .await
+                        .map_err(|e| format!("connect to the restarted worker: {e}"))?
+                }
+                Ok(Some(Err(e))) => return Err(crate::error_chain(&e)),
+                Ok(None) => return Err("not an HTTP function".into()),
+                Err(e) => return Err(format!("restart task: {e}")),
+            }
+        }
+    };
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("worker connection: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Most idle connections kept per function (more in flight at once are closed when done).
+const MAX_IDLE: usize = 64;
+
+/// The idle kept-alive connections to one HTTP function's worker. A connection is in the list
+/// only between requests: taken for one request, put back once its response is over.
+#[derive(Default, Clone)]
+pub(super) struct Conns {
+    idle: Arc<std::sync::Mutex<Vec<Sender>>>,
+}
+
+impl Conns {
+    /// An idle connection that is still open and ready, if any (closed ones are dropped).
+    fn take(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() && s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+    fn put(&self, s: Sender) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(s);
         }
     }
 }

@@ -175,6 +175,8 @@ struct Worker {
     _requests: File,
     /// Set by the report reader when the worker's reply pipe ends (the worker exited or died).
     gone: Arc<std::sync::atomic::AtomicBool>,
+    /// The envelope's OOM kills when this worker started.
+    ooms_at_start: u64,
 }
 
 impl Worker {
@@ -445,7 +447,21 @@ impl HttpFunction {
             child,
             _requests: requests,
             gone,
+            ooms_at_start: self.oom_kills(),
         })
+    }
+
+    /// Whether the envelope's OOM killer fired since the current worker started (asked after a
+    /// request failed: reading the cgroup's counters on every request would cost more than the
+    /// request itself).
+    pub fn worker_oom_killed(&self) -> bool {
+        let at_start = self
+            .worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.ooms_at_start);
+        at_start.is_some_and(|n| self.oom_kills() > n)
     }
 
     /// OOM kills in the envelope so far (a worker killed by the cgroup's OOM killer).
