@@ -27,13 +27,15 @@ fn http_guest(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
-/// Every HTTP guest as a bundle of its own, each with a 2 s timeout and 64 MiB of memory.
-fn functions_dir() -> tempfile::TempDir {
+/// Every HTTP guest as a bundle of its own, each with a 2 s timeout and 64 MiB of memory; then the
+/// `extra` bundles: (bundle name, guest, more top-level policy fields).
+fn functions_dir(extra: &[(&str, &str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["hello", "echo", "slow", "membomb", "panic", "outbound"] {
+    let every = ["hello", "echo", "slow", "membomb", "panic", "outbound"].map(|n| (n, n, ""));
+    for (name, guest, more) in every.iter().chain(extra) {
         let b = dir.path().join(name);
         std::fs::create_dir_all(&b).unwrap();
-        std::fs::copy(http_guest(name), b.join("f.wasm")).unwrap();
+        std::fs::copy(http_guest(guest), b.join("f.wasm")).unwrap();
         std::fs::write(
             b.join("bundle.json"),
             format!(
@@ -41,10 +43,17 @@ fn functions_dir() -> tempfile::TempDir {
             ),
         )
         .unwrap();
+        let more = if more.is_empty() {
+            String::new()
+        } else {
+            format!(", {more}")
+        };
         std::fs::write(
             b.join("policy.json"),
-            r#"{"version": 1, "trust": "untrusted",
-               "resources": {"memory": "64M", "cpus": 1, "pids": 64, "timeout": "2s"}}"#,
+            format!(
+                r#"{{"version": 1, "trust": "untrusted",
+                   "resources": {{"memory": "64M", "cpus": 1, "pids": 64, "timeout": "2s"}}{more}}}"#
+            ),
         )
         .unwrap();
     }
@@ -53,8 +62,13 @@ fn functions_dir() -> tempfile::TempDir {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The six guests and the `extra` bundles ([`functions_dir`]).
+    fn start_with(extra: &[(&str, &str, &str)]) -> Server {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = functions_dir();
+        let dir = functions_dir(extra);
         let cgroup_parent = format!(
             "hybox-http-test-{}-{}",
             std::process::id(),
@@ -74,7 +88,7 @@ impl Server {
         let mut line = String::new();
         out.read_line(&mut line).expect("read the ready line");
         assert!(
-            line.contains("(6 functions, 0 skipped)"),
+            line.contains(&format!("({} functions, 0 skipped)", 6 + extra.len())),
             "every HTTP guest loads: {line}"
         );
         let addr: SocketAddr = line
@@ -143,14 +157,26 @@ impl Resp {
 /// One HTTP/1.1 request on a fresh connection; the body (if any) is written from another thread
 /// in 64 KiB pieces while the response is read, as a streaming client does.
 fn send(addr: SocketAddr, method: &str, path: &str, body: Option<Vec<u8>>) -> Resp {
+    let announced = body.as_ref().map(Vec::len).unwrap_or(0);
+    send_announcing(addr, method, path, announced, body)
+}
+
+/// [`send`], with `announced` as the content-length whatever the body's length (a client that
+/// announces more than it sends, then waits).
+fn send_announcing(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    announced: usize,
+    body: Option<Vec<u8>>,
+) -> Resp {
     let stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut w = stream.try_clone().unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\ncontent-type: application/x-test\r\n\r\n",
-        body.as_ref().map(Vec::len).unwrap_or(0)
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {announced}\r\ncontent-type: application/x-test\r\n\r\n"
     );
     let writer = std::thread::spawn(move || {
         w.write_all(head.as_bytes())?;
@@ -411,8 +437,192 @@ fn outbound_http_is_denied_and_the_host_named() {
     assert_eq!(
         r.header("x-hybox-denied"),
         format!(
-            "outbound HTTP to 127.0.0.1:{} (the policy grants no outbound hosts)",
+            "outbound HTTP to 127.0.0.1:{} (not in the policy's http.outbound_hosts)",
             s.addr.port()
         )
     );
+}
+
+/// A loopback HTTP server answering `204` to every request; counts the connections it accepted.
+fn upstream() -> (SocketAddr, std::sync::Arc<AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let mut c = c;
+            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn outbound_http_reaches_only_the_granted_host_port() {
+    if !common::privileged("outbound_http_reaches_only_the_granted_host_port") {
+        return;
+    }
+    let (up, seen) = upstream();
+    let grant = format!(r#""http": {{"outbound_hosts": ["{up}"]}}"#);
+    let s = Server::start_with(&[("granted", "outbound", &grant)]);
+    // Without the grant: refused before any connection, the host named.
+    let r = send(
+        s.addr,
+        "GET",
+        &format!("/v1/functions/outbound/?host={up}"),
+        None,
+    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("HttpRequestDenied"), "{}", r.text());
+    assert_eq!(
+        r.header("x-hybox-denied"),
+        format!("outbound HTTP to {up} (not in the policy's http.outbound_hosts)")
+    );
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "a refused request connected"
+    );
+    // With it: the request goes through to that host:port.
+    let r = send(
+        s.addr,
+        "GET",
+        &format!("/v1/functions/granted/?host={up}"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), format!("upstream {up} answered 204\n"));
+    assert!(r.header("x-hybox-denied").is_empty());
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    // The grant is that host:port, exactly: another port, or another name for the same address,
+    // is refused (no name is resolved to compare it).
+    for other in [
+        format!("127.0.0.1:{}", up.port() + 1),
+        format!("localhost:{}", up.port()),
+        format!("127.1:{}", up.port()),
+    ] {
+        let r = send(
+            s.addr,
+            "GET",
+            &format!("/v1/functions/granted/?host={other}"),
+            None,
+        );
+        assert_eq!(r.status, 502, "{other}: {}", r.text());
+        assert!(r.header("x-hybox-denied").contains(&other), "{other}");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "a refused request connected"
+    );
+}
+
+/// The network namespaces of the server's HTTP workers (its children whose argv says `--http`),
+/// one entry per worker.
+fn worker_net_namespaces(server_pid: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if ppid == Some(server_pid) && cmdline.split(|b| *b == 0).any(|a| a == b"--http") {
+            if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
+                out.push(ns.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn http_workers_have_their_own_network_namespace_unless_outbound_hosts_are_granted() {
+    if !common::privileged(
+        "http_workers_have_their_own_network_namespace_unless_outbound_hosts_are_granted",
+    ) {
+        return;
+    }
+    let host = std::fs::read_link("/proc/self/ns/net")
+        .unwrap()
+        .display()
+        .to_string();
+    let s = Server::start();
+    let pid = s.child.as_ref().unwrap().id();
+    let spaces = worker_net_namespaces(pid);
+    assert_eq!(spaces.len(), 6, "one worker per function: {spaces:?}");
+    for ns in &spaces {
+        assert_ne!(
+            *ns, host,
+            "an HTTP worker shares the host's network namespace"
+        );
+    }
+    drop(s);
+    // Granted outbound hosts are reached from the host's network: that worker stays in it.
+    let s = Server::start_with(&[(
+        "granted",
+        "outbound",
+        r#""http": {"outbound_hosts": ["127.0.0.1:9"]}"#,
+    )]);
+    let spaces = worker_net_namespaces(s.child.as_ref().unwrap().id());
+    assert_eq!(spaces.len(), 7, "{spaces:?}");
+    assert_eq!(
+        spaces.iter().filter(|ns| **ns == host).count(),
+        1,
+        "{spaces:?}"
+    );
+}
+
+#[test]
+fn the_deadline_fires_while_the_guest_waits_on_a_request_body_that_never_comes() {
+    if !common::privileged(
+        "the_deadline_fires_while_the_guest_waits_on_a_request_body_that_never_comes",
+    ) {
+        return;
+    }
+    let s = Server::start();
+    // 1 MiB announced, 10 bytes sent, then nothing: echo answers at once and then waits in a
+    // host call (the body stream) where no wasm runs; the 2 s request deadline still ends it.
+    let t = Instant::now();
+    let r = send_announcing(
+        s.addr,
+        "PUT",
+        "/v1/functions/echo/",
+        1 << 20,
+        Some(vec![b'x'; 10]),
+    );
+    let took = t.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        !r.complete,
+        "a body cut by the timeout must not end cleanly"
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "the 2 s timeout fired after {took:?}"
+    );
+    let t = Instant::now();
+    loop {
+        let m = metrics(s.addr);
+        if m.contains(
+            r#"hybox_invocations_total{function="echo",backend="wasm",outcome="timeout"} 1"#,
+        ) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "metrics: {m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
