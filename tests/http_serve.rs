@@ -121,14 +121,19 @@ impl Drop for Server {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-            if let Ok(controllers) = std::fs::read_dir(base) {
-                for c in controllers.flatten() {
-                    let _ = std::fs::remove_dir(c.path().join(&self.cgroup_parent));
-                }
+        remove_cgroup_parent(&self.cgroup_parent);
+    }
+}
+
+/// Removes the (empty) cgroup parent a test's server used, on every hierarchy.
+fn remove_cgroup_parent(name: &str) {
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if let Ok(controllers) = std::fs::read_dir(base) {
+            for c in controllers.flatten() {
+                let _ = std::fs::remove_dir(c.path().join(name));
             }
-            let _ = std::fs::remove_dir(Path::new(base).join(&self.cgroup_parent));
         }
+        let _ = std::fs::remove_dir(Path::new(base).join(name));
     }
 }
 
@@ -624,5 +629,74 @@ fn the_deadline_fires_while_the_guest_waits_on_a_request_body_that_never_comes()
         }
         assert!(t.elapsed() < Duration::from_secs(10), "metrics: {m}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bundles_claim_routes_at_the_root() {
+    if !common::privileged("bundles_claim_routes_at_the_root") {
+        return;
+    }
+    let s = Server::start_with(&[
+        ("api", "hello", r#""http": {"route": "/api/..."}"#),
+        ("hook", "hello", r#""http": {"route": "/hook"}"#),
+    ]);
+    // Under a prefix the guest sees the rest of the path, and the query.
+    let r = send(s.addr, "GET", "/api/x/y?z=1", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello from wasi:http (Method::Get /x/y?z=1)\n");
+    assert_eq!(r.header("x-hybox-outcome"), "exited");
+    let r = send(s.addr, "POST", "/api", Some(b"x".to_vec()));
+    assert_eq!(r.text(), "hello from wasi:http (Method::Post /)\n");
+    // An exact route is only that path, which the guest sees whole.
+    let r = send(s.addr, "GET", "/hook", None);
+    assert_eq!(r.text(), "hello from wasi:http (Method::Get /hook)\n");
+    for unclaimed in ["/hook/x", "/apix", "/", "/other"] {
+        let r = send(s.addr, "GET", unclaimed, None);
+        assert_eq!(r.status, 404, "{unclaimed}: {}", r.text());
+    }
+    // The function's own path still works.
+    let r = send(s.addr, "GET", "/v1/functions/api/q", None);
+    assert_eq!(r.text(), "hello from wasi:http (Method::Get /q)\n");
+    let list = send(s.addr, "GET", "/v1/functions", None).text();
+    assert!(list.contains(r#""route":"/api/...""#), "{list}");
+}
+
+#[test]
+fn overlapping_routes_stop_the_server_naming_both_bundles() {
+    if !common::privileged("overlapping_routes_stop_the_server_naming_both_bundles") {
+        return;
+    }
+    for (a, b) in [
+        ("/api/...", "/api/v2/..."),
+        ("/api/...", "/api/x"),
+        ("/x", "/x"),
+    ] {
+        let dir = functions_dir(&[
+            ("first", "hello", &format!(r#""http": {{"route": "{a}"}}"#)),
+            ("second", "hello", &format!(r#""http": {{"route": "{b}"}}"#)),
+        ]);
+        let parent = format!("hybox-http-test-{}-routes", std::process::id());
+        let o = common::hybox()
+            .arg("serve")
+            .arg("--functions")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--cgroup-parent", &parent])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hybox serve");
+        remove_cgroup_parent(&parent);
+        assert!(!o.status.success(), "{a} and {b} overlap");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "bundles `first` and `second` claim overlapping routes ({a} and {b})"
+            )),
+            "{err}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("listening"),
+            "it must not start listening"
+        );
     }
 }

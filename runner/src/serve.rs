@@ -39,6 +39,7 @@ use crate::HostConfig;
 
 mod http_fn;
 mod metrics;
+mod routes;
 
 use metrics::{CallLabels, DeathLabels, FnLabels, LimitLabels, Metrics, RejectLabels, StartLabels};
 
@@ -75,6 +76,15 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed")]
     Http(#[source] std::io::Error),
+    #[error("bundles `{first}` and `{second}` claim overlapping routes ({first_route} and {second_route}): a request path may reach only one function")]
+    RouteClash {
+        first: String,
+        first_route: String,
+        second: String,
+        second_route: String,
+    },
+    #[error("function `{function}`: http.route: {why}")]
+    Route { function: String, why: String },
 }
 
 /// A bundle that was not loaded, and why (the full error chain, one line).
@@ -178,6 +188,8 @@ struct Served {
 
 struct AppState {
     functions: BTreeMap<String, Served>,
+    /// Routes claimed at the root by HTTP functions (`http.route`).
+    routes: routes::Routes,
     skipped: Vec<Skipped>,
     metrics: Metrics,
     draining: AtomicBool,
@@ -218,6 +230,10 @@ async fn serve(
     })
     .await
     .map_err(|e| ServeError::Runtime(std::io::Error::other(e)))??;
+    let routes = routes::claimed(&functions)?;
+    for (route, name) in &routes {
+        eprintln!("hybox serve: route {route} -> `{name}`");
+    }
     let metrics = Metrics::new();
     let mut map = BTreeMap::new();
     for f in functions {
@@ -245,6 +261,7 @@ async fn serve(
     }
     let state = Arc::new(AppState {
         functions: map,
+        routes,
         skipped,
         metrics,
         draining: AtomicBool::new(false),
@@ -261,6 +278,7 @@ async fn serve(
         .route("/v1/functions/{name}", any(http_fn::forward))
         .route("/v1/functions/{name}/", any(http_fn::forward))
         .route("/v1/functions/{name}/{*rest}", any(http_fn::forward))
+        .fallback(routes::routed)
         .layer(DefaultBodyLimit::max(cfg.max_body))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -382,6 +400,9 @@ struct FunctionInfo {
     /// Native: why the pool could not pre-build its last sandbox, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pool_error: Option<String>,
+    /// HTTP functions: the route claimed at the root (`http.route`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -406,6 +427,7 @@ async fn list(State(state): State<Arc<AppState>>) -> Json<FunctionList> {
                 max_queue: s.max_queue,
                 native_pool: f.native_pool(),
                 pool_error: f.pool_error(),
+                route: f.policy().http.route.clone(),
             }
         })
         .collect();
@@ -455,7 +477,7 @@ async fn invoke(
     if served.function.http().is_some() {
         // A wasi:http function's own `/invoke` path.
         let req = http_fn::rebuild(method, uri, request_headers, body);
-        return http_fn::forward_to(state.clone(), name, req).await;
+        return http_fn::forward_to(state.clone(), name, req, "/invoke").await;
     }
     let m = &state.metrics;
     let permit = match admit(&state, served, &name).await {

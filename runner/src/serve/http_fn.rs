@@ -50,11 +50,21 @@ pub(super) async fn forward(
     req: Request,
 ) -> Response {
     let name = params.get("name").cloned().unwrap_or_default();
-    forward_to(state, name, req).await
+    // The path after `/v1/functions/{name}`, as the client wrote it (not percent-decoded).
+    let prefix = format!("/v1/functions/{name}");
+    let rest = req.uri().path().strip_prefix(&prefix).unwrap_or("");
+    let rest = if rest.is_empty() { "/" } else { rest }.to_string();
+    forward_to(state, name, req, &rest).await
 }
 
-/// Sends `req` to the function `name`'s worker and streams the answer back.
-pub(super) async fn forward_to(state: Arc<AppState>, name: String, req: Request) -> Response {
+/// Sends `req` to the function `name`'s worker, as a request for `rest` (the path the guest sees)
+/// with the query, and streams the answer back.
+pub(super) async fn forward_to(
+    state: Arc<AppState>,
+    name: String,
+    req: Request,
+    rest: &str,
+) -> Response {
     let Some(served) = state.functions.get(&name) else {
         return error(StatusCode::NOT_FOUND, format!("no function named `{name}`"));
     };
@@ -70,10 +80,6 @@ pub(super) async fn forward_to(state: Arc<AppState>, name: String, req: Request)
     };
     let m = &state.metrics;
     let t0 = Instant::now();
-    // The path after `/v1/functions/{name}`, as the client wrote it (not percent-decoded).
-    let prefix = format!("/v1/functions/{name}");
-    let rest = req.uri().path().strip_prefix(&prefix).unwrap_or("");
-    let rest = if rest.is_empty() { "/" } else { rest };
     let path_query = match req.uri().query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_string(),
