@@ -700,3 +700,111 @@ fn overlapping_routes_stop_the_server_naming_both_bundles() {
         );
     }
 }
+
+#[test]
+fn run_request_serves_one_request_and_prints_the_response() {
+    if !common::privileged("run_request_serves_one_request_and_prints_the_response") {
+        return;
+    }
+    let run = |args: &[&str]| {
+        let o = common::hybox()
+            .args(["--quiet", "run"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hybox");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let hello = http_guest("hello");
+    let (code, out, err) = run(&[hello.to_str().unwrap(), "--request", "GET", "/a?b=1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("HTTP/1.1 200 OK\n"), "{out}");
+    assert!(out.contains("\nx-hybox-outcome: exited\n"), "{out}");
+    assert!(
+        out.ends_with("\n\nhello from wasi:http (Method::Get /a?b=1)\n"),
+        "{out}"
+    );
+    // Headers and a body from a file reach the guest.
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, b"payload bytes").unwrap();
+    let echo = http_guest("echo");
+    let (code, out, err) = run(&[
+        echo.to_str().unwrap(),
+        "--request",
+        "PUT",
+        "/",
+        "--header",
+        "content-type: text/x-test",
+        "--body",
+        body.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("\nx-echo-method: Method::Put\n"), "{out}");
+    assert!(out.contains("\ncontent-type: text/x-test\n"), "{out}");
+    assert!(out.ends_with("\n\npayload bytes"), "{out}");
+    // A command component is not a proxy one: a usage error that says so.
+    let command = common::examples_out().join("component").join("hello.wasm");
+    let (code, out, err) = run(&[command.to_str().unwrap(), "--request", "GET", "/"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("--request needs a wasi:http/proxy component")
+            && err.contains("is a wasi:cli/command component"),
+        "{err}"
+    );
+    // Outbound: refused without a grant (named in the report), allowed with it; the grant is in
+    // the report's policy.
+    let (up, seen) = upstream();
+    let outbound = http_guest("outbound");
+    let path = format!("/?host={up}");
+    let (code, out, err) = run(&[
+        outbound.to_str().unwrap(),
+        "--json",
+        "--request",
+        "GET",
+        &path,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\n"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out[out.find("\n{").unwrap()..]).unwrap();
+    assert_eq!(
+        json["denied"],
+        serde_json::json!([up.to_string()]),
+        "{json}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    let policy = dir.path().join("p.json");
+    std::fs::write(
+        &policy,
+        format!(r#"{{"version": 1, "http": {{"outbound_hosts": ["{up}"]}}}}"#),
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "--policy",
+        policy.to_str().unwrap(),
+        outbound.to_str().unwrap(),
+        "--json",
+        "--request",
+        "GET",
+        &path,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("HTTP/1.1 200 OK\n"), "{out}");
+    assert!(
+        out.contains(&format!("upstream {up} answered 204\n")),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out[out.find("\n{").unwrap()..]).unwrap();
+    assert_eq!(
+        json["policy"]["http"]["outbound_hosts"],
+        serde_json::json!([up.to_string()])
+    );
+    assert_eq!(json["denied"], serde_json::json!([]));
+    assert!(err.contains(&format!("outbound granted: {up}")), "{err}");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
