@@ -96,14 +96,15 @@ pub(super) async fn forward_to(
     if !parts.headers.contains_key(axum::http::header::HOST) {
         up = up.header(axum::http::header::HOST, "localhost");
     }
-    let up = match up.body(body) {
+    let mut up = match up.body(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request: {e}")),
     };
     let mut start = crate::function::Start::Warm;
     // A kept-alive connection first: the worker serves many requests per connection (each still
     // in a fresh store and instance); only a fresh connection's failure restarts the worker.
-    let mut up = up;
+    // Counted in flight from now until the response is over (or failed).
+    let in_flight = InFlight::new(m.in_flight.get_or_create(&served.labels).clone());
     let mut pooled = served.conns.take();
     let (sender, resp) = loop {
         let (mut sender, reused) = match pooled.take() {
@@ -143,14 +144,12 @@ pub(super) async fn forward_to(
         Ok(resp) => {
             // The slot is held until the response is over (its body streamed to the end); then
             // the connection goes back to the idle list if it can take another request.
-            let in_flight = m.in_flight.get_or_create(&served.labels).clone();
-            in_flight.inc();
             let conns = served.conns.clone();
             let mut sender = sender;
             tokio::spawn(async move {
                 let ready = sender.ready().await;
                 drop(permit);
-                in_flight.dec();
+                drop(in_flight);
                 if ready.is_ok() {
                     conns.put(sender);
                 }
@@ -171,6 +170,7 @@ pub(super) async fn forward_to(
         Err(e) => {
             // The worker went away during the request: the cgroup OOM killer, or a crash.
             drop(permit);
+            drop(in_flight);
             m.errors.get_or_create(&served.labels).inc();
             let oom = http.worker_oom_killed();
             let mut r = error(
@@ -231,6 +231,22 @@ async fn connect(
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// One request counted in `hybox_in_flight` while it lives.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn new(g: prometheus_client::metrics::gauge::Gauge) -> InFlight {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// Most idle connections kept per function (more in flight at once are closed when done).
 const MAX_IDLE: usize = 64;
