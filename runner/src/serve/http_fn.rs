@@ -105,7 +105,7 @@ pub(super) async fn forward_to(
     // in a fresh store and instance); only a fresh connection's failure restarts the worker.
     // Counted in flight from now until the response is over (or failed).
     let in_flight = InFlight::new(m.in_flight.get_or_create(&served.labels).clone());
-    let mut pooled = served.conns.take();
+    let mut pooled = served.conns.take().await;
     let (sender, resp) = loop {
         let (mut sender, reused) = match pooled.take() {
             Some(s) => (s, true),
@@ -142,19 +142,13 @@ pub(super) async fn forward_to(
         .inc();
     match resp {
         Ok(resp) => {
-            // The slot is held until the response is over (its body streamed to the end); then
-            // the connection goes back to the idle list if it can take another request.
-            let conns = served.conns.clone();
-            let mut sender = sender;
-            tokio::spawn(async move {
-                let ready = sender.ready().await;
-                drop(permit);
-                drop(in_flight);
-                if ready.is_ok() {
-                    conns.put(sender);
-                }
-            });
             let (mut parts, body) = resp.into_parts();
+            // The slot is held until the response is over (its body streamed to the end); then
+            // the connection goes back to the idle list, before the client sees the end.
+            let body = GiveBack {
+                body,
+                back: Some((sender, served.conns.clone(), permit, in_flight)),
+            };
             let mut set = |k: &'static str, v: String| {
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     parts.headers.insert(HeaderName::from_static(k), v);
@@ -232,6 +226,57 @@ async fn connect(
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
+/// The worker's response body on its way to the client. At its end the request's slot is freed
+/// and its connection goes back to the idle list (or, if hyper has not yet made it ready, is
+/// announced as returning), before the client can send its next request. Dropped before its end
+/// (the client went away, the body was cut), the connection is dropped too: it cannot be reused.
+struct GiveBack {
+    body: hyper::body::Incoming,
+    back: Option<(Sender, Conns, tokio::sync::OwnedSemaphorePermit, InFlight)>,
+}
+
+impl hyper::body::Body for GiveBack {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        if frame.is_none() {
+            if let Some((mut sender, conns, permit, in_flight)) = self.back.take() {
+                drop((permit, in_flight));
+                match sender.poll_ready(cx) {
+                    std::task::Poll::Ready(Ok(())) => conns.put(sender),
+                    std::task::Poll::Ready(Err(_)) => {}
+                    std::task::Poll::Pending => {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        conns.returning.fetch_add(1, SeqCst);
+                        tokio::spawn(async move {
+                            if sender.ready().await.is_ok() {
+                                conns.put(sender);
+                            }
+                            conns.returning.fetch_sub(1, SeqCst);
+                            conns.returned.notify_waiters();
+                        });
+                    }
+                }
+            }
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    // Never "ended" before `poll_frame` says so: the end is where the connection goes back.
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// One request counted in `hybox_in_flight` while it lives.
 struct InFlight(prometheus_client::metrics::gauge::Gauge);
 
@@ -256,11 +301,35 @@ const MAX_IDLE: usize = 64;
 #[derive(Default, Clone)]
 pub(super) struct Conns {
     idle: Arc<std::sync::Mutex<Vec<Sender>>>,
+    /// Connections whose response is over but that hyper has not yet made ready for another
+    /// request (microseconds): a request that finds no idle one waits for these first.
+    returning: Arc<std::sync::atomic::AtomicUsize>,
+    returned: Arc<tokio::sync::Notify>,
 }
 
+/// How long a request waits for a returning connection before it opens a new one.
+const RETURN_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 impl Conns {
-    /// An idle connection that is still open and ready, if any (closed ones are dropped).
-    fn take(&self) -> Option<Sender> {
+    /// An idle connection that is still open and ready, if any (closed ones are dropped); one
+    /// about to come back is waited for, briefly.
+    async fn take(&self) -> Option<Sender> {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            // Created before the check: a return after it still wakes this wait.
+            let returned = self.returned.notified();
+            if let Some(s) = self.pop() {
+                return Some(s);
+            }
+            if self.returning.load(SeqCst) == 0 {
+                return None;
+            }
+            if tokio::time::timeout(RETURN_WAIT, returned).await.is_err() {
+                return self.pop();
+            }
+        }
+    }
+    fn pop(&self) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(s) = idle.pop() {
             if !s.is_closed() && s.is_ready() {
@@ -274,6 +343,8 @@ impl Conns {
         if idle.len() < MAX_IDLE {
             idle.push(s);
         }
+        drop(idle);
+        self.returned.notify_waiters();
     }
 }
 
