@@ -2,10 +2,17 @@
 //! and a proptest of random streams), whiteouts, and runs of images on the native backend (config
 //! precedence, ephemeral writable layer, volumes). docs/images.md describes what is tested here.
 //!
+//! `image/limits.rs` has the runs' limits (disk I/O, the writable layer's size) and `image/wasm.rs`
+//! the images that run on the wasm backend.
+//!
 //! The runs and the whiteouts need root (overlay mounts on the host, mknod of whiteouts); they skip
 //! with the reason unless HYBOX_REQUIRE_PRIVILEGED=1.
 
 mod common;
+#[path = "image/limits.rs"]
+mod limits;
+#[path = "image/wasm.rs"]
+mod wasm;
 
 use common::oci_image;
 

@@ -85,7 +85,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         r#"{"version": 1, "resources": {"swap": "1G"}}"#,
-        r#"bad.json:1:35: resources.swap: unknown field `swap`, expected one of `memory`, `cpus`, `pids`, `timeout`, `cpu_time`, `stdout_max`, `stderr_max`"#,
+        r#"bad.json:1:35: resources.swap: unknown field `swap`, expected one of `memory`, `cpus`, `pids`, `timeout`, `cpu_time`, `stdout_max`, `stderr_max`, `io`"#,
     ),
     (
         r#"{"version": 1, "filesystem": {"mounts": [{"host": "relative/dir", "guest": "/data"}]}}"#,
@@ -198,6 +198,14 @@ const BAD: &[(&str, &str)] = &[
     (
         r#"{"version": 1, "on_unenforceable": "ignore"}"#,
         r#"bad.json:1:43: on_unenforceable: unknown variant `ignore`, expected `fail` or `degrade`"#,
+    ),
+    (
+        r#"{"version": 1, "resources": {"io": [{"device": "/dev/null", "write_bps": "1M"}]}}"#,
+        r#"bad.json: resources.io[0].device: /dev/null is not a block device"#,
+    ),
+    (
+        r#"{"version": 1, "resources": {"io": [{"device": "1:3", "write_iops": 0}]}}"#,
+        r#"bad.json: resources.io[0].write_iops: expected at least 1 (omit the field for no limit), found 0"#,
     ),
     (
         r#"{"version": 1} trailing"#,

@@ -19,7 +19,7 @@ fn policy_parse_and_decide(c: &mut Criterion) {
     });
     // The native sandbox's seccomp filters, compiled by the runner for each run's plan.
     c.bench_function("native/seccomp_compile", |b| {
-        b.iter(|| hybox::backend::seccomp::compile(std::hint::black_box(&[])).unwrap())
+        b.iter(|| hybox::backend::seccomp::compile(std::hint::black_box(&[]), false).unwrap())
     });
     let policy = Policy::from_json_str(&text, "untrusted-plugin.json").unwrap();
     let bundle = repo.join("examples/hello");

@@ -51,6 +51,7 @@ pub fn effective_limits(p: &Policy, backend: Backend) -> Value {
             "swap": "disabled",
             "cpus": r.cpus,
             "pids": r.pids,
+            "io": r.io,
         },
         "timeout": r.timeout.to_string(),
         "cpu_time": r.cpu_time.map(|t| t.to_string()),
@@ -69,6 +70,13 @@ pub fn effective_limits(p: &Policy, backend: Backend) -> Value {
     }
     .expect("policy sections serialise");
     v[backend.to_string()] = section;
+    if backend == Backend::Native && p.native.nested {
+        // The grant with the namespaces and syscalls it opens and what it changes, as the run
+        // report lists it (`details.nested`).
+        v["native"]["nested"] =
+            serde_json::to_value(crate::report::details::NestedGrant::granted())
+                .expect("the grant serialises");
+    }
     v
 }
 
@@ -92,5 +100,30 @@ impl Explanation {
             s.push_str(&format!("  {line}\n"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nested_grant_is_explained_with_its_syscalls() {
+        let p = Policy::from_json_str(r#"{"version":1,"native":{"nested":true}}"#, "test").unwrap();
+        let v = effective_limits(&p, Backend::Native);
+        let grant = &v["native"]["nested"];
+        assert_eq!(grant["grant"], "native.nested", "{v}");
+        assert_eq!(
+            grant["syscalls"].as_array().unwrap().len(),
+            hybox_shim::seccomp::NESTED_SYSCALLS.len()
+        );
+        assert_eq!(grant["consequences"].as_array().unwrap().len(), 2);
+        // Round trip: the policy as serialized keeps the grant.
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(Policy::from_json_str(&text, "again").unwrap().native.nested);
+        let p = Policy::from_json_str(r#"{"version":1}"#, "test").unwrap();
+        let v = effective_limits(&p, Backend::Native);
+        assert!(v["native"].get("nested").is_none(), "{v}");
+        assert!(!p.native.nested);
     }
 }

@@ -182,6 +182,7 @@ fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::In
         },
         run_id: None,
         detach_teardown: false,
+        ..RunOptions::default()
     };
     // The report file is created before the run: a path that cannot be written fails before
     // anything runs, and creating (or truncating) it, which can wait for the filesystem's journal,
@@ -229,6 +230,9 @@ fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::In
 }
 
 fn explain(args: ExplainArgs) -> i32 {
+    if let Some(image) = hybox::cli::image::as_image(&args.artifact) {
+        return hybox::cli::image::explain(args, image);
+    }
     let sandbox = match prepare(Some(&args.policy), &args.artifact, &args.overrides) {
         Ok(s) => s,
         Err(status) => return status,

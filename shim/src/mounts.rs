@@ -146,8 +146,9 @@ pub fn mount_dev() -> Result<()> {
     .map_err(SetupError::DevRo)
 }
 
-/// A fresh procfs of the sandbox's pid namespace (no host pids), with the host-wide knobs masked.
-pub fn mount_proc() -> Result<()> {
+/// A fresh procfs of the sandbox's pid namespace (no host pids), with the host-wide knobs masked
+/// when `mask` (always, but with the `native.nested` grant: `Plan::mask_proc` says why).
+pub fn mount_proc(mask: bool) -> Result<()> {
     mkdir(Path::new("/proc"), 0o555)?;
     mount(
         Some(Path::new("proc")),
@@ -157,6 +158,9 @@ pub fn mount_proc() -> Result<()> {
         None,
     )
     .map_err(SetupError::Proc)?;
+    if !mask {
+        return Ok(());
+    }
     // Files that reach the whole host (kernel memory, the keyrings, sysrq, kernel addresses): masked
     // with /dev/null, as runc and bubblewrap do.
     for f in [

@@ -44,6 +44,10 @@ pub struct Plan {
     pub tmp_bytes: Option<u64>,
     pub workdir: PathBuf,
     pub hostname: String,
+    /// The UTS namespace was joined (an OCI pod's): its hostname is kept; the shim has no
+    /// capability over a namespace another user namespace owns.
+    #[serde(default)]
+    pub keep_hostname: bool,
     /// Bring `lo` up (policy `network: loopback`).
     pub loopback: bool,
     pub rlimits: Rlimits,
@@ -60,7 +64,19 @@ pub struct Plan {
     /// executes the workload (the shim's `workload` module says why this wait is safe).
     #[serde(default)]
     pub wait_for_call: bool,
+    /// The plan of a process entering a running sandbox (`hybox-runc exec`): the runner started
+    /// this shim inside the sandbox's namespaces and cgroup already, so the shim builds nothing;
+    /// it does the workload's own steps (the shim's `enter` module) and executes `argv[0]` by
+    /// path inside the sandbox (`PATH` from `env` for a bare name). There is no workload fd.
+    #[serde(default)]
+    pub enter: bool,
     pub landlock: LandlockPlan,
+    /// Cover `/proc`'s host-wide files and make its kernel tunables read-only (`mounts::mount_proc`).
+    /// `false` only with the `native.nested` grant: the kernel lets a nested user namespace mount a
+    /// procfs only while some procfs of its mount namespace is fully visible (fs/namespace.c,
+    /// `mount_too_revealing`: no locked mount may cover any part of it), so a masked `/proc` makes
+    /// every nested pid namespace's own procfs fail with EPERM.
+    pub mask_proc: bool,
     /// Seccomp programs, installed in this order (each a list of `sock_filter`s packed by
     /// [`pack_filter`]). The last one is the default-deny allow-list.
     pub seccomp: Vec<Vec<u64>>,
@@ -107,6 +123,12 @@ pub struct LandlockPlan {
     /// `off`: not used; `best_effort`: enforce what the kernel supports; `required`: fail the setup unless
     /// fully enforced.
     pub mode: LandlockMode,
+    /// Handle (and so restrict) filesystem rights: `read` and `write` below apply. `false` only with
+    /// the `native.nested` grant: the kernel refuses `mount`, `umount2` and `pivot_root` to a thread
+    /// whose Landlock domain handles any filesystem right (the kernel's Landlock documentation,
+    /// "Filesystem topology modification"), and a nested sandbox needs all three; the network rules
+    /// and the scopes stay.
+    pub filesystem: bool,
     /// Paths (inside the new root) readable and executable.
     pub read: Vec<PathBuf>,
     /// Paths (inside the new root) readable and writable.

@@ -4,7 +4,8 @@
 //! Two filters, compiled by the runner (`hybox::backend::seccomp`, so that this crate, linked into
 //! the static shim, needs no C library) and installed by the workload's process right before
 //! `execveat`, in this order:
-//! 1. `EPERM` for `unshare`/`clone` with any `CLONE_NEW*` flag, `ioctl(TIOCSTI|TIOCLINUX)` (32-bit
+//! 1. `EPERM` for `unshare`/`clone` with any `CLONE_NEW*` flag (with the `native.nested` grant: any
+//!    but those of [`NESTED_NAMESPACES`]), `ioctl(TIOCSTI|TIOCLINUX)` (32-bit
 //!    compare), `personality` other than 0 / query, and `socket` of a family other than unix, inet,
 //!    inet6 and netlink (AF_VSOCK above all) or of a netlink protocol other than NETLINK_ROUTE;
 //!    everything else passes. Compiled by seccompiler's JSON frontend (policy as data, one rule per
@@ -16,6 +17,9 @@
 //!    linear ~1,360, which the kernel takes ~4x less time to install (0.19 ms instead of 0.75 ms per
 //!    sandbox, measured) and walks in O(log n) on every syscall the workload makes. x32 syscalls (bit 30
 //!    set) and a foreign audit arch are killed by libseccomp's arch checks.
+//!
+//! The `native.nested` grant adds [`NESTED_SYSCALLS`] to the allow-list, and nothing else; without
+//! it they stay killed (`unshare`: refused by filter 1 for every namespace).
 //!
 //! The kernel runs every installed filter and applies the most severe result (KILL > TRAP > ERRNO >
 //! ALLOW), so filter 1 can only answer syscalls filter 2 lets through.
@@ -403,6 +407,68 @@ pub const CLONE_NEW_MASK: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | 0x80) as u64; // 0x80 = CLONE_NEWTIME
 
+/// The namespaces the `native.nested` grant lets the workload create (`unshare`, `clone`): user,
+/// mount, pid, net, ipc, uts, and cgroup (hybox's own shim roots a cgroup namespace at its run's
+/// leaf, and a cgroup namespace only narrows the view of the hierarchy: the processes stay in the
+/// outer run's cgroup). Not CLONE_NEWTIME: no sandbox tool needs it and a time namespace's offsets
+/// are kernel surface of their own. Everything a namespace created from inside the sandbox owns is
+/// nested in the sandbox's own namespaces: the inner user namespace is a child of the sandbox's
+/// (which maps one unprivileged host id), so the capabilities it hands back apply only to
+/// namespaces it owns, never to the host's or the outer sandbox's. The kernel bounds the nesting:
+/// 32 levels of user namespaces (`clone`/`unshare` fail with EUSERS past them) and, per user,
+/// `user.max_user_namespaces` (ENOSPC).
+pub const NESTED_NAMESPACES: &[(&str, u64)] = &[
+    ("user", libc::CLONE_NEWUSER as u64),
+    ("mount", libc::CLONE_NEWNS as u64),
+    ("pid", libc::CLONE_NEWPID as u64),
+    ("net", libc::CLONE_NEWNET as u64),
+    ("ipc", libc::CLONE_NEWIPC as u64),
+    ("uts", libc::CLONE_NEWUTS as u64),
+    ("cgroup", libc::CLONE_NEWCGROUP as u64),
+];
+
+/// The syscalls the `native.nested` grant adds to the allow-list, and the only ones: what a sandbox
+/// tool (hybox's own runner and shim, or another) needs to build its sandbox inside this one.
+/// - `unshare`, `setns`: new namespaces of [`NESTED_NAMESPACES`] (filter 1 still refuses the
+///   others), and joining one; joining needs CAP_SYS_ADMIN over the target's owning user
+///   namespace, which the workload only has over namespaces it created itself.
+/// - `mount`, `umount2`, `pivot_root`: the inner sandbox's root. In a mount namespace owned by the
+///   inner user namespace every mount copied from the outer one is locked (MNT_LOCKED: it cannot be
+///   unmounted to reveal what it covers; MNT_LOCK_READONLY and friends: its read-only, nosuid and
+///   nodev flags cannot be cleared), so nothing the outer sandbox hides or makes read-only becomes
+///   reachable or writable. The new mount API (`fsopen`, `open_tree`, `move_mount`, ...) is not
+///   granted: hybox's shim does not use it.
+/// - `sethostname`: the inner UTS namespace's name.
+/// - `seccomp`, `landlock_*`: the inner sandbox's own filters and rulesets. Both only ever stack:
+///   an installed filter or Landlock domain cannot be removed or widened, so the inner sandbox is
+///   at most as permissive as this one.
+///
+/// Everything else [`NEVER_GRANTABLE`] lists stays denied with the grant (ptrace, bpf, keyctl,
+/// kexec, modules, io_uring, perf, userfaultfd, the new mount API, chroot, ...).
+pub const NESTED_SYSCALLS: &[&str] = &[
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "sethostname",
+    "seccomp",
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+];
+
+/// The `CLONE_NEW*` bits filter 1 refuses: all of [`CLONE_NEW_MASK`], or with the `native.nested`
+/// grant those not in [`NESTED_NAMESPACES`].
+pub fn refused_namespaces(nested: bool) -> u64 {
+    if !nested {
+        return CLONE_NEW_MASK;
+    }
+    NESTED_NAMESPACES
+        .iter()
+        .fold(CLONE_NEW_MASK, |mask, (_, bit)| mask & !bit)
+}
+
 /// Why a filter could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
@@ -436,13 +502,15 @@ pub const ENOSYS_ANSWERED: &[&str] = &[
 ];
 
 /// Filter 1 as seccompiler JSON: the `EPERM` rules on arguments (each lets everything it does not
-/// match through). The same for every policy: grants only extend the allow-list.
-pub fn filters_json() -> serde_json::Value {
-    // A masked_eq condition matches when (arg & mask) == val; we need "any CLONE_NEW* bit set", so one rule
-    // per bit (rules of one syscall are ORed).
+/// match through). The same for every policy but one grant: `native.seccomp.allow` only extends the
+/// allow-list; `native.nested` (`nested`) lets [`NESTED_NAMESPACES`] through.
+pub fn filters_json(nested: bool) -> serde_json::Value {
+    // A masked_eq condition matches when (arg & mask) == val; we need "any refused CLONE_NEW* bit
+    // set", so one rule per bit (rules of one syscall are ORed).
+    let refused = refused_namespaces(nested);
     let bits: Vec<u64> = (0..64)
         .map(|b| 1u64 << b)
-        .filter(|b| CLONE_NEW_MASK & b != 0)
+        .filter(|b| refused & b != 0)
         .collect();
     let mut eperm = Vec::new();
     for bit in &bits {
@@ -480,16 +548,19 @@ pub fn filters_json() -> serde_json::Value {
     serde_json::json!({ "1_eperm": errno_filter(libc::EPERM, eperm) })
 }
 
-/// The names on the allow-list: [`DEFAULT_ALLOW`] and the policy's grants, without the
-/// [`ENOSYS_ANSWERED`] ones, sorted and without duplicates.
-pub fn allow_list(extra_allow: &[String]) -> Result<Vec<&str>, FilterError> {
+/// The names on the allow-list: [`DEFAULT_ALLOW`], the policy's grants (`extra_allow`, and
+/// [`NESTED_SYSCALLS`] with `nested`), without the [`ENOSYS_ANSWERED`] ones, sorted and without
+/// duplicates.
+pub fn allow_list(extra_allow: &[String], nested: bool) -> Result<Vec<&str>, FilterError> {
     for name in extra_allow {
         check_grantable(name).map_err(FilterError::NotGrantable)?;
     }
+    let nested_syscalls: &[&str] = if nested { NESTED_SYSCALLS } else { &[] };
     let mut names: Vec<&str> = DEFAULT_ALLOW
         .iter()
         .copied()
         .chain(extra_allow.iter().map(String::as_str))
+        .chain(nested_syscalls.iter().copied())
         .filter(|n| !ENOSYS_ANSWERED.contains(n))
         .collect();
     names.sort_unstable();
@@ -537,7 +608,7 @@ mod tests {
 
     #[test]
     fn only_namespaced_socket_families_pass() {
-        let json = filters_json();
+        let json = filters_json(false);
         let rules: Vec<&serde_json::Value> = json["1_eperm"]["filter"]
             .as_array()
             .unwrap()
@@ -575,6 +646,75 @@ mod tests {
         .to_vec();
         assert_eq!(allowed, want);
         assert!(!allowed.contains(&i64::from(libc::AF_VSOCK)));
+    }
+
+    /// The `CLONE_NEW*` bits filter 1 answers with EPERM, one rule per bit and syscall.
+    fn eperm_clone_bits(nested: bool) -> Vec<u64> {
+        let json = filters_json(nested);
+        let mut bits: Vec<u64> = json["1_eperm"]["filter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["syscall"] == "unshare")
+            .map(|r| r["args"][0]["val"].as_u64().unwrap())
+            .collect();
+        bits.sort_unstable();
+        bits
+    }
+
+    #[test]
+    fn nested_lets_its_namespaces_through_and_no_other() {
+        let all: Vec<u64> = (0..64)
+            .map(|b| 1u64 << b)
+            .filter(|b| CLONE_NEW_MASK & b != 0)
+            .collect();
+        assert_eq!(eperm_clone_bits(false), all);
+        // CLONE_NEWTIME stays refused with the grant.
+        assert_eq!(eperm_clone_bits(true), vec![0x80]);
+    }
+
+    #[test]
+    fn nested_adds_exactly_its_syscalls() {
+        let without = allow_list(&[], false).unwrap();
+        let with = allow_list(&[], true).unwrap();
+        let added: Vec<&str> = with
+            .iter()
+            .copied()
+            .filter(|n| !without.contains(n))
+            .collect();
+        let mut want: Vec<&str> = NESTED_SYSCALLS
+            .iter()
+            .copied()
+            .filter(|n| !DEFAULT_ALLOW.contains(n))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(added, want);
+        // The rest of the deny-list holds with the grant.
+        for n in [
+            "ptrace",
+            "bpf",
+            "keyctl",
+            "kexec_load",
+            "init_module",
+            "perf_event_open",
+        ] {
+            assert!(!with.contains(&n), "{n}");
+        }
+        for n in [
+            "userfaultfd",
+            "io_uring_setup",
+            "fsopen",
+            "open_tree",
+            "move_mount",
+            "chroot",
+        ] {
+            assert!(!with.contains(&n), "{n}");
+        }
+        // The grant's syscalls stay out of reach of `native.seccomp.allow`, but `sethostname` (of
+        // the sandbox's own UTS namespace, and only with a capability the workload lacks).
+        for n in NESTED_SYSCALLS.iter().filter(|n| **n != "sethostname") {
+            assert!(check_grantable(n).is_err(), "{n}");
+        }
     }
 
     #[test]

@@ -87,11 +87,16 @@ pub fn compile_allow_list(
         .collect())
 }
 
-/// Compiles the filters to BPF for x86_64, in install order.
-pub fn compile(extra_allow: &[String]) -> Result<Vec<seccompiler::BpfProgram>, FilterError> {
+/// Compiles the filters to BPF for x86_64, in install order: the default ones with the policy's
+/// `native.seccomp.allow` grants (`extra_allow`) and, with `nested` (the `native.nested` grant), the
+/// namespaces and syscalls of [`hybox_shim::seccomp::NESTED_SYSCALLS`].
+pub fn compile(
+    extra_allow: &[String],
+    nested: bool,
+) -> Result<Vec<seccompiler::BpfProgram>, FilterError> {
     // First, so that a grant that may not be given is refused before anything is compiled.
-    let allow = allow_list(extra_allow)?;
-    let text = filters_json().to_string();
+    let allow = allow_list(extra_allow, nested)?;
+    let text = filters_json(nested).to_string();
     let mut map = seccompiler::compile_from_json(text.as_bytes(), seccompiler::TargetArch::x86_64)
         .map_err(|e| FilterError::Compile {
             filter: "eperm",
@@ -111,7 +116,7 @@ mod tests {
 
     #[test]
     fn default_filters_compile() {
-        let progs = compile(&[]).unwrap();
+        let progs = compile(&[], false).unwrap();
         assert_eq!(progs.len(), 2);
         // The binary tree keeps the allow-list short (seccompiler's linear form was ~1,360).
         assert!(progs[1].len() < 400, "{}", progs[1].len());
@@ -120,7 +125,7 @@ mod tests {
 
     #[test]
     fn escape_primitives_cannot_be_granted() {
-        let err = compile(&["ptrace".to_string()]).unwrap_err();
+        let err = compile(&["ptrace".to_string()], false).unwrap_err();
         assert_eq!(
             err.to_string(),
             "native.seccomp.allow: `ptrace` is an escape primitive and cannot be granted"
@@ -128,7 +133,14 @@ mod tests {
     }
 
     #[test]
+    fn nested_filters_compile() {
+        let progs = compile(&[], true).unwrap();
+        assert_eq!(progs.len(), 2);
+        assert!(progs[1].len() < 400, "{}", progs[1].len());
+    }
+
+    #[test]
     fn unknown_syscalls_are_refused() {
-        assert!(compile(&["no_such_call".to_string()]).is_err());
+        assert!(compile(&["no_such_call".to_string()], false).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! are generated from the same definition (`hybox man`, `hybox completions SHELL`).
 
 pub mod image;
+mod image_run;
 pub mod request;
 pub mod signals;
 
@@ -358,7 +359,7 @@ pub struct ExplainArgs {
     pub overrides: OverrideArgs,
     /// Policy file.
     pub policy: PathBuf,
-    /// The workload: a file or a bundle directory.
+    /// The workload: a file, a bundle directory or an image (docs/images.md).
     pub artifact: PathBuf,
 }
 

@@ -51,6 +51,12 @@ fn v1_files(controller: &str) -> Vec<(&'static str, &'static str)> {
         ]),
         "pids" => f.extend([("pids.max", "max"), ("pids.events", "max 0\n")]),
         "freezer" => f.extend([("freezer.state", "THAWED")]),
+        "blkio" => f.extend([
+            ("blkio.throttle.read_bps_device", ""),
+            ("blkio.throttle.write_bps_device", ""),
+            ("blkio.throttle.read_iops_device", ""),
+            ("blkio.throttle.write_iops_device", ""),
+        ]),
         _ => {}
     }
     f

@@ -41,6 +41,7 @@ mod gc;
 pub mod owner;
 mod registry;
 mod teardown;
+mod throttle;
 mod v1;
 mod v2;
 
@@ -52,13 +53,14 @@ mod tests;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use at::LimitsUpdate;
 pub use create::{cpu_quota, CPU_PERIOD_US, GC_INTERVAL};
 pub use gc::{gc, GcFailure, GcReport};
 pub use owner::Owner;
 pub use registry::teardown_all;
+pub use throttle::IoLimit;
 
 use fsio::CgroupFs;
 
@@ -266,6 +268,8 @@ pub(crate) struct Inner {
     /// The `cgroup.procs` files the calling process came from, while it is inside the envelope
     /// itself ([`Envelope::enter`]); it goes back there before any kill.
     origin: std::sync::Mutex<Vec<PathBuf>>,
+    /// The disk I/O throttles, once [`Envelope::limit_io`] wrote them (`io.rs`).
+    io: OnceLock<throttle::IoState>,
 }
 
 impl Inner {
@@ -277,6 +281,7 @@ impl Inner {
             extra: Vec::new(),
             keep_dirs: false,
             origin: std::sync::Mutex::new(Vec::new()),
+            io: OnceLock::new(),
         }
     }
 
@@ -284,6 +289,7 @@ impl Inner {
     fn all_dirs(&self) -> Vec<&Path> {
         let mut d = self.dirs.unique();
         d.extend(self.extra.iter().map(PathBuf::as_path));
+        d.extend(self.io.get().and_then(|s| s.blkio_dir.as_deref()));
         d
     }
 
@@ -376,6 +382,12 @@ impl Envelope {
             cpu_quota_us: Some(self.applied.cpu_quota_us),
             cpu_period_us: self.applied.cpu_period_us,
             pids_max: self.applied.pids_max,
+            io: self
+                .inner
+                .io
+                .get()
+                .map(|s| s.limits.iter().map(IoLimit::report).collect())
+                .unwrap_or_default(),
         }
     }
 

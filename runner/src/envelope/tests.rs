@@ -154,6 +154,7 @@ fn v1_create_writes_every_limit_and_reads_it_back() {
             cpu_quota_us: Some(50_000),
             cpu_period_us: 100_000,
             pids_max: 32,
+            io: Vec::new(),
         }
     );
     assert_eq!(

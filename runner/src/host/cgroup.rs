@@ -68,6 +68,8 @@ pub struct V1Controllers {
     /// Optional and unused: the envelope's kill seals it through `pids.max` instead (see
     /// `envelope/v1.rs`).
     pub freezer: Option<PathBuf>,
+    /// Optional: used only by envelopes whose policy sets disk I/O throttles (`resources.io`).
+    pub blkio: Option<PathBuf>,
 }
 
 /// The cgroup layout under a root.
@@ -281,6 +283,7 @@ fn v1_controllers(root: &Path) -> Result<V1Controllers, LayoutError> {
         cpuacct: find("cpuacct"),
         pids: find("pids"),
         freezer: find("freezer"),
+        blkio: find("blkio"),
     })
 }
 

@@ -19,7 +19,7 @@ mod unpack;
 pub use config::{ImageConfig, User};
 pub use digest::{BlobDigest, DigestError, Verifier, VerifyHandle};
 pub use reference::{ImageRef, Selector};
-pub use root::{RootError, RunRoot};
+pub use root::{RootError, RunRoot, WritableUsage};
 pub use source::{Candidate, Compression, LayerRef, Source, SourceError, SourceKind};
 pub use store::{ImageRecord, LayerRecord, PruneReport, Store, StoreError};
 pub use sys::has_xattr;

@@ -50,6 +50,17 @@ pub enum RootError {
     },
 }
 
+/// The ephemeral writable layer of a run at its end (`filesystem.writable_layer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct WritableUsage {
+    /// Its size as the tmpfs has it (the policy's size rounded up to a page).
+    pub size_bytes: u64,
+    /// What the run's writes (and overlayfs's own work directory) use of it at the end.
+    pub used_bytes: u64,
+    /// No space (or no inode) left: a write beyond the size failed with `ENOSPC` in the guest.
+    pub full: bool,
+}
+
 /// A mounted root; unmounted and removed by [`RunRoot::unmount`] or when dropped.
 pub struct RunRoot {
     run_dir: PathBuf,
@@ -206,6 +217,42 @@ impl RunRoot {
     /// The merged tree: the run's root directory.
     pub fn dir(&self) -> &Path {
         &self.merged
+    }
+
+    /// A directory on the writable layer's tmpfs beside the overlay's upper directory (`rw/tmp`,
+    /// 0700), for a guest that gets the root read-only and a writable `/tmp` (the wasm backend's
+    /// preopens): ephemeral and bounded by the same size. An error for a read-only root.
+    pub fn scratch_dir(&self) -> io::Result<PathBuf> {
+        let rw = self.run_dir.join("rw");
+        if !self.mounts.contains(&rw) {
+            return Err(io::Error::other("the root is read-only: no writable layer"));
+        }
+        let dir = rw.join("tmp");
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(dir),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How much of the writable layer the run used, read from its tmpfs (`statvfs`); `None` for a
+    /// read-only root. Read it before [`RunRoot::unmount`].
+    pub fn writable_usage(&self) -> Option<WritableUsage> {
+        let rw = self.run_dir.join("rw");
+        if !self.mounts.contains(&rw) {
+            return None;
+        }
+        let st = nix::sys::statvfs::statvfs(&rw).ok()?;
+        let frsize = st.fragment_size() as u64;
+        let size_bytes = st.blocks() as u64 * frsize;
+        let free_bytes = st.blocks_available() as u64 * frsize;
+        Some(WritableUsage {
+            size_bytes,
+            used_bytes: size_bytes.saturating_sub(free_bytes),
+            // tmpfs hands out whole pages: with none left every further write fails with ENOSPC;
+            // so does creating a file once the inodes are gone.
+            full: free_bytes == 0 || st.files_available() == 0,
+        })
     }
 
     /// Unmounts and removes the run's root.

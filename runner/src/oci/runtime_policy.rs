@@ -47,6 +47,46 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Refuses a process's capabilities beyond [`DEFAULT_CAPABILITIES`] (config.json's
+/// `process.capabilities`, and `exec`'s process.json's): `(field, message)` of the first.
+pub fn check_capabilities(
+    caps: &oci_spec::runtime::LinuxCapabilities,
+) -> Result<(), (String, String)> {
+    let sets = [
+        ("bounding", caps.bounding()),
+        ("effective", caps.effective()),
+        ("inheritable", caps.inheritable()),
+        ("permitted", caps.permitted()),
+        ("ambient", caps.ambient()),
+    ];
+    for (set, names) in sets {
+        let mut names: Vec<String> = names
+            .iter()
+            .flatten()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("{c:?}"))
+            })
+            .collect();
+        names.sort();
+        if let Some(c) = names
+            .iter()
+            .find(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str()))
+        {
+            return Err((
+                format!("process.capabilities.{set}"),
+                format!(
+                    "{c} is a privileged capability beyond the runtime policy's default set ({})",
+                    DEFAULT_CAPABILITIES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A validated runtime policy.
 #[derive(Debug, Clone)]
 pub struct RuntimePolicy {

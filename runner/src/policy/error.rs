@@ -118,6 +118,9 @@ pub enum FieldError {
     /// A route under what `hybox serve` answers itself.
     #[error("expected a route outside /v1, /healthz and /metrics (hybox serve answers those), found {0:?}")]
     ReservedRoute(String),
+    /// `resources.io[N].device` does not name a block device of this host.
+    #[error("{0}")]
+    NotBlockDevice(String),
     /// A syscall `native.seccomp.allow` may not grant; `reason` is the shim's (it owns the filter).
     #[error("{reason}")]
     Syscall {

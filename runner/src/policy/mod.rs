@@ -47,7 +47,7 @@ pub use http::{check_authority, HttpSection, Route};
 pub use native::{LandlockMode, NativeSection, Rlimits, Rootfs, Seccomp};
 pub use network::Network;
 pub use overrides::Overrides;
-pub use resources::{Resources, MAX_TIMEOUT, MIN_MEMORY};
+pub use resources::{IoLimit, Resources, MAX_TIMEOUT, MIN_MEMORY};
 pub use wasm::WasmSection;
 
 /// The only policy format version this hybox understands.

@@ -1,5 +1,5 @@
-//! `native`: settings of the native backend (root filesystem, hostname, seccomp grants, Landlock,
-//! rlimits, and the ids inside and on the host).
+//! `native`: settings of the native backend (root filesystem, hostname, seccomp grants, nested
+//! sandboxes, Landlock, rlimits, and the ids inside and on the host).
 
 use std::path::PathBuf;
 
@@ -23,6 +23,15 @@ pub struct NativeSection {
     /// The seccomp filter: the default allow-list plus explicitly granted syscalls.
     #[serde(default)]
     pub seccomp: Seccomp,
+    /// Nested sandboxes: let the workload create its own user, mount, pid, net, ipc, uts and cgroup
+    /// namespaces, so that a sandbox tool (hybox itself, a container runtime) runs inside this
+    /// sandbox without any privilege on the host. Default `false`. Allows exactly the syscalls of
+    /// `hybox_shim::seccomp::NESTED_SYSCALLS` (the rest of the deny-list holds), and has two
+    /// consequences the run report lists: the sandbox's Landlock ruleset handles no filesystem
+    /// rights (a Landlock domain with filesystem rights may not mount), and its `/proc` is not
+    /// masked (the kernel refuses a nested procfs while any of it is covered). docs/policy.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nested: bool,
     /// Landlock: `required` (default; fail if the kernel lacks it), `best_effort`, or `off`.
     #[serde(default)]
     pub landlock: LandlockMode,
@@ -51,6 +60,7 @@ impl Default for NativeSection {
             rootfs: Rootfs::default(),
             hostname: default_hostname(),
             seccomp: Seccomp::default(),
+            nested: false,
             landlock: LandlockMode::default(),
             rlimits: Rlimits::default(),
             uid: default_id(),

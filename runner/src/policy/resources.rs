@@ -39,6 +39,77 @@ pub struct Resources {
     /// Bytes of stderr kept when output is captured. Default 1M.
     #[serde(default = "default_capture")]
     pub stderr_max: Size,
+    /// Disk I/O throttles, one per block device (cgroup v2 `io.max`, v1 `blkio.throttle.*`).
+    /// Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub io: Vec<IoLimit>,
+}
+
+/// One block device's I/O throttle (`resources.io[N]`): bytes per second and operations per second,
+/// each direction on its own; an absent field is unlimited. At least one must be set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IoLimit {
+    /// The block device: `MAJOR:MINOR` (as `lsblk` shows it) or the path of its node (`/dev/vda`).
+    pub device: String,
+    /// Read bytes per second, e.g. `"10M"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bps: Option<Size>,
+    /// Write bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_bps: Option<Size>,
+    /// Read operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_iops: Option<u64>,
+    /// Write operations per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_iops: Option<u64>,
+}
+
+impl IoLimit {
+    /// The device's `(major, minor)` on this host: a `MAJOR:MINOR` must name a block device the
+    /// kernel knows (`/sys/dev/block/MAJOR:MINOR`), a path must be a block device node (followed if
+    /// it is a symlink, as `/dev/disk/by-id/...` are).
+    pub fn resolve(&self) -> Result<(u32, u32), String> {
+        let d = self.device.as_str();
+        if let Some((maj, min)) = d.split_once(':') {
+            let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) else {
+                return Err(format!(
+                    "expected MAJOR:MINOR in decimal or the path of a block device, found {d:?}"
+                ));
+            };
+            let sys = format!("/sys/dev/block/{maj}:{min}");
+            if !std::path::Path::new(&sys).exists() {
+                return Err(format!(
+                    "no block device {maj}:{min} on this host ({sys} does not exist)"
+                ));
+            }
+            return Ok((maj, min));
+        }
+        if !d.starts_with('/') {
+            return Err(format!(
+                "expected MAJOR:MINOR or the absolute path of a block device, found {d:?}"
+            ));
+        }
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let m = std::fs::metadata(d).map_err(|e| format!("{d}: {e}"))?;
+        if !m.file_type().is_block_device() {
+            return Err(format!("{d} is not a block device"));
+        }
+        let rdev = m.rdev();
+        Ok((
+            nix::sys::stat::major(rdev) as u32,
+            nix::sys::stat::minor(rdev) as u32,
+        ))
+    }
+
+    /// Whether any of the four limits is set.
+    pub fn any(&self) -> bool {
+        self.read_bps.is_some()
+            || self.write_bps.is_some()
+            || self.read_iops.is_some()
+            || self.write_iops.is_some()
+    }
 }
 
 impl Default for Resources {
@@ -51,6 +122,7 @@ impl Default for Resources {
             cpu_time: None,
             stdout_max: default_capture(),
             stderr_max: default_capture(),
+            io: Vec::new(),
         }
     }
 }

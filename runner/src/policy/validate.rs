@@ -134,6 +134,53 @@ impl Policy {
                 },
             ));
         }
+        for (i, io) in self.resources.io.iter().enumerate() {
+            if !io.any() {
+                return Err(invalid(
+                    format!("resources.io[{i}]"),
+                    FieldError::OutOfRange {
+                        expected: "at least one of read_bps, write_bps, read_iops, write_iops",
+                        found: "none".into(),
+                    },
+                ));
+            }
+            let bps = [("read_bps", io.read_bps), ("write_bps", io.write_bps)];
+            let iops = [("read_iops", io.read_iops), ("write_iops", io.write_iops)];
+            // 0 is not "nothing may pass": the kernel reads a 0 in blkio.throttle.* as "remove the
+            // rule", so it is refused rather than silently meaning unlimited on cgroup v1.
+            let zero = bps
+                .iter()
+                .find(|(_, v)| v.is_some_and(|v| v.bytes() == 0))
+                .map(|(f, _)| *f)
+                .or_else(|| iops.iter().find(|(_, v)| *v == Some(0)).map(|(f, _)| *f));
+            if let Some(f) = zero {
+                return Err(invalid(
+                    format!("resources.io[{i}].{f}"),
+                    FieldError::OutOfRange {
+                        expected: "at least 1 (omit the field for no limit)",
+                        found: "0".into(),
+                    },
+                ));
+            }
+            if let Some(j) = self.resources.io[..i]
+                .iter()
+                .position(|o| o.device == io.device)
+            {
+                return Err(invalid(
+                    format!("resources.io[{i}].device"),
+                    FieldError::NotBlockDevice(format!(
+                        "{} is already limited by resources.io[{j}]",
+                        io.device
+                    )),
+                ));
+            }
+            io.resolve().map_err(|e| {
+                invalid(
+                    format!("resources.io[{i}].device"),
+                    FieldError::NotBlockDevice(e),
+                )
+            })?;
+        }
         Ok(())
     }
 }

@@ -67,6 +67,61 @@ pub struct NativeDetails {
     /// The host uid:gid the sandbox's ids map to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_ids: Option<String>,
+    /// The policy's `native.nested` grant: what it opened and what it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nested: Option<NestedGrant>,
+    /// The grant that would have allowed the syscall seccomp killed the workload for
+    /// (`native.nested` for a sandbox tool run without it), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_grant: Option<String>,
+}
+
+/// The `native.nested` grant as a run applied it: the namespaces and syscalls it allowed, and its
+/// consequences for the rest of the sandbox (never silent: each one is listed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NestedGrant {
+    /// `native.nested`.
+    pub grant: String,
+    /// The namespaces the workload may create (`user`, `mount`, ...).
+    pub namespaces: Vec<String>,
+    /// The syscalls the grant added to the allow-list.
+    pub syscalls: Vec<String>,
+    /// What the grant changes elsewhere in the sandbox, one sentence each.
+    pub consequences: Vec<String>,
+}
+
+/// The consequences of the `native.nested` grant, as the report and `hybox explain` state them.
+pub const NESTED_CONSEQUENCES: &[&str] = &[
+    "landlock: no filesystem rights handled (the kernel refuses mount and pivot_root under a \
+     Landlock domain with filesystem rights); the network rules and scopes stay, and files are \
+     bounded by the mount namespace's read-only binds",
+    "/proc: not masked (the kernel refuses a nested procfs while any part of the outer one is \
+     covered); its host-wide files stay owned by an id unmapped in the sandbox",
+];
+
+/// The grant a policy lacks when seccomp killed its workload for `syscall`, if a grant allows it.
+pub fn missing_grant(syscall: &str, nested: bool) -> Option<String> {
+    (!nested && hybox_shim::seccomp::NESTED_SYSCALLS.contains(&syscall)).then(|| {
+        format!(
+            "native.nested (`{syscall}` is allowed only by it: nested sandboxes, docs/policy.md)"
+        )
+    })
+}
+
+impl NestedGrant {
+    /// The grant, from the filter's own lists (`hybox_shim::seccomp`).
+    pub fn granted() -> NestedGrant {
+        use hybox_shim::seccomp::{NESTED_NAMESPACES, NESTED_SYSCALLS};
+        NestedGrant {
+            grant: "native.nested".into(),
+            namespaces: NESTED_NAMESPACES
+                .iter()
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            syscalls: NESTED_SYSCALLS.iter().map(|s| s.to_string()).collect(),
+            consequences: NESTED_CONSEQUENCES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
 }
 
 /// The wasm backend: the supervisor's facts and what its worker reported.
@@ -215,5 +270,19 @@ mod tests {
             serde_json::to_value(Details::default()).unwrap(),
             serde_json::json!({})
         );
+    }
+
+    #[test]
+    fn a_kill_for_a_nested_syscall_names_the_grant_only_without_it() {
+        assert!(missing_grant("unshare", false)
+            .unwrap()
+            .starts_with("native.nested"));
+        assert!(missing_grant("mount", false).is_some());
+        assert_eq!(missing_grant("mount", true), None);
+        // Never grantable, with or without: no grant to name.
+        assert_eq!(missing_grant("ptrace", false), None);
+        let g = NestedGrant::granted();
+        assert_eq!(g.syscalls.len(), hybox_shim::seccomp::NESTED_SYSCALLS.len());
+        assert_eq!(g.consequences.len(), 2);
     }
 }

@@ -167,9 +167,28 @@ pub enum EnvelopeReport {
         cpu_quota_us: Option<u64>,
         cpu_period_us: u64,
         pids_max: u64,
+        /// Disk I/O throttles (`resources.io`), as read back; absent when the policy sets none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        io: Vec<IoThrottle>,
     },
     /// No cgroup (only when the policy allows degrading); see `degradations`.
     None,
+}
+
+/// One block device's disk I/O throttle in the envelope, as the kernel reads it back; an absent
+/// value is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoThrottle {
+    /// `MAJOR:MINOR`.
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_bps: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_iops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_iops: Option<u64>,
 }
 
 /// Bytes the workload wrote, and whether capture truncated them.

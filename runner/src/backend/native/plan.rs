@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 
 use hybox_shim::plan::{Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Plan, Rlimits};
 
-use crate::backend::Launch;
+use crate::backend::{JoinKind, Launch};
 use crate::policy::{Access, LandlockMode, Network, Policy, Rootfs};
 use crate::workload::Format;
 
@@ -83,29 +83,27 @@ fn no_nul(s: &str, what: &'static str) -> Result<String, PlanError> {
 }
 
 /// Builds the plan for one launch.
-/// The sandbox's seccomp programs for a policy's extra allow-list, compiled once per process and
-/// list (compiling the ~300-rule allow-list costs about half a millisecond, `benches/policy.rs`; a
-/// long-lived host such as `hybox serve` should not pay it per call). The programs are pure data
+/// The sandbox's seccomp programs for a policy's extra allow-list and `native.nested` grant,
+/// compiled once per process and list (compiling the ~300-rule allow-list costs about half a
+/// millisecond, `benches/policy.rs`; a long-lived host such as `hybox serve` should not pay it per
+/// call). The programs are pure data
 /// derived from the list, so sharing them between runs shares nothing else.
-fn seccomp_programs(extra_allow: &[String]) -> Result<Vec<Vec<u64>>, PlanError> {
-    type Cache = Mutex<HashMap<Vec<String>, Vec<Vec<u64>>>>;
+fn seccomp_programs(extra_allow: &[String], nested: bool) -> Result<Vec<Vec<u64>>, PlanError> {
+    type Cache = Mutex<HashMap<(Vec<String>, bool), Vec<Vec<u64>>>>;
+    let key = (extra_allow.to_vec(), nested);
     static COMPILED: OnceLock<Cache> = OnceLock::new();
     let cache = COMPILED.get_or_init(Default::default);
-    if let Some(p) = cache
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(extra_allow)
-    {
+    if let Some(p) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return Ok(p.clone());
     }
-    let programs: Vec<Vec<u64>> = crate::backend::seccomp::compile(extra_allow)?
+    let programs: Vec<Vec<u64>> = crate::backend::seccomp::compile(extra_allow, nested)?
         .iter()
         .map(|p| hybox_shim::plan::pack_filter(p))
         .collect();
     cache
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(extra_allow.to_vec(), programs.clone());
+        .insert(key, programs.clone());
     Ok(programs)
 }
 
@@ -222,8 +220,10 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
     for (k, v) in &launch.env {
         env.push(no_nul(&format!("{k}={v}"), "an environment variable")?);
     }
-    let seccomp = seccomp_programs(&policy.native.seccomp.allow)?;
+    let nested = policy.native.nested;
+    let seccomp = seccomp_programs(&policy.native.seccomp.allow, nested)?;
     let r = &policy.native.rlimits;
+    let joined = |k: JoinKind| launch.joins.iter().any(|j| j.kind == k);
     Ok(Plan {
         root_tmpfs_bytes: ROOT_TMPFS_BYTES,
         rootfs,
@@ -232,7 +232,10 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         tmp_bytes: policy.filesystem.tmp.as_ref().map(|t| t.size.bytes()),
         workdir: policy.filesystem.workdir.clone(),
         hostname: policy.native.hostname.clone(),
-        loopback: policy.network == Network::Loopback,
+        // A joined UTS or network namespace is another user namespace's: the shim has no
+        // capability over it and uses it as it is (`join`).
+        keep_hostname: joined(JoinKind::Uts),
+        loopback: policy.network == Network::Loopback && !joined(JoinKind::Network),
         rlimits: Rlimits {
             nofile: r.nofile,
             fsize: r.fsize.bytes(),
@@ -253,16 +256,22 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         env,
         keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
         wait_for_call: false,
+        enter: false,
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,
                 LandlockMode::BestEffort => PlanLandlock::BestEffort,
                 LandlockMode::Required => PlanLandlock::Required,
             },
+            // The `native.nested` grant: a nested sandbox must mount, which the kernel refuses under
+            // a Landlock domain with filesystem rights (`LandlockPlan::filesystem`).
+            filesystem: !nested,
             read,
             write,
             deny_tcp: policy.network == Network::None,
         },
+        // The `native.nested` grant: a nested procfs needs a fully visible one (`Plan::mask_proc`).
+        mask_proc: !nested,
         seccomp,
     })
 }

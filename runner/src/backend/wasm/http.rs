@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{Job, SUPERVISOR_GRACE, WORKER_SUBCOMMAND};
 use crate::backend::process::Spawned;
 use crate::backend::{BackendError, EnvelopeJoin};
-use crate::envelope::{Envelope, Limits};
+use crate::envelope::{Envelope, IoLimit, Limits};
 use crate::host::HostConfig;
 use crate::policy::{Backend, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
@@ -251,7 +251,14 @@ impl HttpFunction {
         let mut limits = Limits::from(&policy.resources);
         limits.memory_bytes = limits.memory_bytes.saturating_mul(concurrency as u64);
         let envelope =
-            match Envelope::create(&host.cgroup_root, &host.cgroup_parent, &run_id, &limits) {
+            match Envelope::create(&host.cgroup_root, &host.cgroup_parent, &run_id, &limits)
+                .and_then(|mut e| {
+                    e.limit_io(
+                        &host.cgroup_root,
+                        &IoLimit::from_policy(&policy.resources.io)?,
+                    )?;
+                    Ok(e)
+                }) {
                 Ok(e) => Some(e),
                 Err(e)
                     if e.is_unavailable()

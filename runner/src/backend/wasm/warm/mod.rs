@@ -37,7 +37,7 @@ use super::worker;
 use super::{Job, SUPERVISOR_GRACE};
 use crate::backend::postmortem;
 use crate::backend::{BackendError, EnvelopeJoin};
-use crate::envelope::{Envelope, Limits};
+use crate::envelope::{Envelope, IoLimit, Limits};
 use crate::host::HostConfig;
 use crate::policy::{Backend, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
@@ -139,7 +139,14 @@ impl WarmFunction {
             &host.cgroup_parent,
             &run_id,
             &Limits::from(&policy.resources),
-        ) {
+        )
+        .and_then(|mut e| {
+            e.limit_io(
+                &host.cgroup_root,
+                &IoLimit::from_policy(&policy.resources.io)?,
+            )?;
+            Ok(e)
+        }) {
             Ok(e) => Some(e),
             Err(e) if e.is_unavailable() && policy.on_unenforceable == OnUnenforceable::Degrade => {
                 degradations.push(Degradation {
