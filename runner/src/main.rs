@@ -156,6 +156,9 @@ fn prepare(
 /// `hybox run`. `before_main` and `t_main` (from the start of `main`) let the report account for
 /// the whole process: `phases.process_us` and `phases.cli_us`.
 fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::Instant)) -> i32 {
+    if !args.request.is_empty() {
+        return hybox::cli::request::run(&args);
+    }
     if let Some(image) = hybox::cli::image::as_image(&args.artifact) {
         return hybox::cli::image::run(args, image);
     }
