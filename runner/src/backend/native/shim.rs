@@ -26,7 +26,8 @@ static FILE: OnceLock<Result<OwnedFd, (i32, &'static str)>> = OnceLock::new();
 /// Starts creating the memory file of [`embedded`] on a thread of its own, if no call did yet: copying
 /// the shim's ~700 KB into fresh shmem pages is ~0.3 ms that a one-shot run's envelope creation hides
 /// (the first [`embedded`] waits for it). A thread that cannot be spawned leaves the work to
-/// [`embedded`].
+/// [`embedded`]. The thread allocates: a host that forks while it may still run (a forked wasm
+/// worker, [`crate::host::WorkerStart::fork`]) must not run a native sandbox in the same process.
 pub fn prefetch() {
     if FILE.get().is_none() {
         let _ = std::thread::Builder::new()
