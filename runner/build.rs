@@ -15,7 +15,8 @@
 //! It also compiles the native sandbox's seccomp programs for the default allow-list (a policy
 //! without `native.seccomp.allow` grants nor `native.nested`) with the runner's own compiler,
 //! `src/backend/seccomp.rs`, included below: libseccomp's binary-tree compilation of the ~300-rule
-//! list is about a millisecond of CPU, paid here once instead of by every one-shot run (`backend::native::plan`).
+//! list is about a millisecond of CPU, paid here once instead of by every one-shot run
+//! (`backend::native::plan`).
 
 use std::env;
 use std::path::{Path, PathBuf};
