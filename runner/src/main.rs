@@ -176,7 +176,9 @@ fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::In
         host: HostConfig {
             // SAFETY: this process is hybox's own: its memory holds the policy and the paths
             // given, and its only other thread, the signal teardown, holds no lock while it
-            // waits for a signal (and ends the process when it has one).
+            // waits for a signal (and ends the process when it has one). (A native run's
+            // short-lived shim-copying thread, `shim::prefetch`, exists only in native runs,
+            // which fork no worker; this process makes one run.)
             wasm_worker_start: unsafe { WorkerStart::fork() },
             ..HostConfig::default()
         },

@@ -164,6 +164,10 @@ fn prepare_sandbox<'a>(
     launch: &Launch<'a>,
     wait_for_call: bool,
 ) -> Result<Prepared<'a>, BackendError> {
+    if launch.host.shim_path.is_none() {
+        // Ready by `start`, after the plan and the envelope are built meanwhile.
+        shim::prefetch();
+    }
     let mut degradations = Vec::new();
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
     let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
