@@ -11,10 +11,21 @@
 //! Without the musl target (`rustup target add x86_64-unknown-linux-musl`; `scripts/setup` adds it)
 //! the shim is built for the host target and linked dynamically, with a warning. `HYBOX_SHIM_TARGET`
 //! picks the target explicitly.
+//!
+//! It also compiles the native sandbox's seccomp programs for the default allow-list (a policy
+//! without `native.seccomp.allow` grants nor `native.nested`) with the runner's own compiler,
+//! `src/backend/seccomp.rs`, included below: libseccomp's binary-tree compilation of the ~300-rule
+//! list is about a millisecond of CPU, paid here once instead of by every one-shot run
+//! (`backend::native::plan`).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+// The runner's seccomp compiler itself, so the precompiled programs are what a run would compile.
+#[path = "src/backend/seccomp.rs"]
+#[allow(dead_code)]
+mod seccomp;
 
 const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -22,8 +33,19 @@ fn main() {
     for path in ["../shim/src", "../shim/Cargo.toml", "../Cargo.lock"] {
         println!("cargo:rerun-if-changed={path}");
     }
+    println!("cargo:rerun-if-changed=src/backend/seccomp.rs");
     println!("cargo:rerun-if-env-changed=HYBOX_SHIM_TARGET");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    precompile_seccomp(&out_dir);
+    // The hybox binary is a ~45 MB position-independent executable with ~60,000 relative
+    // relocations, which the dynamic loader applies at every start (a one-shot run, and the wasm
+    // worker's exec). Packed (DT_RELR, binutils 2.38+ and glibc 2.36+) their table is a few KB
+    // instead of 1.4 MB read at each start.
+    if env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux")
+        && env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "gnu")
+    {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
     let host_target = env::var("TARGET").expect("cargo sets TARGET");
 
     let target = match env::var("HYBOX_SHIM_TARGET") {
@@ -84,6 +106,33 @@ fn main() {
         .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), embedded.display()));
     println!("cargo:rustc-env=HYBOX_SHIM_ELF={}", embedded.display());
     println!("cargo:rustc-env=HYBOX_SHIM_TARGET={target}");
+}
+
+/// Writes `seccomp_default.rs`: `Some(programs)` (packed as `hybox_shim::plan::pack_filter` packs
+/// them) for the default allow-list, or `None` where this script cannot compile them for the target
+/// (libseccomp compiles for the arch it runs on, and the filters are x86_64's): the runner then
+/// compiles them at run time as before.
+fn precompile_seccomp(out_dir: &Path) {
+    let native_x86_64 = cfg!(target_arch = "x86_64")
+        && env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "x86_64");
+    let text = if native_x86_64 {
+        let programs = seccomp::compile(&[], false)
+            .unwrap_or_else(|e| panic!("compiling the default seccomp programs: {e}"));
+        let mut text = String::from("Some(&[\n");
+        for program in &programs {
+            text.push_str("    &[");
+            for word in hybox_shim::plan::pack_filter(program) {
+                text.push_str(&format!("{word:#x},"));
+            }
+            text.push_str("],\n");
+        }
+        text.push_str("])\n");
+        text
+    } else {
+        "None\n".to_string()
+    };
+    let path = out_dir.join("seccomp_default.rs");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// Whether rustup (or the toolchain) has the standard library for `target`.

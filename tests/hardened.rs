@@ -44,6 +44,7 @@ fn go(policy_json: &str, cache: &Path, artifact: &Path, args: &[&str]) -> Backen
         stdio: &stdio,
         deadline: Instant::now() + policy.resources.timeout.as_std(),
         host: &host,
+        joins: &[],
     };
     hybox::backend::run(hybox::Backend::Wasm, &launch, None).expect("the run starts")
 }

@@ -111,6 +111,7 @@ fn run_fed(
         stdio: &stdio,
         deadline: Instant::now() + timeout,
         host,
+        joins: &[],
     };
     hybox::backend::run(hybox::Backend::Native, &launch, None)
 }
@@ -632,6 +633,7 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
         stdio: &stdio,
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
+        joins: &[],
     };
     let r = hybox::backend::run(hybox::Backend::Native, &launch, Some(&env))
         .expect("native run starts");

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use support::{guest, hybox_runc};
 
+/// Pods (namespaces joined by path) and `exec`.
+#[path = "oci_exec.rs"]
+mod exec;
+
 /// The last `"level":"error"` line's message in a `--log` file, as containerd's shim reports it.
 fn last_error(log: &Path) -> String {
     std::fs::read_to_string(log)
@@ -96,6 +100,8 @@ impl Bundle {
 /// A `--root` and `--log` of one test, and the runtime called with them.
 struct Runc {
     root: tempfile::TempDir,
+    /// `HYBOX_RUNTIME_POLICY` for every call, when the test has a runtime policy of its own.
+    policy: Option<PathBuf>,
 }
 
 impl Runc {
@@ -105,7 +111,16 @@ impl Runc {
                 .prefix("hybox-runc-root-")
                 .tempdir()
                 .unwrap(),
+            policy: None,
         }
+    }
+    /// With the runtime policy `text` (written into the root dir).
+    fn with_runtime_policy(text: &str) -> Runc {
+        let mut r = Runc::new();
+        let p = r.root.path().join("runtime.json");
+        std::fs::write(&p, text).unwrap();
+        r.policy = Some(p);
+        r
     }
     fn log(&self) -> PathBuf {
         self.root.path().join("log.json")
@@ -119,6 +134,9 @@ impl Runc {
             .args(["--log-format", "json"])
             .args(args)
             .stdin(Stdio::null());
+        if let Some(p) = &self.policy {
+            c.env("HYBOX_RUNTIME_POLICY", p);
+        }
         c
     }
     fn call(&self, args: &[&str]) -> Output {

@@ -173,6 +173,31 @@ fn ctr_suite(runtime: &Path, hybox: bool) {
             "pid {pid} is not in {want} ({c}):\n{cg}"
         );
     }
+    // `ctr task exec`: a process in the running container, its output and exit code (runc's
+    // `exec --process ... --detach --pid-file`, the shim reaping the pid).
+    let o = ctd.ctr_output(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "x1",
+        "sleeper",
+        "/bin/sh",
+        "-c",
+        "echo \"exec out $0\"; echo exec err >&2; exit 5",
+        "zero",
+    ]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "exec out zero\n",
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exec err"),
+        "{}",
+        text(&o)
+    );
     ctd.ctr_ok(&["task", "kill", "-s", "KILL", "sleeper"]);
     let until = Instant::now() + Duration::from_secs(10);
     loop {

@@ -13,7 +13,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         r#"{"version": 1, "bogus": true}"#,
-        r#"bad.json:1:22: bogus: unknown field `bogus`, expected one of `version`, `description`, `backend`, `allowed_backends`, `trust`, `resources`, `filesystem`, `network`, `env`, `inherit_env`, `args`, `wasm`, `native`, `on_unenforceable`"#,
+        r#"bad.json:1:22: bogus: unknown field `bogus`, expected one of `version`, `description`, `backend`, `allowed_backends`, `trust`, `resources`, `filesystem`, `network`, `env`, `inherit_env`, `args`, `wasm`, `native`, `http`, `on_unenforceable`"#,
     ),
     (
         r#"{"version": 1, "backend": "vm"}"#,
@@ -385,6 +385,7 @@ fn schema_is_strict_and_covers_every_field() {
         "args",
         "wasm",
         "native",
+        "http",
         "on_unenforceable",
     ] {
         assert!(props.contains_key(field), "schema lacks {field}");
@@ -394,4 +395,40 @@ fn schema_is_strict_and_covers_every_field() {
         text.contains("\"Size\"") && text.contains("\"Duration\""),
         "units are described"
     );
+}
+
+#[test]
+fn http_outbound_hosts_and_route_are_checked_and_named() {
+    let p = Policy::from_json_str(
+        r#"{"version": 1, "http": {"outbound_hosts": ["127.0.0.1:8080", "[::1]:80"], "route": "/api/..."}}"#,
+        "p.json",
+    )
+    .unwrap();
+    assert_eq!(p.http.outbound_hosts, ["127.0.0.1:8080", "[::1]:80"]);
+    assert_eq!(p.http.route.as_deref(), Some("/api/..."));
+    // Absent, the section is not written back (a default policy stays as it was).
+    let d = serde_json::to_value(Policy::default()).unwrap();
+    assert!(d.get("http").is_none(), "{d}");
+    let err = |json: &str| {
+        Policy::from_json_str(json, "p.json")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(r#"{"version": 1, "http": {"outbound_hosts": ["example.com"]}}"#);
+    assert!(
+        e.starts_with("p.json: http.outbound_hosts[0]: expected host:port")
+            && e.contains("\"example.com\""),
+        "{e}"
+    );
+    let e = err(r#"{"version": 1, "http": {"outbound_hosts": ["http://a:80"]}}"#);
+    assert!(e.contains("http.outbound_hosts[0]"), "{e}");
+    let e = err(r#"{"version": 1, "http": {"route": "api"}}"#);
+    assert!(
+        e.starts_with("p.json: http.route: expected an absolute path"),
+        "{e}"
+    );
+    let e = err(r#"{"version": 1, "http": {"route": "/v1/functions/x/..."}}"#);
+    assert!(e.contains("outside /v1, /healthz and /metrics"), "{e}");
+    let e = err(r#"{"version": 1, "http": {"routes": "/a"}}"#);
+    assert!(e.contains("unknown field `routes`"), "{e}");
 }

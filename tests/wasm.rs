@@ -60,6 +60,7 @@ impl Run {
             stdio: &self.stdio,
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &host,
+            joins: &[],
         };
         hybox::backend::run(hybox::Backend::Wasm, &launch, None)
     }
@@ -637,6 +638,7 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
         stdio: &run.stdio,
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
+        joins: &[],
     };
     let started = wasm::start(&launch).expect("the worker starts");
     // On cgroup v1 the worker is started now (its start overlaps the envelope's creation); on v2
@@ -695,6 +697,7 @@ fn a_program_that_is_not_hybox_must_name_the_worker_binary() {
         stdio: &run.stdio,
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
+        joins: &[],
     };
     let e = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap_err();
     assert!(matches!(e, BackendError::WorkerBinary { .. }), "{e}");

@@ -309,5 +309,6 @@ fn launch<'a>(
         stdio,
         deadline: Instant::now() + Duration::from_secs(10),
         host,
+        joins: &[],
     }
 }

@@ -119,6 +119,7 @@ fn oneshot(c: &mut Criterion) {
             stdio: &stdio,
             deadline: Instant::now() + Duration::from_secs(30),
             host: &host,
+            joins: &[],
         };
         let r = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap();
         assert_eq!(r.stdout, b"hello from hybox\n", "{r:?}");

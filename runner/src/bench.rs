@@ -538,6 +538,7 @@ fn sandboxed(sb: &Sandbox, args: &[String], host: &HostConfig) -> Result<Sample,
         host: host.clone(),
         run_id: None,
         detach_teardown: false,
+        ..RunOptions::default()
     };
     let r = sb.run(&opts).map_err(|e| {
         let mut msg = e.to_string();

@@ -156,6 +156,9 @@ fn prepare(
 /// `hybox run`. `before_main` and `t_main` (from the start of `main`) let the report account for
 /// the whole process: `phases.process_us` and `phases.cli_us`.
 fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::Instant)) -> i32 {
+    if !args.request.is_empty() {
+        return hybox::cli::request::run(&args);
+    }
     if let Some(image) = hybox::cli::image::as_image(&args.artifact) {
         return hybox::cli::image::run(args, image);
     }
@@ -173,12 +176,15 @@ fn run(args: RunArgs, (before_main, t_main): (std::time::Duration, std::time::In
         host: HostConfig {
             // SAFETY: this process is hybox's own: its memory holds the policy and the paths
             // given, and its only other thread, the signal teardown, holds no lock while it
-            // waits for a signal (and ends the process when it has one).
+            // waits for a signal (and ends the process when it has one). (A native run's
+            // short-lived shim-copying thread, `shim::prefetch`, exists only in native runs,
+            // which fork no worker; this process makes one run.)
             wasm_worker_start: unsafe { WorkerStart::fork() },
             ..HostConfig::default()
         },
         run_id: None,
         detach_teardown: false,
+        ..RunOptions::default()
     };
     // The report file is created before the run: a path that cannot be written fails before
     // anything runs, and creating (or truncating) it, which can wait for the filesystem's journal,

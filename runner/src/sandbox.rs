@@ -65,6 +65,10 @@ pub struct RunOptions {
     /// [`wait_for_teardowns`] before exiting. Default `false`: everything is gone when
     /// `run` returns.
     pub detach_teardown: bool,
+    /// Existing network, IPC or UTS namespaces the run joins instead of creating its own (native
+    /// runs only; a wasm run with any is refused). The runner must be root: see
+    /// `backend::native::join` for the kernel's rules and what the sandbox can do in them.
+    pub join_namespaces: Vec<crate::backend::NamespaceJoin>,
 }
 
 /// A finished run: the report, and the captured output (empty when stdio was inherited).
@@ -145,6 +149,7 @@ impl Sandbox {
             stdio: &opts.stdio,
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &opts.host,
+            joins: &opts.join_namespaces,
         };
         // The backend prepares first, the envelope is built meanwhile: a wasm worker is started
         // and waits for its job (its start, and a forked worker's engine and cached module, overlap
@@ -243,6 +248,7 @@ impl Sandbox {
             stdio: &stdio,
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host,
+            joins: &[],
         };
         let handle = envelope.as_ref().map(|e| e as &EnvelopeHandle);
         match crate::backend::native::prebuild(&launch, handle) {

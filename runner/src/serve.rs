@@ -29,12 +29,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -44,6 +38,10 @@ use crate::workload::{Workload, MANIFEST};
 use crate::HostConfig;
 
 mod http_fn;
+mod metrics;
+mod routes;
+
+use metrics::{CallLabels, DeathLabels, FnLabels, LimitLabels, Metrics, RejectLabels, StartLabels};
 
 /// What `hybox serve` needs.
 #[derive(Debug, Clone)]
@@ -78,6 +76,15 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed")]
     Http(#[source] std::io::Error),
+    #[error("bundles `{first}` and `{second}` claim overlapping routes ({first_route} and {second_route}): a request path may reach only one function")]
+    RouteClash {
+        first: String,
+        first_route: String,
+        second: String,
+        second_route: String,
+    },
+    #[error("function `{function}`: http.route: {why}")]
+    Route { function: String, why: String },
 }
 
 /// A bundle that was not loaded, and why (the full error chain, one line).
@@ -167,133 +174,6 @@ fn load_one(
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Metrics.
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    function: String,
-    backend: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FnLabels {
-    function: String,
-    backend: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StartLabels {
-    function: String,
-    backend: String,
-    start: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LimitLabels {
-    function: String,
-    backend: String,
-    limit: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DeathLabels {
-    function: String,
-    backend: String,
-    /// `idle` (noticed before a call was handed to it, and replaced) or `in_call` (that call failed).
-    when: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RejectLabels {
-    function: String,
-    reason: String,
-}
-
-fn latency_histogram() -> Histogram {
-    // 50 µs .. ~26 s.
-    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
-}
-
-struct Metrics {
-    registry: Registry,
-    invocations: Family<CallLabels, Counter>,
-    latency: Family<FnLabels, Histogram, fn() -> Histogram>,
-    starts: Family<StartLabels, Counter>,
-    in_flight: Family<FnLabels, Gauge>,
-    queue_depth: Family<FnLabels, Gauge>,
-    limit_hits: Family<LimitLabels, Counter>,
-    rejected: Family<RejectLabels, Counter>,
-    errors: Family<FnLabels, Counter>,
-    worker_deaths: Family<DeathLabels, Counter>,
-}
-
-impl Metrics {
-    fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("hybox");
-        let invocations = Family::<CallLabels, Counter>::default();
-        let latency: Family<FnLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(latency_histogram);
-        let starts = Family::<StartLabels, Counter>::default();
-        let in_flight = Family::<FnLabels, Gauge>::default();
-        let queue_depth = Family::<FnLabels, Gauge>::default();
-        let limit_hits = Family::<LimitLabels, Counter>::default();
-        let rejected = Family::<RejectLabels, Counter>::default();
-        let errors = Family::<FnLabels, Counter>::default();
-        let worker_deaths = Family::<DeathLabels, Counter>::default();
-        registry.register(
-            "invocations",
-            "Calls that ran, by function, backend and outcome kind",
-            invocations.clone(),
-        );
-        registry.register(
-            "invocation_duration_seconds",
-            "Wall time of a call as the server saw it (queue wait excluded)",
-            latency.clone(),
-        );
-        registry.register(
-            "starts",
-            "Calls by start kind: warm (worker or pre-built sandbox ready) or cold",
-            starts.clone(),
-        );
-        registry.register("in_flight", "Calls running now", in_flight.clone());
-        registry.register(
-            "queue_depth",
-            "Calls waiting for a concurrency slot",
-            queue_depth.clone(),
-        );
-        registry.register(
-            "limit_hits",
-            "Calls ended by a policy limit (timeout, memory, pids, cpu_time, seccomp)",
-            limit_hits.clone(),
-        );
-        registry.register(
-            "rejected",
-            "Calls refused (queue_full: 429, draining: 503)",
-            rejected.clone(),
-        );
-        registry.register("errors", "Calls hybox could not run (500)", errors.clone());
-        registry.register(
-            "worker_deaths",
-            "Warm workers that died (killed, crashed): while idle (replaced before a call) or in a call (that call got a 500)",
-            worker_deaths.clone(),
-        );
-        Metrics {
-            registry,
-            invocations,
-            latency,
-            starts,
-            in_flight,
-            queue_depth,
-            limit_hits,
-            rejected,
-            errors,
-            worker_deaths,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------
 // The server.
 
 struct Served {
@@ -302,10 +182,14 @@ struct Served {
     queued: AtomicUsize,
     max_queue: usize,
     labels: FnLabels,
+    /// Kept-alive connections to an HTTP function's worker.
+    conns: http_fn::Conns,
 }
 
 struct AppState {
     functions: BTreeMap<String, Served>,
+    /// Routes claimed at the root by HTTP functions (`http.route`).
+    routes: routes::Routes,
     skipped: Vec<Skipped>,
     metrics: Metrics,
     draining: AtomicBool,
@@ -346,6 +230,10 @@ async fn serve(
     })
     .await
     .map_err(|e| ServeError::Runtime(std::io::Error::other(e)))??;
+    let routes = routes::claimed(&functions)?;
+    for (route, name) in &routes {
+        eprintln!("hybox serve: route {route} -> `{name}`");
+    }
     let metrics = Metrics::new();
     let mut map = BTreeMap::new();
     for f in functions {
@@ -367,11 +255,13 @@ async fn serve(
                 queued: AtomicUsize::new(0),
                 max_queue: cfg.max_queue,
                 labels,
+                conns: http_fn::Conns::default(),
             },
         );
     }
     let state = Arc::new(AppState {
         functions: map,
+        routes,
         skipped,
         metrics,
         draining: AtomicBool::new(false),
@@ -388,6 +278,7 @@ async fn serve(
         .route("/v1/functions/{name}", any(http_fn::forward))
         .route("/v1/functions/{name}/", any(http_fn::forward))
         .route("/v1/functions/{name}/{*rest}", any(http_fn::forward))
+        .fallback(routes::routed)
         .layer(DefaultBodyLimit::max(cfg.max_body))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -509,6 +400,9 @@ struct FunctionInfo {
     /// Native: why the pool could not pre-build its last sandbox, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pool_error: Option<String>,
+    /// HTTP functions: the route claimed at the root (`http.route`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -533,6 +427,7 @@ async fn list(State(state): State<Arc<AppState>>) -> Json<FunctionList> {
                 max_queue: s.max_queue,
                 native_pool: f.native_pool(),
                 pool_error: f.pool_error(),
+                route: f.policy().http.route.clone(),
             }
         })
         .collect();
@@ -582,7 +477,7 @@ async fn invoke(
     if served.function.http().is_some() {
         // A wasi:http function's own `/invoke` path.
         let req = http_fn::rebuild(method, uri, request_headers, body);
-        return http_fn::forward_to(state.clone(), name, req).await;
+        return http_fn::forward_to(state.clone(), name, req, "/invoke").await;
     }
     let m = &state.metrics;
     let permit = match admit(&state, served, &name).await {

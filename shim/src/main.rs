@@ -19,10 +19,15 @@
 //! - the workload's process (forked by the shim) drops everything: close_range, capabilities, ids,
 //!   no_new_privs, Landlock, and seccomp last, then `execveat` of the runner-opened fd.
 //!
-//! Modules: [`control`] (the control socket), [`process`] (the shim's process attributes), [`mounts`],
+//! Started by `hybox-runc exec` with an `enter` plan instead, the shim is a process entering a
+//! running sandbox ([`enter`]): it builds nothing and executes the plan's program after the
+//! workload's steps.
+//!
+//! Modules: [`control`] (the control socket), [`enter`], [`process`] (the shim's process attributes), [`mounts`],
 //! [`net`], [`init`], [`workload`], [`error`] (one variant per failing call), [`sys`] (raw calls).
 
 mod control;
+mod enter;
 mod error;
 mod init;
 mod mounts;
@@ -36,19 +41,31 @@ use hybox_shim::plan::Plan;
 use error::Result;
 
 fn main() {
-    match setup() {
+    let plan = match start() {
+        Ok(plan) => plan,
+        Err(e) => control::fail(e),
+    };
+    if plan.enter {
+        // A process entering a running sandbox (`hybox-runc exec`): nothing to build.
+        enter::run(&plan)
+    }
+    match setup(plan) {
         Ok(plan) => init::supervise(&plan),
         Err(e) => control::fail(e),
     }
 }
 
-/// The setup of the whole sandbox, in order, one call per step; the workload's own steps follow in
-/// its process (`workload::run`). Returns the plan for them.
-fn setup() -> Result<Plan> {
+/// What every shim does first: its signal mask, then the go byte and the plan.
+fn start() -> Result<Plan> {
     // Start from an empty signal mask, not the fully blocked one the runner cloned us with.
     process::clear_sigmask()?;
     // Nothing happens before the runner wrote the id maps and put us in the run's cgroup.
-    let plan = control::read_plan()?;
+    control::read_plan()
+}
+
+/// The setup of the whole sandbox, in order, one call per step; the workload's own steps follow in
+/// its process (`workload::run`). Returns the plan for them.
+fn setup(plan: Plan) -> Result<Plan> {
     // Non-dumpable: no ptrace and no /proc/1/{mem,exe,fd} for the workload (CVE-2019-5736). After
     // the go byte, not before: a non-dumpable process's /proc/PID files belong to root, so an
     // unprivileged runner could no longer write its uid_map and gid_map. Until then nothing of the
@@ -91,8 +108,11 @@ fn setup() -> Result<Plan> {
     // The cwd inside the new root, checked by getcwd (CVE-2024-21626: a cwd left in a host directory).
     mounts::enter_workdir(&plan.workdir)?;
 
-    // The policy's hostname in the sandbox's UTS namespace: the host's name does not leak in.
-    net::set_hostname(&plan.hostname)?;
+    if !plan.keep_hostname {
+        // The policy's hostname in the sandbox's UTS namespace: the host's name does not leak in.
+        // (A joined UTS namespace, a pod's, keeps the name its owner gave it.)
+        net::set_hostname(&plan.hostname)?;
+    }
     if plan.loopback {
         // `lo` up (the namespace starts with it down and has no other interface): loopback only.
         net::loopback_up()?;

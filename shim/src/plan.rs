@@ -48,6 +48,10 @@ pub struct Plan {
     pub tmp_bytes: Option<u64>,
     pub workdir: PathBuf,
     pub hostname: String,
+    /// The UTS namespace was joined (an OCI pod's): its hostname is kept; the shim has no
+    /// capability over a namespace another user namespace owns.
+    #[serde(default)]
+    pub keep_hostname: bool,
     /// Bring `lo` up (policy `network: loopback`).
     pub loopback: bool,
     pub rlimits: Rlimits,
@@ -64,6 +68,12 @@ pub struct Plan {
     /// executes the workload (the shim's `workload` module says why this wait is safe).
     #[serde(default)]
     pub wait_for_call: bool,
+    /// The plan of a process entering a running sandbox (`hybox-runc exec`): the runner started
+    /// this shim inside the sandbox's namespaces and cgroup already, so the shim builds nothing;
+    /// it does the workload's own steps (the shim's `enter` module) and executes `argv[0]` by
+    /// path inside the sandbox (`PATH` from `env` for a bare name). There is no workload fd.
+    #[serde(default)]
+    pub enter: bool,
     pub landlock: LandlockPlan,
     /// Cover `/proc`'s host-wide files and make its kernel tunables read-only (`mounts::mount_proc`).
     /// `false` only with the `native.nested` grant: the kernel lets a nested user namespace mount a

@@ -24,13 +24,13 @@ pub fn run(plan: &Plan) -> SetupError {
     }
 }
 
-fn prepare(plan: &Plan) -> Result<()> {
+pub fn prepare(plan: &Plan) -> Result<()> {
     // Undo init's mask: the workload starts with every signal deliverable.
     sigprocmask(libc::SIG_SETMASK, &sigset(&[])).map_err(SetupError::UnblockSignals)?;
     // Every fd above 2 closes at exec: a leaked runner fd to a host directory is a way out of the
     // mount namespace (CVE-2024-21626). The control socket stays usable until the exec.
     close_fds_on_exec()?;
-    if plan.keep_workload_fd {
+    if plan.keep_workload_fd && !plan.enter {
         // A script: the kernel passes `/dev/fd/4` to the interpreter, so the fd must survive exec.
         keep_workload_fd()?;
     }
@@ -156,24 +156,39 @@ fn install_seccomp(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// `argv`/`envp` of the plan as C strings, and NULL-terminated pointer arrays into them.
+pub struct CArgs {
+    _strings: (Vec<CString>, Vec<CString>),
+    pub argv: Vec<*const libc::c_char>,
+    pub envp: Vec<*const libc::c_char>,
+}
+
+pub fn c_args(plan: &Plan) -> CArgs {
+    let cs = |v: &[String]| -> Vec<CString> {
+        v.iter()
+            .map(|a| CString::new(a.as_str()).unwrap_or_default())
+            .collect()
+    };
+    let (argv, envp) = (cs(&plan.argv), cs(&plan.env));
+    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv_p, envp_p) = (ptrs(&argv), ptrs(&envp));
+    CArgs {
+        _strings: (argv, envp),
+        argv: argv_p,
+        envp: envp_p,
+    }
+}
+
 /// `execveat` by fd: the workload's path is never resolved inside the sandbox, and the runner's
 /// check of the file is the file that runs. `envp` is the plan's complete environment (nothing of
 /// the shim's own). Returns only on failure.
 fn exec(plan: &Plan) -> SetupError {
-    let argv: Vec<CString> = plan
-        .argv
-        .iter()
-        .map(|a| CString::new(a.as_str()).unwrap_or_default())
-        .collect();
-    let envp: Vec<CString> = plan
-        .env
-        .iter()
-        .map(|a| CString::new(a.as_str()).unwrap_or_default())
-        .collect();
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
+    let args = c_args(plan);
     // SAFETY: NULL-terminated arrays of NUL-terminated strings that outlive the call; an empty path with
     // AT_EMPTY_PATH executes the fd itself.
     unsafe {
@@ -181,8 +196,8 @@ fn exec(plan: &Plan) -> SetupError {
             libc::SYS_execveat,
             WORKLOAD_FD,
             c"".as_ptr(),
-            argv_p.as_ptr(),
-            envp_p.as_ptr(),
+            args.argv.as_ptr(),
+            args.envp.as_ptr(),
             libc::AT_EMPTY_PATH,
         )
     };
@@ -262,17 +277,21 @@ fn landlock(plan: &Plan) -> Result<LandlockStatus> {
             .map_err(rule_err(p))?;
     }
     // The workload file itself (outside the mount tree): execute and read (the loader maps it).
-    // SAFETY: WORKLOAD_FD is open in this process until exec.
-    let wfd = unsafe { BorrowedFd::borrow_raw(WORKLOAD_FD) };
-    created = created
-        .add_rule(PathBeneath::new(
-            wfd,
-            AccessFs::Execute | AccessFs::ReadFile,
-        ))
-        .map_err(|source| SetupError::LandlockRule {
-            path: "the workload fd".into(),
-            source,
-        })?;
+    // A process entering a running sandbox has no workload fd: it executes a path inside it, which
+    // the read rules above cover or not, exactly as they do for the container's own processes.
+    if !plan.enter {
+        // SAFETY: WORKLOAD_FD is open in this process until exec.
+        let wfd = unsafe { BorrowedFd::borrow_raw(WORKLOAD_FD) };
+        created = created
+            .add_rule(PathBeneath::new(
+                wfd,
+                AccessFs::Execute | AccessFs::ReadFile,
+            ))
+            .map_err(|source| SetupError::LandlockRule {
+                path: "the workload fd".into(),
+                source,
+            })?;
+    }
     let status = created
         .restrict_self()
         .map_err(SetupError::LandlockRestrict)?;

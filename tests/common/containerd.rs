@@ -484,6 +484,9 @@ state = "{d}/state"
             s += &format!(
                 r#"    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hybox]
       runtime_type = "io.containerd.runc.v2"
+      # The wasm annotations reach hybox-runc's config.json (containerd drops the rest).
+      pod_annotations = ["module.wasm.image/variant", "run.oci.handler"]
+      container_annotations = ["module.wasm.image/variant", "run.oci.handler"]
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hybox.options]
         BinaryName = "{bin}"
         Root = "{d}/hybox-root"

@@ -46,7 +46,12 @@ pub struct Launch<'a> {
     /// When the wall-clock limit fires.
     pub deadline: Instant,
     pub host: &'a HostConfig,
+    /// Existing namespaces to join instead of creating them (native only; see
+    /// `native::join`): a pod's network, IPC and UTS namespaces.
+    pub joins: &'a [NamespaceJoin],
 }
+
+pub use native::join::{JoinKind, NamespaceJoin};
 
 pub use crate::envelope::{EnvelopeHandle, EnvelopeJoin};
 
@@ -82,6 +87,14 @@ pub fn prepare<'a>(
 ) -> Result<Box<dyn PreparedRun + 'a>, BackendError> {
     Ok(match backend {
         crate::policy::Backend::Native => Box::new(native::prepare(launch)?),
+        // A wasm run has no namespaces of its own to replace (its worker's, when it has them,
+        // are the worker's confinement): joining one is refused rather than ignored.
+        crate::policy::Backend::Wasm if !launch.joins.is_empty() => {
+            return Err(BackendError::Io {
+                step: "join namespaces".into(),
+                source: std::io::Error::other("joining namespaces is for native runs only"),
+            })
+        }
         crate::policy::Backend::Wasm => Box::new(wasm::start(launch)?),
     })
 }

@@ -339,6 +339,7 @@ fn run_prepared(
         host: HostConfig::default(),
         run_id: None,
         detach_teardown: false,
+        ..RunOptions::default()
     };
     let result = match p.sandbox.run(&opts) {
         Ok(r) => r,

@@ -3,6 +3,7 @@
 
 pub mod image;
 mod image_run;
+pub mod request;
 pub mod signals;
 
 use std::path::PathBuf;
@@ -213,6 +214,16 @@ pub struct RunArgs {
     /// policy and the image's User).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
+    /// Serve exactly one HTTP request to a wasi:http/proxy component (no listener) and print
+    /// the response: status line, headers, body.
+    #[arg(long, num_args = 2, value_names = ["METHOD", "PATH"])]
+    pub request: Vec<String>,
+    /// With --request: a request header, NAME:VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE", requires = "request")]
+    pub headers: Vec<String>,
+    /// With --request: the request body, from FILE or `-` (stdin).
+    #[arg(long, value_name = "FILE|-", requires = "request")]
+    pub body: Option<PathBuf>,
     /// The workload: a file, a bundle directory, or an image (an OCI layout directory, an
     /// oci-archive or docker-archive, PATH:TAG, PATH@sha256:DIGEST, or a stored image's name).
     pub artifact: PathBuf,

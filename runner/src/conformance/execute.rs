@@ -38,6 +38,7 @@ pub(super) fn run_one(
             host: cfg.host.clone(),
             run_id: None,
             detach_teardown: false,
+            ..RunOptions::default()
         })
         .map_err(|e| chain(&e))
 }

@@ -3,16 +3,18 @@
 //!
 //! Every field is honoured, refused with its JSON path named, or knowingly ignored (listed in
 //! [`Container::ignored`] and in docs/oci.md). Refusals are of two kinds: what hybox does not do
-//! yet (a terminal, joining a namespace, extra devices), and what the runtime policy does not allow
+//! yet (extra devices, sysctls), and what the runtime policy does not allow
 //! (a capability beyond the default set, a host namespace, a host path it grants no access to,
 //! resources above its maximum). A refused bundle never runs with the request silently trimmed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::Spec;
 
-use crate::oci::runtime_policy::{RuntimePolicy, DEFAULT_CAPABILITIES};
+use crate::backend::{JoinKind, NamespaceJoin};
+use crate::oci::namespaces;
+use crate::oci::runtime_policy::{check_capabilities, RuntimePolicy};
 use crate::oci::OciError;
 use crate::policy::{Access, Backend, Mount, Policy, Rootfs, Tmp};
 use crate::units::Size;
@@ -50,6 +52,8 @@ pub struct Container {
     pub cgroups_path: Option<String>,
     /// `process.terminal`: the container's stdio is a pty whose master goes to the console socket.
     pub terminal: bool,
+    /// The namespaces joined by path (`linux.namespaces[].path`, a pod's; see [`namespaces`]).
+    pub joins: Vec<NamespaceJoin>,
     /// Fields present in `config.json` that hybox accepts without applying them, with why.
     pub ignored: Vec<String>,
 }
@@ -215,38 +219,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         );
     }
     if let Some(caps) = process.capabilities() {
-        let sets = [
-            ("bounding", caps.bounding()),
-            ("effective", caps.effective()),
-            ("inheritable", caps.inheritable()),
-            ("permitted", caps.permitted()),
-            ("ambient", caps.ambient()),
-        ];
-        for (set, names) in sets {
-            let mut names: Vec<String> = names
-                .iter()
-                .flatten()
-                .map(|c| {
-                    serde_json::to_value(c)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_else(|| format!("{c:?}"))
-                })
-                .collect();
-            names.sort();
-            if let Some(c) = names
-                .iter()
-                .find(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str()))
-            {
-                return Err(OciError::refused(
-                    format!("process.capabilities.{set}"),
-                    format!(
-                        "{c} is a privileged capability beyond the runtime policy's default set ({})",
-                        DEFAULT_CAPABILITIES.join(", ")
-                    ),
-                ));
-            }
-        }
+        check_capabilities(caps).map_err(|(field, message)| OciError::refused(field, message))?;
     }
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         let name = serde_json::to_value(r.typ())
@@ -285,22 +258,9 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         .linux()
         .as_ref()
         .ok_or_else(|| OciError::refused("linux", "expected the Linux section (namespaces)"))?;
-    let mut asked = BTreeSet::new();
-    for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
-        if let Some(p) = ns.path() {
-            return Err(OciError::refused(
-                format!("linux.namespaces[{i}].path"),
-                format!(
-                    "joining an existing {} namespace ({}) is not supported: a namespace other than the container's own is beyond the runtime policy",
-                    ns_name(ns.typ()),
-                    p.display()
-                ),
-            ));
-        }
-        asked.insert(ns_name(ns.typ()));
-    }
+    let asked = namespaces::read(linux)?;
     for need in ["pid", "mount", "ipc", "uts", "network"] {
-        if !asked.contains(need) {
+        if !asked.kinds.contains(need) {
             return Err(OciError::refused(
                 "linux.namespaces",
                 format!(
@@ -309,7 +269,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
             ));
         }
     }
-    if !asked.contains("user") {
+    if !asked.kinds.contains("user") {
         ignored.push("linux.namespaces: no \"user\" namespace requested; hybox always adds its own (container root is not host root)".into());
     }
     if linux.uid_mappings().is_some() || linux.gid_mappings().is_some() {
@@ -480,6 +440,18 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
                         format!("expected an absolute path without '..', found {dest:?}"),
                     ));
                 }
+                // What containerd's CRI and kubelet bind under /dev into every container of a pod:
+                // the pod's shared /dev/shm and the termination-message file. hybox's /dev holds its
+                // own device nodes only (like the `tmpfs` /dev/shm above, skipped): leaving them out
+                // loses POSIX shared memory between the pod's containers and the termination
+                // message, and lets every pod run.
+                if matches!(d.as_ref(), "/dev/shm" | "/dev/termination-log") {
+                    ignored.push(format!(
+                        "mounts[{i}] (bind at {d} from {}): not mounted, hybox builds /dev itself",
+                        source.display()
+                    ));
+                    continue;
+                }
                 if let Some(r) = ["/proc", "/dev", "/sys", "/tmp", "/.hybox"]
                     .iter()
                     .find(|r| dest.starts_with(r))
@@ -574,6 +546,15 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
             )
         }
     }
+    let joins = namespaces::for_backend(
+        &asked,
+        artifact.format.backend(),
+        policy.network,
+        &mut ignored,
+    )?;
+    if joins.iter().any(|j| j.kind == JoinKind::Uts) && spec.hostname().is_some() {
+        ignored.push("hostname: the joined uts namespace keeps the name its owner gave it".into());
+    }
     policy
         .validate("config.json")
         .map_err(|e| OciError::refused("(mapped onto a hybox policy)", e.to_string()))?;
@@ -591,21 +572,9 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         annotations,
         cgroups_path,
         terminal,
+        joins,
         ignored,
     })
-}
-
-fn ns_name(t: LinuxNamespaceType) -> &'static str {
-    match t {
-        LinuxNamespaceType::Mount => "mount",
-        LinuxNamespaceType::Cgroup => "cgroup",
-        LinuxNamespaceType::Uts => "uts",
-        LinuxNamespaceType::Ipc => "ipc",
-        LinuxNamespaceType::User => "user",
-        LinuxNamespaceType::Pid => "pid",
-        LinuxNamespaceType::Network => "network",
-        LinuxNamespaceType::Time => "time",
-    }
 }
 
 fn hostname_ok(h: &str) -> bool {

@@ -184,14 +184,57 @@ fn privileged_requests_are_refused_naming_the_field() {
 }
 
 #[test]
-fn a_cri_container_joining_the_pods_namespaces_is_refused() {
+fn a_cri_container_whose_pod_is_gone_is_refused_naming_the_path() {
+    // The recorded pod's pause process (pid 20809) is not this machine's: its namespace files
+    // cannot be opened.
     let mut config = fixture("cri-container.json");
     config["process"]["args"] = json!(["/bin/sh"]);
-    let field = refused_field(load_fixture(config, MODULE));
-    assert!(
-        field.starts_with("linux.namespaces[") && field.ends_with("].path"),
-        "{field}"
+    config["linux"]["namespaces"][1]["path"] = json!("/nonexistent/ns/ipc");
+    assert_eq!(
+        refused_field(load_fixture(config, MODULE)),
+        "linux.namespaces[1].path"
     );
+}
+
+#[test]
+fn pid_mount_user_and_cgroup_paths_are_refused_naming_the_field() {
+    for (typ, name) in [
+        ("pid", "pid"),
+        ("mount", "mount"),
+        ("user", "user"),
+        ("cgroup", "cgroup"),
+    ] {
+        let mut c = fixture("ctr-run.json");
+        let list = c["linux"]["namespaces"].as_array_mut().unwrap();
+        list.push(json!({"type": typ, "path": "/proc/self/ns/x"}));
+        let i = list.len() - 1;
+        match load_fixture(c, MODULE) {
+            Err(OciError::Refused { field, message }) => {
+                assert_eq!(field, format!("linux.namespaces[{i}].path"));
+                assert!(
+                    message.contains(&format!("own {name} namespace")),
+                    "{message}"
+                );
+            }
+            other => panic!("{typ}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_hosts_namespaces_are_not_joined() {
+    for (i, typ, file) in [(1, "ipc", "ipc"), (2, "uts", "uts"), (4, "network", "net")] {
+        let mut c = fixture("ctr-run.json");
+        assert_eq!(c["linux"]["namespaces"][i]["type"], typ);
+        c["linux"]["namespaces"][i]["path"] = json!(format!("/proc/self/ns/{file}"));
+        match load_fixture(c, MODULE) {
+            Err(OciError::Refused { field, message }) => {
+                assert_eq!(field, format!("linux.namespaces[{i}].path"));
+                assert!(message.contains("the host's"), "{message}");
+            }
+            other => panic!("{typ}: expected a refusal, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -226,4 +269,37 @@ fn symlinks_resolve_inside_the_root() {
         root.join("a/b/f")
     );
     assert!(resolve_in_root(root, Path::new("/loop")).is_err());
+}
+
+#[test]
+fn a_cri_containers_dev_binds_are_left_out() {
+    let mut config = fixture("cri-container.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    // Only what this test is about: the pod's namespaces and its /etc files are other tests'.
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        ns.as_object_mut().unwrap().remove("path");
+    }
+    let mounts = config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| !m["destination"].as_str().unwrap().starts_with("/etc/"));
+    mounts.push(
+        json!({"destination": "/dev/termination-log", "type": "bind",
+        "source": "/var/lib/kubelet/pods/uid/containers/app/0", "options": ["rbind", "rw"]}),
+    );
+    let c = load_fixture(config, MODULE).expect("a CRI container with its /dev binds");
+    for d in ["/dev/shm", "/dev/termination-log"] {
+        assert!(
+            c.ignored
+                .iter()
+                .any(|i| i.contains(&format!("bind at {d} from"))),
+            "{d}: {:?}",
+            c.ignored
+        );
+    }
+    // Any other bind under /dev is still refused.
+    let mut config = fixture("ctr-run.json");
+    config["process"]["args"] = json!(["/bin/sh"]);
+    config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/dev/sda", "type": "bind", "source": "/dev/sda", "options": ["rbind"]}),
+    );
+    assert!(refused_field(load_fixture(config, MODULE)).ends_with(".destination"));
 }

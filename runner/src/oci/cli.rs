@@ -2,8 +2,8 @@
 //! flags, the standard commands and runc's common extras), dispatched onto [`lifecycle`].
 //!
 //! Errors go to `--log` (JSON lines with `--log-format json`, which containerd's shim reads) and to
-//! stderr, and end the command with status 1; commands hybox-runc does not implement yet (`exec`,
-//! `update`, `pause`...) fail with a message naming them.
+//! stderr, and end the command with status 1; commands hybox-runc does not implement yet
+//! (`events`, `checkpoint`, `run`...) fail with a message naming them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -59,7 +59,7 @@ where
         debug: cli.global.debug,
     };
     match run(&cli, &log) {
-        Ok(()) => 0,
+        Ok(status) => status,
         Err(e) => {
             let msg = crate::error_chain(&e);
             log.error(&msg);
@@ -72,7 +72,8 @@ where
     }
 }
 
-fn run(cli: &RuncCli, log: &Log) -> Result<(), OciError> {
+/// Runs the command; returns hybox-runc's exit status (0, or an exec'd process's status).
+fn run(cli: &RuncCli, log: &Log) -> Result<i32, OciError> {
     if cli.global.systemd_cgroup {
         return Err(OciError::Unsupported {
             what: "--systemd-cgroup".into(),
@@ -96,7 +97,40 @@ fn run(cli: &RuncCli, log: &Log) -> Result<(), OciError> {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         log: log.clone(),
     };
-    match &cli.command {
+    if let RuncCommand::Common(cmd) = &cli.command {
+        if let CommonCmd::Exec(e) = &**cmd {
+            if e.preserve_fds > 0 {
+                return Err(OciError::Unsupported {
+                    what: "exec --preserve-fds".into(),
+                    why: "passing extra fds into the container is not supported by hybox-runc yet"
+                        .into(),
+                });
+            }
+            if !e.cap.is_empty() {
+                return Err(OciError::Unsupported {
+                    what: "exec --cap".into(),
+                    why: "the container's processes have no capabilities".into(),
+                });
+            }
+            return crate::oci::exec::exec(
+                &ctx,
+                &e.container_id,
+                &crate::oci::exec::ExecOptions {
+                    process: e.process.clone(),
+                    detach: e.detach,
+                    pid_file: e.pid_file.clone(),
+                    console_socket: e.console_socket.clone(),
+                    tty: e.tty,
+                },
+            );
+        }
+    }
+    run_other(&cli.command, &ctx).map(|()| 0)
+}
+
+fn run_other(command: &RuncCommand, ctx: &Context) -> Result<(), OciError> {
+    let ctx = ctx.clone();
+    match command {
         RuncCommand::Standard(cmd) => match &**cmd {
             StandardCmd::Create(c) => lifecycle::create(
                 &ctx,

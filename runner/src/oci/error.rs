@@ -70,6 +70,16 @@ pub enum OciError {
     },
     #[error("monitor: {why}")]
     Monitor { why: String },
+    /// `exec`'s process.json asks for what the container's processes may not have.
+    #[error("{file}: {field}: {message}")]
+    ProcessRefused {
+        file: String,
+        field: String,
+        message: String,
+    },
+    /// `exec`'s process could not be started in the container; `step` says where.
+    #[error("exec in container \"{id}\": {step}")]
+    Exec { id: String, step: String },
     /// A file-system or process step failed.
     #[error("{step}: {source}")]
     Io {

@@ -94,10 +94,15 @@ fn create_in(
         path: link,
         format: c.artifact.format.clone(),
     });
+    sd.write_policy(&c.policy)?;
     let mut policy = c.policy.clone();
     let mut placement = monitor::Placement::for_container(c.cgroups_path.as_deref(), &sd.id)?;
     placement.console_socket = opts.console_socket.clone();
+    placement.joins = c.joins.clone();
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
+        crate::oci::pod::create_mount_points(dir, &policy.filesystem.mounts).map_err(
+            OciError::io(format!("create mount points in {}", dir.display())),
+        )?;
         let mut view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());
         for m in &mut policy.filesystem.mounts {
@@ -182,7 +187,7 @@ fn mkfifo(path: &Path) -> Result<(), OciError> {
 }
 
 /// The monitor is forked: only sound while this process has one thread.
-fn single_threaded() -> Result<(), OciError> {
+pub(super) fn single_threaded() -> Result<(), OciError> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(OciError::io("read /proc/self/status"))?;
     let threads = status
@@ -192,7 +197,7 @@ fn single_threaded() -> Result<(), OciError> {
     if threads != Some("1") {
         return Err(OciError::Monitor {
             why: format!(
-                "create must run in a single-threaded process, this one has {} threads",
+                "create and exec must run in a single-threaded process, this one has {} threads",
                 threads.unwrap_or("?")
             ),
         });

@@ -13,10 +13,13 @@
 pub mod bundle;
 mod console;
 pub mod error;
+pub mod exec;
 pub mod lifecycle;
 pub mod live;
 pub mod log;
 mod monitor;
+pub mod namespaces;
+mod pod;
 pub mod procfs;
 pub mod runtime_policy;
 pub mod state;

@@ -46,6 +46,11 @@ pub(super) struct Placement {
     pub rootfs: Option<RootfsView>,
     /// `--console-socket`: where the monitor sends the master of the container's pty.
     pub console_socket: Option<std::path::PathBuf>,
+    /// The namespaces the container joins by path (a pod's). The monitor opens them at `create`
+    /// and hands the sandbox `/proc/self/fd/N` of its open fds: what `start` joins is what
+    /// `create` checked, even if the process whose `/proc/PID/ns/*` was named has ended since
+    /// and its pid been reused.
+    pub joins: Vec<crate::backend::NamespaceJoin>,
 }
 
 /// The parent of the cgroup of a container whose bundle names no `linux.cgroupsPath`.
@@ -219,6 +224,7 @@ impl Placement {
             run_id: ok(id).then(|| id.to_string()),
             rootfs: None,
             console_socket: None,
+            joins: Vec::new(),
         })
     }
 }
@@ -287,6 +293,24 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     // and the readiness pipe may survive into the monitor and, through it, the container.
     close_fds_except(&[ready.as_raw_fd()]);
     let mut ready = std::fs::File::from(ready);
+    // The pod's namespaces, open from now on (see `Placement::joins`).
+    let mut joins = Vec::new();
+    let mut held = Vec::new();
+    for j in &placement.joins {
+        match crate::backend::native::join::open_namespace(j.kind, &j.path) {
+            Ok(fd) => {
+                joins.push(crate::backend::NamespaceJoin {
+                    kind: j.kind,
+                    path: format!("/proc/self/fd/{}", fd.as_raw_fd()).into(),
+                });
+                held.push(fd);
+            }
+            Err(e) => {
+                let _ = write!(ready, "open namespace {}: {e}", j.path.display());
+                return START_FAILED;
+            }
+        }
+    }
     if let Some(sock) = &placement.console_socket {
         if let Err(e) = crate::oci::console::give_pty(sock) {
             let _ = write!(ready, "console socket {}: {e}", sock.display());
@@ -347,6 +371,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         stdio: Stdio::Inherit,
         host: HostConfig::default(),
         run_id: placement.run_id.clone(),
+        join_namespaces: joins,
         ..RunOptions::default()
     };
     let (status, outcome) = match sandbox.run_in(&opts, envelope) {
@@ -383,6 +408,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     } else {
         (status, outcome)
     };
+    drop(held);
     if let Some(v) = &placement.rootfs {
         v.remove();
     }

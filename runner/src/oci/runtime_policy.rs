@@ -11,7 +11,9 @@
 //! - everything else (seccomp, Landlock, rlimits, the timeout) applies to every container as is.
 //!
 //! What the policy format has no field for is fixed here: capabilities beyond
-//! [`DEFAULT_CAPABILITIES`] and host namespaces are always refused.
+//! [`DEFAULT_CAPABILITIES`] and host namespaces are always refused; which namespaces a bundle
+//! may join by path is fixed in [`crate::oci::namespaces`] (a pod's network namespace only when
+//! the policy's `network` is not `none`).
 
 use std::path::Path;
 
@@ -46,6 +48,46 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
+
+/// Refuses a process's capabilities beyond [`DEFAULT_CAPABILITIES`] (config.json's
+/// `process.capabilities`, and `exec`'s process.json's): `(field, message)` of the first.
+pub fn check_capabilities(
+    caps: &oci_spec::runtime::LinuxCapabilities,
+) -> Result<(), (String, String)> {
+    let sets = [
+        ("bounding", caps.bounding()),
+        ("effective", caps.effective()),
+        ("inheritable", caps.inheritable()),
+        ("permitted", caps.permitted()),
+        ("ambient", caps.ambient()),
+    ];
+    for (set, names) in sets {
+        let mut names: Vec<String> = names
+            .iter()
+            .flatten()
+            .map(|c| {
+                serde_json::to_value(c)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_else(|| format!("{c:?}"))
+            })
+            .collect();
+        names.sort();
+        if let Some(c) = names
+            .iter()
+            .find(|c| !DEFAULT_CAPABILITIES.contains(&c.as_str()))
+        {
+            return Err((
+                format!("process.capabilities.{set}"),
+                format!(
+                    "{c} is a privileged capability beyond the runtime policy's default set ({})",
+                    DEFAULT_CAPABILITIES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// A validated runtime policy.
 #[derive(Debug, Clone)]

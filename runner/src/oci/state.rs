@@ -5,6 +5,8 @@
 //! - `exec.fifo`: the monitor waits on it until `start` writes a byte; `start` removes it. Its
 //!   presence is what tells *created* from *running*.
 //! - `exit.json` ([`ExitRecord`]): written by the monitor when the container's process ended.
+//! - `policy.json`: the container's hybox policy as `create` mapped it; `exec` gives its
+//!   processes the same restrictions from it.
 //! - `argv0/NAME`: a symlink to the program inside the rootfs, so the workload's `argv[0]` is the
 //!   name `process.args[0]` gave (the backends name argv[0] after the file they run).
 //!
@@ -26,6 +28,8 @@ pub const EXIT: &str = "exit.json";
 /// Written by `kill` / `delete --force` before they SIGKILL the container.
 pub const KILLED: &str = "killed";
 pub const ARGV0_DIR: &str = "argv0";
+/// The container's policy as `create` mapped it (before the rootfs view), for `exec`.
+pub const POLICY: &str = "policy.json";
 
 /// What `create` recorded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +184,22 @@ impl StateDir {
     /// `kill` / `delete --force` record that they SIGKILLed the container before they signal: a
     /// kill that lands while the sandbox is still being built ends its start half-way, and the
     /// monitor must report the kill (137), not a start failure.
+    pub fn write_policy(&self, p: &crate::Policy) -> Result<(), OciError> {
+        write_atomic(
+            &self.dir.join(POLICY),
+            &serde_json::to_vec(p).expect("a policy serialises"),
+        )
+    }
+
+    pub fn policy(&self) -> Result<crate::Policy, OciError> {
+        let path = self.dir.join(POLICY);
+        let text =
+            std::fs::read(&path).map_err(OciError::io(format!("read {}", path.display())))?;
+        serde_json::from_slice(&text).map_err(|e| {
+            OciError::io(format!("parse {}", path.display()))(std::io::Error::other(e))
+        })
+    }
+
     pub fn mark_killed(&self) {
         let _ = std::fs::write(self.dir.join(KILLED), b"");
     }

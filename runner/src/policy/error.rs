@@ -109,6 +109,15 @@ pub enum FieldError {
     /// `native.host_uid`/`host_gid` 0: the sandbox must never map to host root.
     #[error("expected an unprivileged host id, found 0 (the sandbox must never map to host root)")]
     HostRoot,
+    /// An outbound host not in the `host:port` form.
+    #[error("expected host:port (a lowercase name, an IPv4 address or a bracketed IPv6 address, a port in 1..=65535), found {0:?}")]
+    Authority(String),
+    /// A route that is not an absolute path, optionally ending in `/...`.
+    #[error("expected an absolute path such as \"/hook\", or a prefix such as \"/api/...\" (no '.', '..', '?', '*', '%', '//' or trailing '/'), found {0:?}")]
+    Route(String),
+    /// A route under what `hybox serve` answers itself.
+    #[error("expected a route outside /v1, /healthz and /metrics (hybox serve answers those), found {0:?}")]
+    ReservedRoute(String),
     /// `resources.io[N].device` does not name a block device of this host.
     #[error("{0}")]
     NotBlockDevice(String),

@@ -18,12 +18,13 @@
 //!
 //! Where things are: the document's top level is here; its sections are [`resources`] (the envelope and
 //! run limits), [`filesystem`] (grants and scratch), [`network`], [`wasm`] and [`native`] (backend
-//! settings). [`parse`] reads the JSON strictly, [`validate`] runs the cross-field and path checks
+//! settings) and [`http`] (HTTP functions). [`parse`] reads the JSON strictly, [`validate`] runs the cross-field and path checks
 //! serde cannot express, [`overrides`] merges the command line's flags, and [`error`] says why a policy
 //! was refused.
 
 mod error;
 mod filesystem;
+mod http;
 mod native;
 mod network;
 mod overrides;
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{FieldError, PolicyError};
 pub use filesystem::{Access, Filesystem, Mount, Tmp};
+pub use http::{check_authority, HttpSection, Route};
 pub use native::{ImageOverlay, LandlockMode, NativeSection, Rlimits, RootEntry, Rootfs, Seccomp};
 pub use network::Network;
 pub use overrides::Overrides;
@@ -96,6 +98,9 @@ pub struct Policy {
     /// Settings for the native backend.
     #[serde(default)]
     pub native: NativeSection,
+    /// Settings for HTTP functions (wasi:http components): outbound hosts and a route.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub http: HttpSection,
     /// What to do when this host cannot enforce part of the policy: `fail` (default) or `degrade`
     /// (run anyway, and list every degradation in the report).
     #[serde(default)]
@@ -111,6 +116,10 @@ fn version_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         ));
     }
     Ok(POLICY_VERSION)
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 fn all_backends() -> Vec<Backend> {
@@ -195,6 +204,7 @@ impl Default for Policy {
             args: Vec::new(),
             wasm: WasmSection::default(),
             native: NativeSection::default(),
+            http: HttpSection::default(),
             on_unenforceable: OnUnenforceable::Fail,
         }
     }

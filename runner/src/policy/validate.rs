@@ -118,6 +118,13 @@ impl Policy {
                 )
             })?;
         }
+        for (i, h) in self.http.outbound_hosts.iter().enumerate() {
+            super::check_authority(h)
+                .map_err(|e| invalid(format!("http.outbound_hosts[{i}]"), e))?;
+        }
+        if let Some(r) = &self.http.route {
+            super::Route::parse(r).map_err(|e| invalid("http.route".into(), e))?;
+        }
         if self.native.rlimits.nofile < 16 || self.native.rlimits.nofile > 1 << 20 {
             return Err(invalid(
                 "native.rlimits.nofile".into(),

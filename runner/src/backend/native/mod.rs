@@ -10,6 +10,7 @@
 //! plan; the parent then waits on the pidfd with the deadline, feeding and draining stdio in the same
 //! poll (`stdio`).
 
+pub mod join;
 mod plan;
 pub mod shim;
 pub(crate) mod spawn;
@@ -30,6 +31,7 @@ use crate::backend::{BackendError, BackendRun, EnvelopeHandle, Launch, PreparedR
 use crate::policy::{LandlockMode, OnUnenforceable, Policy};
 use crate::report::{Degradation, Outcome};
 
+pub(crate) use plan::set_envelope;
 pub use plan::{build_plan, host_ids, PlanError};
 
 /// Prepares a native run (see [`Prepared`]); nothing runs yet.
@@ -150,6 +152,8 @@ pub(crate) struct Prepared<'a> {
     shim_name: String,
     workload: OwnedFd,
     capture: Option<spawn::StdioPipes>,
+    /// The namespaces the shim joins instead of creating them (opened here, joined at the clone).
+    joins: join::Joins,
     ids: (u32, u32),
     host_ids: (u32, u32),
     degradations: Vec<Degradation>,
@@ -160,6 +164,10 @@ fn prepare_sandbox<'a>(
     launch: &Launch<'a>,
     wait_for_call: bool,
 ) -> Result<Prepared<'a>, BackendError> {
+    if launch.host.shim_path.is_none() {
+        // Ready by `start`, after the plan and the envelope are built meanwhile.
+        shim::prefetch();
+    }
     let mut degradations = Vec::new();
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
     let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
@@ -186,6 +194,7 @@ fn prepare_sandbox<'a>(
         Stdio::Inherit => None,
         Stdio::Capture { .. } => Some(spawn::StdioPipes::new().map_err(|e| io_err("pipe", e))?),
     };
+    let joins = join::Joins::open(launch.joins).map_err(|e| io_err("open namespace to join", e))?;
     Ok(Prepared {
         policy: launch.policy,
         stdio: launch.stdio,
@@ -195,6 +204,7 @@ fn prepare_sandbox<'a>(
         shim_name,
         workload,
         capture,
+        joins,
         ids: (launch.policy.native.uid, launch.policy.native.gid),
         host_ids: host_ids(launch.policy),
         degradations,
@@ -213,6 +223,7 @@ impl Prepared<'_> {
             shim_name,
             workload,
             capture,
+            joins,
             ids: (uid, gid),
             host_ids: (host_uid, host_gid),
             degradations,
@@ -239,7 +250,7 @@ impl Prepared<'_> {
             Some(dir) => {
                 let fd = std::fs::File::open(&dir)
                     .map_err(|e| io_err(&format!("open cgroup {}", dir.display()), e))?;
-                spawn::spawn_into(shim, &workload, capture.as_ref(), &fd.into())
+                spawn::spawn_into(shim, &workload, capture.as_ref(), &fd.into(), &joins)
                     .map_err(clone_err)?
             }
             None => None,
@@ -252,10 +263,11 @@ impl Prepared<'_> {
         let born_inside = into.is_some();
         let child = match into {
             Some(c) => c,
-            None => spawn::spawn(shim, &workload, capture.as_ref()).map_err(clone_err)?,
+            None => spawn::spawn(shim, &workload, capture.as_ref(), &joins).map_err(clone_err)?,
         };
         drop(workload);
         drop(shim_file);
+        drop(joins);
         let spawn::Child {
             pid,
             pidfd,

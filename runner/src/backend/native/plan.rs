@@ -8,7 +8,7 @@ use hybox_shim::plan::{
     Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Overlay, Plan, Rlimits, Upper,
 };
 
-use crate::backend::Launch;
+use crate::backend::{JoinKind, Launch};
 use crate::policy::{Access, LandlockMode, Network, Policy, Rootfs};
 use crate::workload::Format;
 
@@ -84,13 +84,22 @@ fn no_nul(s: &str, what: &'static str) -> Result<String, PlanError> {
     Ok(s.to_string())
 }
 
-/// Builds the plan for one launch.
-/// The sandbox's seccomp programs for a policy's extra allow-list and `native.nested` grant,
-/// compiled once per process and list (compiling the ~300-rule allow-list costs about half a
-/// millisecond, `benches/policy.rs`; a long-lived host such as `hybox serve` should not pay it per
-/// call). The programs are pure data
-/// derived from the list, so sharing them between runs shares nothing else.
+/// The seccomp programs for the default allow-list (no `native.seccomp.allow` grants, no
+/// `native.nested`), compiled by `build.rs` with this crate's own compiler
+/// (`backend::seccomp::compile(&[], false)`, packed), or `None` where the build could not compile
+/// them for the target.
+const DEFAULT_PROGRAMS: Option<&[&[u64]]> =
+    include!(concat!(env!("OUT_DIR"), "/seccomp_default.rs"));
+
+/// The sandbox's seccomp programs for a policy's extra allow-list and `native.nested` grant: the
+/// default list's as the build compiled them, any other compiled once per process and list
+/// (compiling the ~300-rule allow-list costs about a millisecond of CPU, `benches/policy.rs`: a
+/// one-shot run should not pay it, nor a long-lived host such as `hybox serve` per call). The
+/// programs are pure data derived from the list, so sharing them between runs shares nothing else.
 fn seccomp_programs(extra_allow: &[String], nested: bool) -> Result<Vec<Vec<u64>>, PlanError> {
+    if let (true, false, Some(programs)) = (extra_allow.is_empty(), nested, DEFAULT_PROGRAMS) {
+        return Ok(programs.iter().map(|p| p.to_vec()).collect());
+    }
     type Cache = Mutex<HashMap<(Vec<String>, bool), Vec<Vec<u64>>>>;
     let key = (extra_allow.to_vec(), nested);
     static COMPILED: OnceLock<Cache> = OnceLock::new();
@@ -109,6 +118,7 @@ fn seccomp_programs(extra_allow: &[String], nested: bool) -> Result<Vec<Vec<u64>
     Ok(programs)
 }
 
+/// Builds the plan for one launch.
 pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanError> {
     let policy = launch.policy;
     let mut rootfs = Vec::new();
@@ -271,6 +281,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         }),
         _ => None,
     };
+    let joined = |k: JoinKind| launch.joins.iter().any(|j| j.kind == k);
     Ok(Plan {
         root_tmpfs_bytes: ROOT_TMPFS_BYTES,
         overlay,
@@ -280,7 +291,10 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         tmp_bytes: policy.filesystem.tmp.as_ref().map(|t| t.size.bytes()),
         workdir: policy.filesystem.workdir.clone(),
         hostname: policy.native.hostname.clone(),
-        loopback: policy.network == Network::Loopback,
+        // A joined UTS or network namespace is another user namespace's: the shim has no
+        // capability over it and uses it as it is (`join`).
+        keep_hostname: joined(JoinKind::Uts),
+        loopback: policy.network == Network::Loopback && !joined(JoinKind::Network),
         rlimits: Rlimits {
             nofile: r.nofile,
             fsize: r.fsize.bytes(),
@@ -301,6 +315,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         env,
         keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
         wait_for_call: false,
+        enter: false,
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,
@@ -326,4 +341,33 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
 /// fork, so with an envelope it sits one above, or the cgroup limit could never fire.
 pub(crate) fn set_envelope(plan: &mut Plan, pids: u64, has_envelope: bool) {
     plan.rlimits.nproc = if has_envelope { pids + 1 } else { pids };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_precompiled_default_programs_are_what_the_runner_compiles() {
+        let Some(built) = DEFAULT_PROGRAMS else {
+            eprintln!("no precompiled programs for this target");
+            return;
+        };
+        let compiled: Vec<Vec<u64>> = crate::backend::seccomp::compile(&[], false)
+            .unwrap()
+            .iter()
+            .map(|p| hybox_shim::plan::pack_filter(p))
+            .collect();
+        assert_eq!(built, compiled.as_slice());
+        assert_eq!(seccomp_programs(&[], false).unwrap(), compiled);
+    }
+
+    #[test]
+    fn a_grant_compiles_its_own_programs() {
+        let default = seccomp_programs(&[], false).unwrap();
+        let granted = seccomp_programs(&["ioprio_set".to_string()], false).unwrap();
+        assert_ne!(granted, default);
+        assert_ne!(seccomp_programs(&[], true).unwrap(), default);
+        assert!(seccomp_programs(&["ptrace".to_string()], false).is_err());
+    }
 }

@@ -20,9 +20,25 @@ pub const SHIM_TARGET: &str = env!("HYBOX_SHIM_TARGET");
 /// `MFD_EXEC` (Linux 6.3): an executable memory file even where `vm.memfd_noexec` makes that opt-in.
 const MFD_EXEC: libc::c_uint = 0x10;
 
+/// The sealed memory file of [`embedded`], created once per process.
+static FILE: OnceLock<Result<OwnedFd, (i32, &'static str)>> = OnceLock::new();
+
+/// Starts creating the memory file of [`embedded`] on a thread of its own, if no call did yet: copying
+/// the shim's ~700 KB into fresh shmem pages is ~0.3 ms that a one-shot run's envelope creation hides
+/// (the first [`embedded`] waits for it). A thread that cannot be spawned leaves the work to
+/// [`embedded`]. The thread allocates: a host that forks while it may still run (a forked wasm
+/// worker, [`crate::host::WorkerStart::fork`]) must not run a native sandbox in the same process.
+pub fn prefetch() {
+    if FILE.get().is_none() {
+        let _ = std::thread::Builder::new()
+            .name("hybox-shim-memfd".into())
+            .stack_size(64 * 1024)
+            .spawn(|| drop(embedded()));
+    }
+}
+
 /// The sealed memory file holding the embedded shim, created once per process.
 pub fn embedded() -> io::Result<BorrowedFd<'static>> {
-    static FILE: OnceLock<Result<OwnedFd, (i32, &'static str)>> = OnceLock::new();
     match FILE.get_or_init(|| create().map_err(|(e, step)| (e.raw_os_error().unwrap_or(0), step))) {
         Ok(fd) => Ok(fd.as_fd()),
         Err((errno, step)) => Err(io::Error::new(

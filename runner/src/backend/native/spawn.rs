@@ -10,6 +10,8 @@ use std::path::Path;
 
 use hybox_shim::plan::{CONTROL_FD, WORKLOAD_FD};
 
+use super::join::Joins;
+
 /// Namespaces of a native sandbox. Not CLONE_NEWCGROUP: the shim creates the cgroup namespace after the
 /// runner joined it to the run's cgroup, so the namespace is rooted at the run's leaf.
 const NAMESPACES: u64 = (libc::CLONE_NEWUSER
@@ -147,17 +149,20 @@ pub fn spawn_into(
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
     cgroup: &OwnedFd,
+    joins: &Joins,
 ) -> io::Result<Option<Child>> {
     let (parent_sock, args) = prepare(shim, workload, stdio)?;
     let mut pidfd: RawFd = -1;
     let mut clone_args = CloneArgs {
-        flags: NAMESPACES | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
+        flags: (NAMESPACES & !joins.flags()) | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..Default::default()
     };
     let blocked = crate::backend::process::SignalsBlocked::new()?;
+    // The joined namespaces are this thread's for the clone only (see `join`).
+    let entered = joins.enter()?;
     // SAFETY: clone3 without a stack behaves like fork (a copy of the address space); the child only
     // makes raw syscalls on memory prepared before the call, then execs or _exits.
     let pid = unsafe {
@@ -171,7 +176,10 @@ pub fn spawn_into(
         // SAFETY: the child of a fork-like clone, with `args` prepared before it.
         unsafe { child_after_clone(&args) }
     }
-    let pid = match cvt(pid) {
+    // errno first: the setns back may change it.
+    let pid = cvt(pid);
+    let left = entered.leave();
+    let pid = match pid {
         Ok(pid) => pid,
         // EINVAL (an unknown flag) or E2BIG (a clone_args without the cgroup field): kernel < 5.7.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::E2BIG)) => {
@@ -183,6 +191,14 @@ pub fn spawn_into(
     drop(args);
     // SAFETY: the kernel stored a fresh pidfd for us.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    if let Err(e) = left {
+        pidfd_kill(&pidfd);
+        let _ = wait_pidfd(&pidfd);
+        return Err(io::Error::new(
+            e.kind(),
+            format!("setns back after the clone: {e}"),
+        ));
+    }
     Ok(Some(Child {
         pid: pid as i32,
         pidfd,
@@ -202,18 +218,31 @@ pub fn spawn(
     shim: BorrowedFd<'_>,
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
+    joins: &Joins,
 ) -> io::Result<Child> {
     let (parent_sock, args) = prepare(shim, workload, stdio)?;
     let mut pidfd: RawFd = -1;
-    let flags = NAMESPACES as libc::c_int | libc::CLONE_PIDFD | libc::SIGCHLD;
+    let flags = (NAMESPACES & !joins.flags()) as libc::c_int | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // The joined namespaces are this thread's for the clone only (see `join`).
+    let entered = joins.enter()?;
     // SAFETY: `child_after_clone` makes only raw syscalls on `args`, prepared above and alive until
     // the clone returns, and ends in `execveat` or `_exit`.
     let pid = unsafe {
         crate::backend::process::clone_vfork(flags, &|| child_after_clone(&args), Some(&mut pidfd))
-    }?;
+    };
+    let left = entered.leave();
+    let pid = pid?;
     drop(args);
     // SAFETY: the kernel stored a fresh pidfd for us.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    if let Err(e) = left {
+        pidfd_kill(&pidfd);
+        let _ = wait_pidfd(&pidfd);
+        return Err(io::Error::new(
+            e.kind(),
+            format!("setns back after the clone: {e}"),
+        ));
+    }
     Ok(Child {
         pid: pid as i32,
         pidfd,

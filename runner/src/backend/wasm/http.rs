@@ -175,6 +175,10 @@ struct Worker {
     _requests: File,
     /// Set by the report reader when the worker's reply pipe ends (the worker exited or died).
     gone: Arc<std::sync::atomic::AtomicBool>,
+    /// The envelope's OOM kills when this worker started.
+    ooms_at_start: u64,
+    /// Why the kernel refused the worker its own network namespace, if it did.
+    refused: Option<String>,
 }
 
 impl Worker {
@@ -197,6 +201,8 @@ pub struct HttpFunction {
     envelope: Option<Envelope>,
     _dir: crate::scratch::ScratchDir,
     sink: Arc<Mutex<Option<ReportSink>>>,
+    /// Workers get their own network namespace (until the kernel refuses one).
+    private_net: std::sync::atomic::AtomicBool,
     degradations: Vec<Degradation>,
     load_details: Mutex<crate::report::details::WasmDetails>,
 }
@@ -286,7 +292,7 @@ impl HttpFunction {
             timeout_ms: policy.resources.timeout.as_std().as_millis() as u64,
             own_network_namespace: false,
         };
-        let f = HttpFunction {
+        let mut f = HttpFunction {
             run_id,
             policy: policy.clone(),
             host: host.clone(),
@@ -296,10 +302,25 @@ impl HttpFunction {
             envelope,
             _dir: dir,
             sink: Arc::new(Mutex::new(None)),
+            private_net: std::sync::atomic::AtomicBool::new(true),
             degradations,
             load_details: Mutex::new(crate::report::details::WasmDetails::default()),
         };
-        let w = f.start()?;
+        let mut w = f.start()?;
+        if let Some(why) = w.refused.take() {
+            // Under `network: loopback` a shared loopback is a policy matter; under `none` the
+            // namespace is defense in depth (the guest has no sockets, the hook refuses outbound
+            // requests), and its absence takes nothing the policy promised.
+            if policy.network == crate::policy::Network::Loopback {
+                match super::private_loopback_unavailable(policy, why) {
+                    Ok(d) => f.degradations.push(d),
+                    Err(e) => {
+                        w.kill();
+                        return Err(e);
+                    }
+                }
+            }
+        }
         *f.worker.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
         Ok(f)
     }
@@ -359,10 +380,33 @@ impl HttpFunction {
             .map_err(|e| BackendError::io("pipe")(e.into()))?;
         let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| BackendError::io("pipe")(e.into()))?;
-        let child = spawn_http_worker(&exe, &req_r, &rep_w).map_err(BackendError::io(format!(
+        let started = BackendError::io(format!(
             "start the HTTP function's worker {}",
             exe.path().display()
-        )))?;
+        ));
+        // Its own network namespace (only its own `lo`) unless the policy grants outbound hosts,
+        // which it must reach from the host's network; the WASI sockets and the outbound hook
+        // still decide what the guest may use.
+        let private = self.policy.http.outbound_hosts.is_empty()
+            && self.private_net.load(std::sync::atomic::Ordering::SeqCst);
+        let spawned = if private {
+            super::netns::spawn_private(|flags| spawn_http_worker(&exe, &req_r, &rep_w, flags))
+                .map(|(c, what)| (c, Some(what)))
+        } else {
+            spawn_http_worker(&exe, &req_r, &rep_w, 0).map(|c| (c, None))
+        };
+        let (child, namespace, refused) = match spawned {
+            Ok((c, ns)) => (c, ns, None),
+            Err(e) if private && super::netns::refused(&e) => {
+                // Remembered: a restarted worker does not try again.
+                self.private_net
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                let why = format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}");
+                let c = spawn_http_worker(&exe, &req_r, &rep_w, 0).map_err(started)?;
+                (c, None, Some(why))
+            }
+            Err(e) => return Err(started(e)),
+        };
         drop(req_r);
         drop(rep_w);
         let mut requests = File::from(req_w);
@@ -380,8 +424,10 @@ impl HttpFunction {
                 )(e));
             }
         }
+        let mut job = self.load.job.clone();
+        job.own_network_namespace = namespace.is_some();
         let load = HttpLoad {
-            job: self.load.job.clone(),
+            job,
             socket: self.socket.clone(),
             concurrency: self.load.concurrency,
         };
@@ -430,7 +476,9 @@ impl HttpFunction {
             let _ = kill(child);
             return Err(BackendError::WarmLoad { artifact, why });
         }
-        *self.load_details.lock().unwrap_or_else(|e| e.into_inner()) = reply.details;
+        let mut details = reply.details;
+        details.network_namespace = namespace.map(str::to_string);
+        *self.load_details.lock().unwrap_or_else(|e| e.into_inner()) = details;
         let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (sink, flag) = (self.sink.clone(), gone.clone());
         let reader = std::thread::Builder::new()
@@ -452,7 +500,22 @@ impl HttpFunction {
             child,
             _requests: requests,
             gone,
+            ooms_at_start: self.oom_kills(),
+            refused,
         })
+    }
+
+    /// Whether the envelope's OOM killer fired since the current worker started (asked after a
+    /// request failed: reading the cgroup's counters on every request would cost more than the
+    /// request itself).
+    pub fn worker_oom_killed(&self) -> bool {
+        let at_start = self
+            .worker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|w| w.ooms_at_start);
+        at_start.is_some_and(|n| self.oom_kills() > n)
     }
 
     /// OOM kills in the envelope so far (a worker killed by the cgroup's OOM killer).
@@ -484,23 +547,30 @@ impl Drop for HttpFunction {
 }
 
 /// Starts `hybox __wasm-worker --http` with the request pipe at fd 3, the reply pipe at fd 4, no
-/// other fds, an empty environment, stdin and stdout on /dev/null, stderr inherited.
+/// other fds, an empty environment, stdin and stdout on /dev/null, stderr inherited; in the
+/// namespaces `private_net` names (then with its own `lo` up), or in none.
 fn spawn_http_worker(
     exe: &super::WorkerExe,
     req_r: &OwnedFd,
     rep_w: &OwnedFd,
+    private_net: libc::c_int,
 ) -> std::io::Result<Spawned> {
     let (j, r) = (req_r.as_raw_fd(), rep_w.as_raw_fd());
     let program = crate::backend::process::Program {
         program: exe.fd(),
         name: exe.path(),
         args: &[WORKER_SUBCOMMAND, HTTP_ARG],
-        namespaces: 0,
+        namespaces: private_net,
         null_stdin_stdout: true,
     };
-    // SAFETY: in the child before exec, with both pipe ends open.
-    let prepare = move || unsafe { super::place_worker_fds(j, r, true) };
-    // SAFETY: `prepare` makes only raw syscalls (fcntl, dup2, close_range), allocates nothing and
-    // cannot panic.
+    let prepare = move || {
+        if private_net != 0 {
+            super::netns::loopback_up()?;
+        }
+        // SAFETY: in the child before exec, with both pipe ends open.
+        unsafe { super::place_worker_fds(j, r, true) }
+    };
+    // SAFETY: `prepare` makes only raw syscalls (socket, ioctl, close, fcntl, dup2, close_range),
+    // allocates nothing and cannot panic.
     unsafe { crate::backend::process::spawn(&program, &prepare) }
 }

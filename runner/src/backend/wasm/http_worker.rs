@@ -13,9 +13,9 @@
 //! was sent is cut (the body ends with an error, so the client sees an incomplete body, never a
 //! complete-looking one); its cause is in the request's report.
 //!
-//! Outbound HTTP is denied: the `send_request` hook refuses every request with
-//! `HTTP-request-denied`, and the refused `host:port` is named in the response's `x-hybox-denied`
-//! header and the report. No policy field grants hosts yet.
+//! Outbound HTTP is denied unless the policy's `http.outbound_hosts` grants the request's exact
+//! `host:port` (`super::http_outbound`); a refused `host:port` is named in the response's
+//! `x-hybox-denied` header and the report.
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -35,9 +35,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::http::{read_json, write_json, HttpCallReport, HttpLoad, HttpLoadReply};
+use super::http_outbound::{denied_text, Outbound};
 use super::worker::{
     self, classify, fuel_budget, wasm_memory_limit, CappedPipe, Captured, Limiter,
 };
@@ -53,7 +54,7 @@ struct HttpState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: Limiter,
-    hooks: DenyOutbound,
+    hooks: Outbound,
 }
 
 impl WasiView for HttpState {
@@ -72,41 +73,6 @@ impl WasiHttpView for HttpState {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Refuses every outbound request and remembers where it was going.
-struct DenyOutbound {
-    denied: Arc<Mutex<Vec<String>>>,
-}
-
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = wasmtime_wasi_http::Result<(
-                hyper::http::Response<wasmtime_wasi_http::WasiBody>,
-                Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-            )>,
-        > + Send,
->;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        request: hyper::http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> SendFuture {
-        let uri = request.uri();
-        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-            Some("https") => 443,
-            _ => 80,
-        });
-        let host = format!("{}:{port}", uri.host().unwrap_or("?"));
-        self.denied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(host);
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -305,9 +271,10 @@ async fn handle(served: Arc<Served>, req: hyper::Request<Incoming>) -> Reply {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limiter: worker::limiter(&served.job),
-            hooks: DenyOutbound {
-                denied: denied.clone(),
-            },
+            hooks: Outbound::new(
+                served.job.policy.http.outbound_hosts.clone(),
+                denied.clone(),
+            ),
         },
     );
     store.limiter(|s| &mut s.limiter);
@@ -437,13 +404,6 @@ async fn handle(served: Arc<Served>, req: hyper::Request<Incoming>) -> Reply {
         report(&served2, &run_id2, done, status, list, t0, &captured);
     });
     reply
-}
-
-fn denied_text(hosts: &[String]) -> String {
-    format!(
-        "outbound HTTP to {} (the policy grants no outbound hosts)",
-        hosts.join(", ")
-    )
 }
 
 fn report(

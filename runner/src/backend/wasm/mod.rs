@@ -27,6 +27,8 @@ pub mod http;
 // The wasi:http host itself (wasmtime-wasi-http on hyper) runs only in the worker process, which is
 // the hybox binary: a library built without the `http` feature still starts HTTP functions.
 #[cfg(feature = "http")]
+mod http_outbound;
+#[cfg(feature = "http")]
 mod http_worker;
 pub mod netns;
 pub mod protocol;
