@@ -251,6 +251,13 @@ pub fn state(ctx: &Context, id: &str) -> Result<serde_json::Value, OciError> {
         // What the runtime policy's grants let this container bind (docs/oci.md, "Docker").
         "binds": r.binds,
     });
+    // The narrowing profile the container's filters include (docs/oci.md, `linux.seccomp`).
+    if let Some(p) = sd.policy().ok().and_then(|p| p.native.seccomp.profile) {
+        hybox["seccomp_profile"] = serde_json::json!({
+            "default_action": p.default_action,
+            "rules": p.rules.len(),
+        });
+    }
     if let Some(e) = sd.exit().filter(|_| status == Status::Stopped) {
         hybox["exit"] = serde_json::to_value(e).expect("an exit record serialises");
     }
