@@ -46,6 +46,19 @@ fn a_profile_narrows_the_init_and_exec_processes() {
     assert_eq!(status, 1, "{out}");
     assert!(out.contains("Function not implemented"), "{out}");
 
+    // Docker's default profile, as dockerd wrote it into a recorded config.json: the container
+    // runs (and may mkdir).
+    let docker: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("tests/fixtures/oci/docker-run.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let docker = Bundle::new(&mkdir, |c| {
+        c["linux"]["seccomp"] = docker["linux"]["seccomp"].clone()
+    });
+    let (status, out) = run_to_exit(&runc, &docker, "docker");
+    assert_eq!((status, out.trim()), (0, "made"), "{out}");
+
     // An exec process gets the profile too (from the policy `create` saved); the state says
     // the profile is applied.
     let running = Bundle::new(&["sleep", "30"], no_mkdir);
