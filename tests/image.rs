@@ -11,6 +11,8 @@
 mod common;
 #[path = "image/limits.rs"]
 mod limits;
+#[path = "image/rootless.rs"]
+mod rootless;
 #[path = "image/wasm.rs"]
 mod wasm;
 

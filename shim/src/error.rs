@@ -51,6 +51,10 @@ pub enum SetupError {
     PivotRoot(Errno),
     #[error("chdir / after pivot_root: {0}")]
     ChdirNewRoot(Errno),
+    #[error("mount the writable layer's tmpfs {0}: {1}")]
+    OverlayTmpfs(String, Errno),
+    #[error("mount overlay {0}: {1}")]
+    Overlay(String, Errno),
     #[error("bind {0}: lstat source: {1}")]
     BindSource(String, Errno),
     #[error("bind {0}: source is a symlink: ELOOP")]

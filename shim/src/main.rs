@@ -82,6 +82,10 @@ fn setup(plan: Plan) -> Result<Plan> {
     mounts::mount_root_tmpfs(plan.root_tmpfs_bytes)?;
     // pivot_root, not chroot (no `..` escape); the host's tree parked at /.oldroot until detached.
     mounts::pivot_root()?;
+    if let Some(overlay) = &plan.overlay {
+        // An image's root, mounted here rather than on the host: the rootfs binds name its entries.
+        mounts::mount_overlay(overlay)?;
+    }
     // The root filesystem: binds of the host's system paths, nosuid,nodev, read-only.
     mounts::bind_all(&plan.rootfs)?;
     // The policy's mounts: only the paths it names, read-only unless it says rw; no symlink sources.

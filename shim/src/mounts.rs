@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hybox_shim::plan::{Bind, Link};
+use hybox_shim::plan::{Bind, Link, Overlay};
 
 use crate::error::{Result, SetupError};
 use crate::sys::{check, create_file, cstr, mount, symlink, Errno};
@@ -65,6 +65,56 @@ pub fn pivot_root() -> Result<()> {
     // SAFETY: a NUL-terminated path.
     check(unsafe { libc::chdir(c"/".as_ptr()) }).map_err(SetupError::ChdirNewRoot)?;
     Ok(())
+}
+
+/// The plan's overlay, over the host's tree (at [`OLD_ROOT`]): first the writable layer's tmpfs with
+/// `upper/` and `work/`, then the overlay with `userxattr`, nosuid and nodev (read-only without an
+/// upper layer). Both mounts are in the sandbox's mount namespace only, and go with the host's tree
+/// at [`detach_old_root`]; the rootfs binds of the merged tree's entries keep it alive.
+pub fn mount_overlay(o: &Overlay) -> Result<()> {
+    let old = |p: &Path| Path::new(OLD_ROOT).join(p.strip_prefix("/").unwrap_or(p));
+    let merged = old(&o.merged);
+    let shown = o.merged.display().to_string();
+    let lower: Vec<String> = o
+        .lower
+        .iter()
+        .map(|l| old(l).display().to_string())
+        .collect();
+    let mut opts = format!("lowerdir={}", lower.join(":"));
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    match &o.upper {
+        Some(u) => {
+            let rw = old(&u.dir);
+            let data =
+                std::ffi::CString::new(format!("size={},mode=0700", u.bytes)).unwrap_or_default();
+            mount(
+                Some(Path::new("tmpfs")),
+                &rw,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&data),
+            )
+            .map_err(|e| SetupError::OverlayTmpfs(u.dir.display().to_string(), e))?;
+            mkdir(&rw.join("upper"), 0o755)?;
+            mkdir(&rw.join("work"), 0o700)?;
+            opts.push_str(&format!(
+                ",upperdir={},workdir={}",
+                rw.join("upper").display(),
+                rw.join("work").display()
+            ));
+        }
+        None => flags |= libc::MS_RDONLY,
+    }
+    opts.push_str(",userxattr");
+    let data = std::ffi::CString::new(opts).unwrap_or_default();
+    mount(
+        Some(Path::new("overlay")),
+        &merged,
+        Some(c"overlay"),
+        flags,
+        Some(&data),
+    )
+    .map_err(|e| SetupError::Overlay(shown, e))
 }
 
 /// Binds each of `binds` from the host's tree (see [`bind`]), in order.

@@ -34,6 +34,10 @@ pub const GO_BYTE: u8 = b'g';
 pub struct Plan {
     /// Size cap of the tmpfs that becomes the new root (holds only mount points).
     pub root_tmpfs_bytes: u64,
+    /// An overlay the shim mounts before the rootfs binds, which may name entries beneath it (an
+    /// image's root in an unprivileged run, docs/images.md).
+    #[serde(default)]
+    pub overlay: Option<Overlay>,
     /// Read-only binds that form the root filesystem, in mount order.
     pub rootfs: Vec<Bind>,
     /// Symlinks of the rootfs (`/bin -> usr/bin` on merged-/usr hosts), created after the binds.
@@ -92,6 +96,31 @@ pub struct Bind {
     pub rw: bool,
     /// `false` for optional rootfs parts (e.g. `/lib64` on hosts without it): skipped when absent.
     pub required: bool,
+}
+
+/// An overlayfs the shim mounts with the `userxattr` option in its own user and mount namespaces:
+/// the mount exists only there, so an unprivileged runner can have it (the kernel lets a user
+/// namespace's owner mount overlayfs since Linux 5.11; `userxattr` makes it read whiteouts and
+/// opaque markers from `user.overlay.*`, the only xattrs an unprivileged user can write). All
+/// paths are host paths (the runner's mount namespace), mounted over as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// The lower directories, uppermost first (at least two without an upper layer).
+    pub lower: Vec<PathBuf>,
+    /// The mount point of the merged tree.
+    pub merged: PathBuf,
+    /// The writable layer, or `None` for a read-only overlay.
+    pub upper: Option<Upper>,
+}
+
+/// The writable layer of an [`Overlay`]: a tmpfs of `bytes` at `dir` (nosuid, nodev), with the
+/// overlay's `upper/` and `work/` in it. Its pages are charged to the writer's memory cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upper {
+    pub dir: PathBuf,
+    pub bytes: u64,
 }
 
 /// A symlink at `path` (inside the new root) pointing to `target`.

@@ -1,5 +1,5 @@
 //! The limits of a run of an image: disk I/O throttles on a real block device (`resources.io`), the
-//! size of the ephemeral writable layer, and the refusal of a run without root.
+//! size of the ephemeral writable layer.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -276,48 +276,4 @@ fn a_write_beyond_the_writable_layer_fails_with_enospc_and_the_report_says_so() 
     );
     let r = report(&o);
     assert_eq!(r["image"]["writable_layer"]["full"], true, "{r}");
-}
-
-/// Without root, a run of an image fails before anything runs: the host-side overlay mount is
-/// refused, and the error says why (docs/images.md, "Why `hybox run IMAGE` needs root").
-#[test]
-fn an_image_run_without_root_is_refused_with_the_reason() {
-    if !common::privileged("an_image_run_without_root_is_refused_with_the_reason") {
-        return;
-    }
-    use std::os::unix::process::CommandExt;
-    let b = base();
-    // A copy of the binary and the image where uid 65534 can read them; its own store.
-    let bin = b.path().join("hybox");
-    fs::copy(env!("CARGO_BIN_EXE_hybox"), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    let img = Image::new("hybox.test/hello:latest")
-        .file("hello", super::guest("hello"), 0o755)
-        .config(Config {
-            entrypoint: vec!["/hello".into()],
-            ..Config::default()
-        });
-    let layout = b.path().join("hello");
-    img.write_layout(&layout).unwrap();
-    let st = b.path().join("store");
-    fs::create_dir(&st).unwrap();
-    std::os::unix::fs::chown(&st, Some(65534), Some(65534)).unwrap();
-    let o = Command::new(&bin)
-        .args(["run".as_ref(), layout.as_os_str()])
-        .env_clear()
-        .env("HYBOX_STORE", &st)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        err.contains("hybox.test/hello:latest")
-            && err.contains("EPERM")
-            && err.contains("needs root in this version"),
-        "{}",
-        text(&o)
-    );
-    assert!(o.stdout.is_empty(), "nothing ran: {}", text(&o));
 }

@@ -8,11 +8,7 @@
 //! a wasm guest) and, unless the root is read-only, a directory on the writable layer's tmpfs as
 //! its `/tmp`, so what the guest writes is ephemeral and bounded by `filesystem.writable_layer`.
 
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::Mode;
 
 use super::image::{display_name, fail, open_store, resolve};
 use super::{ExplainArgs, OverrideArgs, RunArgs};
@@ -40,31 +36,14 @@ struct Prepared {
     why: String,
 }
 
-/// A path inside the image root, resolved as the container would (`RESOLVE_IN_ROOT`: `..` and
-/// absolute symlinks stay in the root), given back as the host path of what it names.
-fn resolve_in_root(root: &Path, path: &Path) -> std::io::Result<PathBuf> {
-    let dir = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(&dir, path, how)?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    if !real.starts_with(root) {
-        return Err(std::io::Error::other(format!(
-            "{} resolves outside the image root",
-            path.display()
-        )));
-    }
-    Ok(real)
-}
-
-/// The host path of the program: a path (relative to the workdir) or a name searched in PATH.
-fn find_program(root: &Path, program: &str, workdir: &Path, path_var: &str) -> Option<PathBuf> {
-    let is_file = |p: &Path| resolve_in_root(root, p).ok().filter(|h| h.is_file());
+/// The program, `(host, guest)`: a path (relative to the workdir) or a name searched in PATH.
+fn find_program(
+    root: &RunRoot,
+    program: &str,
+    workdir: &Path,
+    path_var: &str,
+) -> Option<(PathBuf, PathBuf)> {
+    let is_file = |p: &Path| root.resolve(p).ok().filter(|(h, _)| h.is_file());
     if program.contains('/') {
         return is_file(&workdir.join(program));
     }
@@ -75,10 +54,10 @@ fn find_program(root: &Path, program: &str, workdir: &Path, path_var: &str) -> O
 }
 
 /// `uid` (and `gid`) of a user as the image or `--user` names it.
-fn lookup_user(root: &Path, user: &str) -> Result<(u32, Option<u32>), String> {
+fn lookup_user(root: &RunRoot, user: &str) -> Result<(u32, Option<u32>), String> {
     let read = |file: &str| {
-        resolve_in_root(root, Path::new(file))
-            .and_then(std::fs::read_to_string)
+        root.resolve(Path::new(file))
+            .and_then(|(host, _)| std::fs::read_to_string(host))
             .unwrap_or_default()
     };
     let find = |text: &str, name: &str| {
@@ -244,7 +223,7 @@ fn prepare(
         _ => None,
     };
     if let Some(u) = &user {
-        match lookup_user(root.dir(), u) {
+        match lookup_user(root, u) {
             Ok((uid, gid)) => {
                 policy.native.uid = uid;
                 policy.native.gid = gid.unwrap_or(uid);
@@ -263,16 +242,13 @@ fn prepare(
         .get("PATH")
         .cloned()
         .unwrap_or_else(|| config.path());
-    let Some(host_program) = find_program(root.dir(), program, &workdir, &path_var) else {
+    let Some((host_program, guest_program)) = find_program(root, program, &workdir, &path_var)
+    else {
         eprintln!(
             "hybox: error: image {name}: {program:?} is not a file in the image (PATH {path_var})"
         );
         return Err(exit::NOT_FOUND);
     };
-    let guest_program = host_program
-        .strip_prefix(root.dir())
-        .map(|p| Path::new("/").join(p))
-        .unwrap_or_else(|_| PathBuf::from(program));
     // Which backend: what the program is, by its bytes (an ELF, a wasm module or component).
     let format = match Artifact::detect(&host_program) {
         Ok(a) => a.format,
@@ -284,10 +260,26 @@ fn prepare(
         guest_program.display()
     );
     if backend == Backend::Native {
+        let overlay = match root.sandbox_overlay() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("hybox: error: image {name}: read its layers' top-level entries: {e}");
+                return Err(exit::RUNNER_FAILED);
+            }
+        };
         policy.native.rootfs = Rootfs::Image {
             dir: root.dir().to_path_buf(),
             writable: writable.is_some(),
+            overlay,
         };
+    }
+    if backend == Backend::Wasm && root.in_sandbox() {
+        // The wasm backend has no mount namespace of its own to mount the overlay in, and without
+        // root there is no merged tree on the host to preopen.
+        eprintln!(
+            "hybox: error: image {name}: {why}; a wasm image runs only as root in this version (its merged root is mounted on the host; docs/images.md, \"Unprivileged runs\")"
+        );
+        return Err(exit::RUNNER_FAILED);
     }
     let o = spec.overrides.to_overrides();
     let mut policy = match policy.with_overrides(&o) {

@@ -14,6 +14,7 @@ mod root;
 mod source;
 mod store;
 mod sys;
+mod union;
 mod unpack;
 
 pub use config::{ImageConfig, User};

@@ -3,9 +3,11 @@
 //! of its own that lives exactly as long as the run. Nothing the container writes survives the run:
 //! the tmpfs is unmounted and its directory removed afterwards.
 //!
-//! This first increment mounts on the host, under the store's `run/` directory, which needs root
-//! (CAP_SYS_ADMIN in the initial user namespace); the native backend then binds the merged tree's
-//! top-level entries as the sandbox's root (`policy::Rootfs::Image`). The tmpfs's pages are charged
+//! As root it mounts on the host, under the store's `run/` directory; the native backend then binds
+//! the merged tree's top-level entries as the sandbox's root (`policy::Rootfs::Image`). Without
+//! root it mounts nothing: it makes the mount points and hands the layers to the sandbox, which
+//! mounts the overlay (`userxattr`) in its own user and mount namespaces, and the runner's own
+//! lookups go through the layers (`image::union`). The tmpfs's pages are charged
 //! to the memory cgroup of the process that writes them, which is the workload in its envelope, so
 //! what a container writes counts against the run's memory limit, as its `/tmp` does.
 //!
@@ -17,10 +19,16 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::AsRawFd;
+
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
 
 use super::store::{remove_tree, ImageRecord, Store, StoreError, StoreLock};
+use super::union::Union;
 use crate::envelope::owner::{parse_leaf_name, Owner};
+use crate::policy::ImageOverlay;
 
 /// Building or removing a run's root failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +48,12 @@ pub enum RootError {
     MissingLayer { image: String, layer: String },
     #[error("the root of image {image}: the store path {path} holds ':' or ',', which overlayfs options cannot carry")]
     BadStorePath { image: String, path: PathBuf },
-    #[error("the root of image {image}: mount {what} on {path}: {errno}{hint}")]
+    #[error("the root of image {image}: mount {what} on {path}: {errno}")]
     Mount {
         image: String,
         what: &'static str,
         path: PathBuf,
         errno: nix::errno::Errno,
-        hint: &'static str,
     },
 }
 
@@ -66,11 +73,12 @@ pub struct RunRoot {
     run_dir: PathBuf,
     merged: PathBuf,
     mounts: Vec<PathBuf>,
+    /// The overlay's lower directories, uppermost first.
+    lower: Vec<PathBuf>,
+    in_sandbox: bool,
+    writable_bytes: Option<u64>,
     _lock: StoreLock,
 }
-
-const NOT_ROOT_HINT: &str =
-    " (running an image mounts an overlay on the host, which needs root in this version)";
 
 impl RunRoot {
     /// Mounts the root of a run of `image`: writable with an upper layer of at most
@@ -96,7 +104,7 @@ impl RunRoot {
             }
         };
         let lock = store.lock_shared()?;
-        let mut lowers = Vec::new();
+        let mut lowers: Vec<PathBuf> = Vec::new();
         // overlayfs lists the uppermost lower directory first.
         for l in image.layers.iter().rev() {
             let dir = store.layer_root(l);
@@ -120,36 +128,56 @@ impl RunRoot {
             merged: dir.join("merged"),
             run_dir: dir.clone(),
             mounts: Vec::new(),
+            lower: Vec::new(),
+            in_sandbox: !nix::unistd::geteuid().is_root(),
+            writable_bytes,
             _lock: lock,
         };
         fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
             .map_err(io_err("chmod", &dir))?;
-        if lowers.is_empty() {
+        // overlayfs needs a lower directory, and two when there is no upper one.
+        let needed = if writable_bytes.is_some() { 1 } else { 2 };
+        if lowers.len() < needed {
             let empty = dir.join("empty");
             fs::DirBuilder::new()
                 .mode(0o755)
                 .create(&empty)
                 .map_err(io_err("mkdir", &empty))?;
-            lowers.push(empty);
+            while lowers.len() < needed {
+                lowers.push(empty.clone());
+            }
         }
         fs::DirBuilder::new()
             .mode(0o755)
             .create(&root.merged)
             .map_err(io_err("mkdir", &root.merged))?;
-        let mut opts = String::from("lowerdir=");
-        for (i, l) in lowers.iter().enumerate() {
-            let s = l.to_string_lossy();
-            if s.contains([':', ',']) {
+        for l in &lowers {
+            if l.to_string_lossy().contains([':', ',']) {
                 return Err(RootError::BadStorePath {
                     image: name,
                     path: store.root().to_path_buf(),
                 });
             }
-            if i > 0 {
-                opts.push(':');
-            }
-            opts.push_str(&s);
         }
+        let rw = dir.join("rw");
+        if writable_bytes.is_some() {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&rw)
+                .map_err(io_err("mkdir", &rw))?;
+        }
+        root.lower = lowers;
+        if root.in_sandbox {
+            // Without root the sandbox mounts the overlay in its own namespaces (docs/images.md,
+            // "Unprivileged runs"): here only the mount points.
+            return Ok(root);
+        }
+        let lower: Vec<String> = root
+            .lower
+            .iter()
+            .map(|l| l.to_string_lossy().into_owned())
+            .collect();
+        let mut opts = format!("lowerdir={}", lower.join(":"));
         let mount_err = |what, path: &Path| {
             let name = name.clone();
             let path = path.to_path_buf();
@@ -158,19 +186,9 @@ impl RunRoot {
                 what,
                 path,
                 errno,
-                hint: if errno == nix::errno::Errno::EPERM {
-                    NOT_ROOT_HINT
-                } else {
-                    ""
-                },
             }
         };
         if let Some(bytes) = writable_bytes {
-            let rw = dir.join("rw");
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&rw)
-                .map_err(io_err("mkdir", &rw))?;
             let data = format!("size={bytes},mode=0700");
             mount(
                 Some("tmpfs"),
@@ -192,11 +210,6 @@ impl RunRoot {
                 rw.join("upper").display(),
                 rw.join("work").display()
             ));
-        } else if lowers.len() == 1 {
-            // overlayfs wants two lower directories when there is no upper one.
-            let empty = dir.join("empty");
-            let _ = fs::DirBuilder::new().mode(0o755).create(&empty);
-            opts.push_str(&format!(":{}", empty.display()));
         }
         let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         if writable_bytes.is_none() {
@@ -212,6 +225,62 @@ impl RunRoot {
         .map_err(mount_err("the overlay", &root.merged))?;
         root.mounts.push(root.merged.clone());
         Ok(root)
+    }
+
+    /// Whether the sandbox mounts the overlay itself (an unprivileged run): there is no merged
+    /// tree on the host, only its mount point.
+    pub fn in_sandbox(&self) -> bool {
+        self.in_sandbox
+    }
+
+    /// A path inside the image, resolved as the container would (`..` and absolute symlinks stay
+    /// in the root): `(host, guest)`, the host path of what it names and its canonical path in
+    /// the image. In the mounted tree with `openat2(RESOLVE_IN_ROOT)`, else in the layers as
+    /// overlayfs merges them (`image::union`).
+    pub fn resolve(&self, path: &Path) -> io::Result<(PathBuf, PathBuf)> {
+        if self.in_sandbox {
+            return Union {
+                layers: &self.lower,
+            }
+            .resolve(path);
+        }
+        let dir = nix::fcntl::open(
+            &self.merged,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(&dir, path, how)?;
+        let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let Ok(guest) = real
+            .strip_prefix(&self.merged)
+            .map(|p| Path::new("/").join(p))
+        else {
+            return Err(io::Error::other(format!(
+                "{} resolves outside the image root",
+                path.display()
+            )));
+        };
+        Ok((real, guest))
+    }
+
+    /// What the sandbox mounts when [`RunRoot::in_sandbox`]: the layers, the writable layer's
+    /// tmpfs, and the root's top-level entries found in the layers; `None` for a host-side mount.
+    pub fn sandbox_overlay(&self) -> io::Result<Option<ImageOverlay>> {
+        if !self.in_sandbox {
+            return Ok(None);
+        }
+        let entries = Union {
+            layers: &self.lower,
+        }
+        .top_level()?;
+        Ok(Some(ImageOverlay {
+            lower: self.lower.clone(),
+            upper: self.writable_bytes.map(|b| (self.run_dir.join("rw"), b)),
+            entries,
+        }))
     }
 
     /// The merged tree: the run's root directory.

@@ -17,9 +17,11 @@
 //!   entries' owners, times and xattrs are not applied (docs/images.md).
 //!
 //! Whiteouts are converted to overlayfs's form as the OCI image spec's "whiteouts" section maps
-//! them: `.wh.NAME` becomes a character device 0/0 named `NAME`, `.wh..wh..opq` sets
-//! `trusted.overlay.opaque=y` on its directory. Both need root (CAP_MKNOD, CAP_SYS_ADMIN for the
-//! trusted namespace); without it a layer with whiteouts is refused with the entry named.
+//! them. As root: `.wh.NAME` becomes a character device 0/0 named `NAME`, `.wh..wh..opq` sets
+//! `trusted.overlay.opaque=y` on its directory (CAP_MKNOD, and CAP_SYS_ADMIN for the trusted
+//! namespace). Without root, the form a `userxattr` overlay reads: an empty file `NAME` with
+//! `user.overlay.whiteout` (its directory and the layer root marked `user.overlay.opaque=x`), and
+//! `user.overlay.opaque=y`. A store's layers thus have its owner's form (docs/images.md).
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -146,6 +148,9 @@ pub fn unpack_layer(
         regular: HashSet::new(),
         created: HashSet::new(),
         dir_modes: Vec::new(),
+        user_xattrs: !nix::unistd::geteuid().is_root(),
+        opaque_dirs: HashSet::new(),
+        xwhiteout_dirs: HashSet::new(),
     };
     let mut archive = tar::Archive::new(tar);
     let entries = archive
@@ -174,6 +179,13 @@ struct Unpacker {
     /// Every path this layer created (for the whiteout rule).
     created: HashSet<Vec<u8>>,
     dir_modes: Vec<(Vec<Vec<u8>>, u32)>,
+    /// Write whiteouts in the `user.overlay.*` form (an unprivileged unpack), not overlayfs's
+    /// privileged one.
+    user_xattrs: bool,
+    /// Directories this layer made opaque, and those marked as holding xattr whiteouts (the
+    /// `user.overlay.*` form).
+    opaque_dirs: HashSet<Vec<u8>>,
+    xwhiteout_dirs: HashSet<Vec<u8>>,
 }
 
 /// The components of an archive path: relative, without `.`; `..` and absolute paths refused.
@@ -254,6 +266,45 @@ impl Unpacker {
         Ok(cur)
     }
 
+    /// A whiteout in the form an unprivileged `userxattr` overlay reads (Linux >= 6.7): an empty
+    /// file with `user.overlay.whiteout`, and `user.overlay.opaque=x` on its directory and on the
+    /// layer's root, the markers that make overlayfs look for such whiteouts there at all ("x":
+    /// has whiteouts, not opaque; an opaque directory's "y" is kept).
+    fn user_whiteout(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        parents: &[Vec<u8>],
+    ) -> Result<(), UnpackProblem> {
+        let fd = nix::fcntl::openat(
+            parent,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(sys("create the whiteout"))?;
+        fsetxattr(fd.as_fd(), "user.overlay.whiteout", b"")
+            .map_err(sys("set user.overlay.whiteout"))?;
+        for key in [parents.join(&b'/'), Vec::new()] {
+            if self.opaque_dirs.contains(&key) || !self.xwhiteout_dirs.insert(key.clone()) {
+                continue;
+            }
+            let dir = if key.is_empty() {
+                openat2(
+                    self.root.as_fd(),
+                    ".",
+                    beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY),
+                )
+            } else {
+                openat2(parent, ".", beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY))
+            }
+            .map_err(sys("open the whiteout's directory"))?;
+            fsetxattr(dir.as_fd(), "user.overlay.opaque", b"x")
+                .map_err(sys("set user.overlay.opaque=x"))?;
+        }
+        Ok(())
+    }
+
     /// Makes room for a new non-directory entry: an earlier entry of this layer at the same path
     /// is replaced, as tar does (unlinkat never follows a symlink).
     fn clear(&self, parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), UnpackProblem> {
@@ -305,8 +356,14 @@ impl Unpacker {
         if name.as_slice() == OPAQUE {
             let dir = openat2(parent, ".", beneath(OFlag::O_RDONLY | OFlag::O_DIRECTORY))
                 .map_err(sys("open the opaque directory"))?;
-            fsetxattr(dir.as_fd(), "trusted.overlay.opaque", b"y")
-                .map_err(sys("set trusted.overlay.opaque (needs root)"))?;
+            if self.user_xattrs {
+                fsetxattr(dir.as_fd(), "user.overlay.opaque", b"y")
+                    .map_err(sys("set user.overlay.opaque"))?;
+                self.opaque_dirs.insert(parents.join(&b'/'));
+            } else {
+                fsetxattr(dir.as_fd(), "trusted.overlay.opaque", b"y")
+                    .map_err(sys("set trusted.overlay.opaque (needs root)"))?;
+            }
             let dir_shown = String::from_utf8_lossy(&parents.join(&b'/')).into_owned();
             self.report.opaque.push(dir_shown);
             return Ok(());
@@ -330,9 +387,13 @@ impl Unpacker {
             }
             let hname = OsStr::from_bytes(hidden);
             self.clear(parent, hname)?;
-            mknodat(parent, hname, SFlag::S_IFCHR, Mode::empty(), 0).map_err(sys(
-                "mknod the whiteout (a character device 0/0, needs root)",
-            ))?;
+            if self.user_xattrs {
+                self.user_whiteout(parent, hname, parents)?;
+            } else {
+                mknodat(parent, hname, SFlag::S_IFCHR, Mode::empty(), 0).map_err(sys(
+                    "mknod the whiteout (a character device 0/0, needs root)",
+                ))?;
+            }
             self.report
                 .whiteouts
                 .push(String::from_utf8_lossy(&hidden_key).into_owned());

@@ -45,8 +45,8 @@ pub use error::{FieldError, PolicyError};
 pub use filesystem::{Access, Filesystem, Mount, Tmp};
 pub use http::{check_authority, HttpSection, Route};
 pub use native::{
-    LandlockMode, NativeSection, ProfileAction, ProfileArg, ProfileOp, ProfileRule, Rlimits,
-    Rootfs, Seccomp, SeccompProfile,
+    ImageOverlay, LandlockMode, NativeSection, ProfileAction, ProfileArg, ProfileOp, ProfileRule,
+    Rlimits, RootEntry, Rootfs, Seccomp, SeccompProfile,
 };
 pub use network::Network;
 pub use overrides::Overrides;

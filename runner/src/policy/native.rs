@@ -109,8 +109,34 @@ pub enum Rootfs {
     /// The mounted root of one run of an image (`hybox run IMAGE`, docs/images.md): its top-level
     /// entries are bound read-write when `writable` (the writes land in the run's ephemeral upper
     /// layer), read-only otherwise. Set by the image front-end, never read from a policy file.
+    /// With `overlay`, `dir` is only the mount point: the sandbox mounts the overlay itself
+    /// (an unprivileged run).
     #[serde(skip_deserializing)]
-    Image { dir: PathBuf, writable: bool },
+    Image {
+        dir: PathBuf,
+        writable: bool,
+        overlay: Option<ImageOverlay>,
+    },
+}
+
+/// An image's root that the sandbox mounts in its own user and mount namespaces (`userxattr`),
+/// so that a run needs no privilege on the host (docs/images.md, "Unprivileged runs").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageOverlay {
+    /// The unpacked layers, uppermost first.
+    pub lower: Vec<PathBuf>,
+    /// The writable layer's tmpfs mount point and size; `None` for a read-only root.
+    pub upper: Option<(PathBuf, u64)>,
+    /// The merged tree's top-level entries, known from the layers (there is no merged tree on the
+    /// host to list).
+    pub entries: Vec<RootEntry>,
+}
+
+/// A top-level entry of an image's root: a name, and its target if it is a symlink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RootEntry {
+    pub name: PathBuf,
+    pub link: Option<PathBuf>,
 }
 
 /// Seccomp settings for the native backend.

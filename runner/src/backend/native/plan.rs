@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use hybox_shim::plan::{Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Plan, Rlimits};
+use hybox_shim::plan::{
+    Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Overlay, Plan, Rlimits, Upper,
+};
 
 use crate::backend::{JoinKind, Launch};
 use crate::policy::{Access, LandlockMode, Network, Policy, Rootfs};
@@ -160,6 +162,37 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
                 );
             }
         }
+        Rootfs::Image {
+            dir,
+            overlay: Some(o),
+            ..
+        } => {
+            // The sandbox mounts the overlay at `dir` itself: the entries come from the layers.
+            for e in &o.entries {
+                if ["proc", "dev", "tmp", "sys"]
+                    .iter()
+                    .any(|n| e.name == Path::new(n))
+                {
+                    continue;
+                }
+                let guest = Path::new("/").join(&e.name);
+                match &e.link {
+                    Some(target) => links.push(Link {
+                        target: target.clone(),
+                        path: guest,
+                    }),
+                    None => {
+                        rootfs.push(Bind {
+                            host: dir.join(&e.name),
+                            guest: guest.clone(),
+                            rw: false,
+                            required: true,
+                        });
+                        read.push(guest);
+                    }
+                }
+            }
+        }
         Rootfs::Dir(dir) | Rootfs::Image { dir, .. } => {
             // Each top-level entry of the image, bound read-only into the tmpfs root (so /proc, /dev,
             // /tmp and the policy's mount points can be created whatever the image contains).
@@ -241,9 +274,25 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         seccomp.insert(at, hybox_shim::plan::pack_filter(&program));
     }
     let r = &policy.native.rlimits;
+    let overlay = match &policy.native.rootfs {
+        Rootfs::Image {
+            dir,
+            overlay: Some(o),
+            ..
+        } => Some(Overlay {
+            lower: o.lower.clone(),
+            merged: dir.clone(),
+            upper: o.upper.as_ref().map(|(dir, bytes)| Upper {
+                dir: dir.clone(),
+                bytes: *bytes,
+            }),
+        }),
+        _ => None,
+    };
     let joined = |k: JoinKind| launch.joins.iter().any(|j| j.kind == k);
     Ok(Plan {
         root_tmpfs_bytes: ROOT_TMPFS_BYTES,
+        overlay,
         rootfs,
         links,
         mounts,
