@@ -17,6 +17,10 @@ use support::{guest, hybox_runc};
 #[path = "oci_exec.rs"]
 mod exec;
 
+/// `linux.seccomp`: a profile narrows hybox's allow-list, never widens it.
+#[path = "oci_seccomp.rs"]
+mod seccomp;
+
 /// The last `"level":"error"` line's message in a `--log` file, as containerd's shim reports it.
 fn last_error(log: &Path) -> String {
     std::fs::read_to_string(log)

@@ -97,6 +97,26 @@ fn ctr_suite(runtime: &Path, hybox: bool) {
         text(&o)
     );
 
+    // containerd's default seccomp profile (`--seccomp`): under hybox it narrows the allow-list
+    // (docs/oci.md, `linux.seccomp`), and the container still runs.
+    let o = run(
+        &["--seccomp"],
+        "hybox.test/busybox:latest",
+        "seccomp",
+        &[
+            "/bin/sh",
+            "-c",
+            "echo ran; busybox mkdir /tmp/d && echo made",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ran\nmade\n",
+        "{}",
+        text(&o)
+    );
+
     // Wasm entrypoint: hybox runs it on the wasm backend; runc cannot exec it.
     let o = run(
         &["--env", "FOO=bar"],

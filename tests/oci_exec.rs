@@ -170,7 +170,7 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
 }
 
 /// A process.json as containerd's shim writes it for `ctr task exec` (the recorded one) with `args`.
-fn process_json(runc: &Runc, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+pub(super) fn process_json(runc: &Runc, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
     let mut p: Value = serde_json::from_str(
         &std::fs::read_to_string(common::repo().join("tests/fixtures/oci/ctr-exec-process.json"))
             .unwrap(),

@@ -432,3 +432,30 @@ fn http_outbound_hosts_and_route_are_checked_and_named() {
     let e = err(r#"{"version": 1, "http": {"routes": "/a"}}"#);
     assert!(e.contains("unknown field `routes`"), "{e}");
 }
+
+#[test]
+fn a_seccomp_profile_parses_and_a_bad_argument_index_is_named() {
+    let p = Policy::from_json_str(
+        r#"{"version": 1, "native": {"seccomp": {"profile": {"default_action": "allow",
+            "rules": [{"names": ["mkdirat"], "action": {"errno": 13}}]}}}}"#,
+        "p.json",
+    )
+    .unwrap();
+    let profile = p.native.seccomp.profile.expect("the profile");
+    assert_eq!(profile.rules[0].names, ["mkdirat"]);
+    // Absent, it is not written back.
+    let d = serde_json::to_value(Policy::default()).unwrap();
+    assert!(d["native"]["seccomp"].get("profile").is_none(), "{d}");
+    let e = Policy::from_json_str(
+        r#"{"version": 1, "native": {"seccomp": {"profile": {"default_action": "allow",
+            "rules": [{"names": ["read"], "action": "kill_process",
+                       "args": [{"index": 6, "op": "eq", "value": 0}]}]}}}}"#,
+        "p.json",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("p.json: native.seccomp.profile.rules[0].args[0].index: expected an argument index in 0..=5"),
+        "{e}"
+    );
+}

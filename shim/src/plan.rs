@@ -82,7 +82,8 @@ pub struct Plan {
     /// every nested pid namespace's own procfs fail with EPERM.
     pub mask_proc: bool,
     /// Seccomp programs, installed in this order (each a list of `sock_filter`s packed by
-    /// [`pack_filter`]). The last one is the default-deny allow-list.
+    /// [`pack_filter`]). The last one is the default-deny allow-list; an OCI bundle's narrowing
+    /// profile, if any, comes right before it.
     pub seccomp: Vec<Vec<u64>>,
 }
 

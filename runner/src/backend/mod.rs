@@ -7,6 +7,7 @@ pub mod native;
 pub mod postmortem;
 pub mod process;
 pub mod seccomp;
+pub mod seccomp_profile;
 pub mod wasm;
 
 use std::collections::BTreeMap;

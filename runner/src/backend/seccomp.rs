@@ -54,6 +54,14 @@ pub fn compile_allow_list(
         ctx.add_rule_conditional_exact(ScmpAction::Allow, number(rule.syscall)?, &[cond])
             .map_err(|e| err(format!("rule for `{}`: {e}", rule.syscall)))?;
     }
+    export(&ctx, err)
+}
+
+/// The BPF program of a libseccomp filter, read back from its export.
+pub(crate) fn export(
+    ctx: &libseccomp::ScmpFilterContext,
+    err: impl Fn(String) -> FilterError,
+) -> Result<seccompiler::BpfProgram, FilterError> {
     // libseccomp 2.5 exports to a file descriptor only: an anonymous memory file (no path, so it
     // works as well after Landlock as before).
     // SAFETY: memfd_create with a NUL-terminated name and flags; the fd is owned right below.

@@ -300,11 +300,12 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
             ));
         }
     }
-    if linux.seccomp().is_some() {
-        ignored.push(
-            "linux.seccomp: hybox's own default-deny allow-list applies (narrowing it by the profile is not done yet)".into(),
-        );
-    }
+    // Narrows hybox's own allow-list, which always applies (`oci::seccomp`).
+    let profile = linux
+        .seccomp()
+        .as_ref()
+        .map(|s| crate::oci::seccomp::map(s, &mut ignored))
+        .transpose()?;
     if linux.masked_paths().is_some() || linux.readonly_paths().is_some() {
         ignored.push("linux.maskedPaths/readonlyPaths: hybox's /proc is read-only in the container's own pid namespace".into());
     }
@@ -552,6 +553,21 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         policy.network,
         &mut ignored,
     )?;
+    match (profile, artifact.format.backend()) {
+        (Some(_), Backend::Wasm) => ignored.push(
+            "linux.seccomp: a wasm guest makes no syscalls; the wasm worker's own filter applies"
+                .into(),
+        ),
+        // A runtime policy's own profile is never replaced: that could widen it.
+        (Some(_), _) if policy.native.seccomp.profile.is_some() => {
+            return Err(OciError::refused(
+                "linux.seccomp",
+                "the runtime policy sets a seccomp profile of its own",
+            ))
+        }
+        (Some(p), _) => policy.native.seccomp.profile = Some(p),
+        (None, _) => {}
+    }
     if joins.iter().any(|j| j.kind == JoinKind::Uts) && spec.hostname().is_some() {
         ignored.push("hostname: the joined uts namespace keeps the name its owner gave it".into());
     }

@@ -303,3 +303,133 @@ fn a_cri_containers_dev_binds_are_left_out() {
     );
     assert!(refused_field(load_fixture(config, MODULE)).ends_with(".destination"));
 }
+
+#[test]
+fn dockers_default_seccomp_profile_narrows_the_native_policy() {
+    let Some(busybox) = elf() else { return };
+    // Docker's default profile as dockerd rendered it into the recorded config.json (its other
+    // fields, volumes, are covered elsewhere).
+    let mut config = fixture("ctr-run.json");
+    config["linux"]["seccomp"] = fixture("docker-run.json")["linux"]["seccomp"].clone();
+    let c = load_fixture(config.clone(), &busybox).unwrap();
+    let p = c.policy.native.seccomp.profile.as_ref().expect("a profile");
+    assert_eq!(p.default_action, crate::policy::ProfileAction::Errno(1));
+    assert!(p
+        .rules
+        .iter()
+        .any(|r| r.names.iter().any(|n| n == "personality") && !r.args.is_empty()));
+    // It compiles (names of other arches and newer kernels skipped) into one more program.
+    assert!(!crate::backend::seccomp_profile::compile(p)
+        .unwrap()
+        .is_empty());
+    assert!(c
+        .ignored
+        .iter()
+        .any(|i| i.starts_with("linux.seccomp.architectures")));
+    // A wasm guest makes no syscalls: the profile is listed as ignored, not applied.
+    let w = load_fixture(config, MODULE).unwrap();
+    assert!(w.policy.native.seccomp.profile.is_none());
+    assert!(w
+        .ignored
+        .iter()
+        .any(|i| i.starts_with("linux.seccomp: a wasm guest")));
+}
+
+#[test]
+fn seccomp_profile_refusals_name_the_field() {
+    let with = |seccomp: Value| {
+        let mut c = fixture("ctr-run.json");
+        c["linux"]["seccomp"] = seccomp;
+        c
+    };
+    let allow = |n: &str| json!({"names": [n], "action": "SCMP_ACT_ALLOW"});
+    let mut rules: Vec<Value> = ["read", "write", "close"].map(allow).to_vec();
+    rules.push(json!({"names": ["ioctl"], "action": "SCMP_ACT_NOTIFY"}));
+    let c = with(json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": rules}));
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "linux.seccomp.syscalls[3].action"
+    );
+    let c = with(json!({"defaultAction": "SCMP_ACT_TRACE"}));
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "linux.seccomp.defaultAction"
+    );
+    let c = with(json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5000}]}));
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "linux.seccomp.syscalls[0].errnoRet"
+    );
+    let c = with(json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["read"], "action": "SCMP_ACT_KILL", "args": [{"index": 6, "value": 0, "op": "SCMP_CMP_EQ"}]}]}));
+    assert_eq!(
+        refused_field(load_fixture(c, MODULE)),
+        "linux.seccomp.syscalls[0].args[0].index"
+    );
+    // Unknown actions, operators and arches are refused by the parser, with their path.
+    for (seccomp, path) in [
+        (
+            json!({"defaultAction": "SCMP_ACT_MAYBE"}),
+            "linux.seccomp.defaultAction",
+        ),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_VAX"]}),
+            "linux.seccomp.architectures[0]",
+        ),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"],
+                "action": "SCMP_ACT_KILL", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_ABOUT"}]}]}),
+            "linux.seccomp.syscalls[0].args[0].op",
+        ),
+    ] {
+        match load_fixture(with(seccomp), MODULE) {
+            Err(OciError::ConfigParse { field, .. }) => assert_eq!(field, path),
+            other => panic!("expected a parse error at {path}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn seccomp_actions_and_flags_map() {
+    let Some(busybox) = elf() else { return };
+    let mut c = fixture("ctr-run.json");
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+        "syscalls": [
+            {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["getpid"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["kill"], "action": "SCMP_ACT_KILL"},
+            {"names": ["tkill"], "action": "SCMP_ACT_KILL_PROCESS"},
+            {"names": ["tgkill"], "action": "SCMP_ACT_TRAP"},
+            {"names": ["uname"], "action": "SCMP_ACT_LOG"},
+            {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [
+                {"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}
+        ]
+    });
+    let c = load_fixture(c, &busybox).unwrap();
+    use crate::policy::{ProfileAction as A, ProfileOp};
+    let p = c.policy.native.seccomp.profile.unwrap();
+    assert_eq!(p.default_action, A::Errno(38));
+    let actions: Vec<A> = p.rules.iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        [
+            A::Allow,
+            A::Errno(1),
+            A::KillThread,
+            A::KillProcess,
+            A::Trap,
+            A::Log,
+            A::Allow
+        ]
+    );
+    assert_eq!(p.rules[6].args[0].op, ProfileOp::MaskedEq);
+    assert_eq!(p.rules[6].args[0].value, 2114060288);
+    assert!(c
+        .ignored
+        .iter()
+        .any(|i| i.contains("SECCOMP_FILTER_FLAG_SPEC_ALLOW")));
+    assert!(crate::backend::seccomp_profile::compile(&p).is_ok());
+}

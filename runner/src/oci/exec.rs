@@ -532,6 +532,35 @@ mod tests {
     }
 
     #[test]
+    fn an_exec_process_gets_the_containers_seccomp_profile_before_the_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = state_dir(dir.path());
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/oci/ctr-exec-process.json");
+        let p = read_process(&file).unwrap();
+        let without = plan_for(&sd, &file, &p).unwrap().seccomp;
+        let mut policy = sd.policy().unwrap();
+        let profile: crate::policy::SeccompProfile = serde_json::from_value(serde_json::json!({
+            "default_action": "allow",
+            "rules": [{"names": ["mkdirat"], "action": {"errno": 13}}]
+        }))
+        .unwrap();
+        policy.native.seccomp.profile = Some(profile.clone());
+        sd.write_policy(&policy).unwrap();
+        let with = plan_for(&sd, &file, &p).unwrap().seccomp;
+        // hybox's own programs unchanged, the allow-list still last (it denies seccomp(2)), the
+        // profile's right before it.
+        assert_eq!(with.len(), without.len() + 1);
+        assert_eq!(with.last(), without.last());
+        assert_eq!(with[..without.len() - 1], without[..without.len() - 1]);
+        let compiled = crate::backend::seccomp_profile::compile(&profile).unwrap();
+        assert_eq!(
+            with[without.len() - 1],
+            hybox_shim::plan::pack_filter(&compiled)
+        );
+    }
+
+    #[test]
     fn an_unmapped_uid_and_a_privileged_capability_are_refused_naming_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let sd = state_dir(dir.path());

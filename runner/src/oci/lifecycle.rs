@@ -251,6 +251,13 @@ pub fn state(ctx: &Context, id: &str) -> Result<serde_json::Value, OciError> {
         // What the runtime policy's grants let this container bind (docs/oci.md, "Docker").
         "binds": r.binds,
     });
+    // The narrowing profile the container's filters include (docs/oci.md, `linux.seccomp`).
+    if let Some(p) = sd.policy().ok().and_then(|p| p.native.seccomp.profile) {
+        hybox["seccomp_profile"] = serde_json::json!({
+            "default_action": p.default_action,
+            "rules": p.rules.len(),
+        });
+    }
     if let Some(e) = sd.exit().filter(|_| status == Status::Stopped) {
         hybox["exit"] = serde_json::to_value(e).expect("an exit record serialises");
     }
@@ -422,7 +429,16 @@ pub fn features() -> serde_json::Value {
             "namespaces": ["pid", "mount", "ipc", "uts", "network", "user", "cgroup"],
             "capabilities": DEFAULT_CAPABILITIES,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {"enabled": true, "actions": [], "operators": [], "archs": []},
+            // A profile narrows hybox's allow-list (`oci::seccomp`): no NOTIFY, no TRACE; it
+            // applies to x86_64, the only arch hybox runs (the others' syscalls are killed).
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
+                    "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86_64"]
+            },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },

@@ -22,6 +22,7 @@ pub mod namespaces;
 mod pod;
 pub mod procfs;
 pub mod runtime_policy;
+pub mod seccomp;
 pub mod state;
 pub mod time;
 

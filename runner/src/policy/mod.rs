@@ -44,7 +44,10 @@ use serde::{Deserialize, Serialize};
 pub use error::{FieldError, PolicyError};
 pub use filesystem::{Access, Filesystem, Mount, Tmp};
 pub use http::{check_authority, HttpSection, Route};
-pub use native::{ImageOverlay, LandlockMode, NativeSection, Rlimits, RootEntry, Rootfs, Seccomp};
+pub use native::{
+    ImageOverlay, LandlockMode, NativeSection, ProfileAction, ProfileArg, ProfileOp, ProfileRule,
+    Rlimits, RootEntry, Rootfs, Seccomp, SeccompProfile,
+};
 pub use network::Network;
 pub use overrides::Overrides;
 pub use resources::{IoLimit, Resources, MAX_TIMEOUT, MIN_MEMORY};

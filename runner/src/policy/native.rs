@@ -148,6 +148,75 @@ pub struct Seccomp {
     /// granted.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// A narrowing profile (an OCI bundle's `linux.seccomp`, mapped by `hybox-runc`): compiled into
+    /// one more filter stacked with the default ones. The kernel runs every installed filter and
+    /// applies the most severe result, so the profile can only narrow what the allow-list lets
+    /// through, never widen it. docs/oci.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<SeccompProfile>,
+}
+
+/// A seccomp profile that narrows the default allow-list: `default_action` for every syscall no
+/// rule matches, the first matching rule's action otherwise (libseccomp's semantics).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompProfile {
+    pub default_action: ProfileAction,
+    #[serde(default)]
+    pub rules: Vec<ProfileRule>,
+}
+
+/// What a profile does with a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileAction {
+    Allow,
+    /// Fail the call with this errno.
+    Errno(u16),
+    KillProcess,
+    KillThread,
+    /// Send `SIGSYS`.
+    Trap,
+    /// Allow, and log it to the kernel's audit log.
+    Log,
+}
+
+/// `action` for the syscalls `names` (names unknown on x86_64 are skipped), when every one of
+/// `args` holds (none: always). The comparisons of one rule are ANDed, except that several on
+/// one argument are each a rule of their own (ORed), as runc does: libseccomp cannot AND them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRule {
+    pub names: Vec<String>,
+    pub action: ProfileAction,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<ProfileArg>,
+}
+
+/// One comparison of a syscall argument: `args[index] OP value` (`masked_eq`:
+/// `args[index] & value == value_two`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileArg {
+    /// 0..=5.
+    pub index: u8,
+    pub op: ProfileOp,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+}
+
+/// The comparison of a [`ProfileArg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileOp {
+    Ne,
+    Lt,
+    Le,
+    Eq,
+    Ge,
+    Gt,
+    MaskedEq,
 }
 
 /// Landlock enforcement.

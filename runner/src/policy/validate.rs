@@ -118,6 +118,20 @@ impl Policy {
                 )
             })?;
         }
+        let rules = self.native.seccomp.profile.iter().flat_map(|p| &p.rules);
+        for (i, rule) in rules.enumerate() {
+            for (j, a) in rule.args.iter().enumerate() {
+                if a.index > 5 {
+                    return Err(invalid(
+                        format!("native.seccomp.profile.rules[{i}].args[{j}].index"),
+                        FieldError::OutOfRange {
+                            expected: "an argument index in 0..=5",
+                            found: a.index.to_string(),
+                        },
+                    ));
+                }
+            }
+        }
         for (i, h) in self.http.outbound_hosts.iter().enumerate() {
             super::check_authority(h)
                 .map_err(|e| invalid(format!("http.outbound_hosts[{i}]"), e))?;

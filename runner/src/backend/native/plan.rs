@@ -264,7 +264,15 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         env.push(no_nul(&format!("{k}={v}"), "an environment variable")?);
     }
     let nested = policy.native.nested;
-    let seccomp = seccomp_programs(&policy.native.seccomp.allow, nested)?;
+    let mut seccomp = seccomp_programs(&policy.native.seccomp.allow, nested)?;
+    if let Some(profile) = &policy.native.seccomp.profile {
+        // Stacked right before the allow-list, which denies seccomp(2) itself: the kernel applies
+        // the most severe result of every filter, so the profile only narrows
+        // (`backend::seccomp_profile`).
+        let program = crate::backend::seccomp_profile::compile(profile)?;
+        let at = seccomp.len().saturating_sub(1);
+        seccomp.insert(at, hybox_shim::plan::pack_filter(&program));
+    }
     let r = &policy.native.rlimits;
     let overlay = match &policy.native.rootfs {
         Rootfs::Image {
