@@ -292,21 +292,14 @@ fn assert_errno(name: &str, arg: Option<&str>, errno: i32) {
 }
 
 fn assert_seccomp_kill(name: &str) {
-    // The killed syscall's name comes from the kernel's audit record, which (without auditd) goes
-    // through printk's host-wide rate limit, 10 records per 5 s: when the suite's parallel tests
-    // kill more than that, the report says `unknown`. Run again after the limit's interval; the
-    // name must still be the right one.
+    // The name comes from the kernel's audit record, which printk's host-wide limit (10 per 5 s)
+    // drops when parallel tests kill: `unknown`. Run again after the interval; it must still match.
     let mut run = attack(name, None);
     for _ in 0..2 {
-        if run.0
-            != (Outcome::SeccompViolation {
-                syscall: "unknown".into(),
-            })
-        {
-            break;
+        if matches!(&run.0, Outcome::SeccompViolation { syscall } if syscall == "unknown") {
+            std::thread::sleep(Duration::from_secs(5));
+            run = attack(name, None);
         }
-        std::thread::sleep(std::time::Duration::from_secs(5));
-        run = attack(name, None);
     }
     let (o, v) = run;
     assert_eq!(
