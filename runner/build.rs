@@ -149,12 +149,14 @@ fn target_installed(target: &str) -> bool {
         .is_dir()
 }
 
-/// The outer build's target directory (the ancestor of OUT_DIR that cargo marked with CACHEDIR.TAG),
-/// so that every profile shares one shim build; OUT_DIR itself when there is none.
+/// The outer build's target directory, so that every profile shares one shim build: the ancestor of
+/// OUT_DIR holding cargo's `.rustc_info.json` or `CACHEDIR.TAG` (cargo writes the tag only when it
+/// creates the directory itself: not when `scripts/setup` made `target/tools` first). A directory
+/// of its own inside OUT_DIR when there is none (never OUT_DIR itself, where the copied shim goes).
 fn shared_target_dir(out_dir: &Path) -> PathBuf {
     out_dir
         .ancestors()
-        .find(|d| d.join("CACHEDIR.TAG").is_file())
-        .unwrap_or(out_dir)
-        .to_path_buf()
+        .find(|d| d.join(".rustc_info.json").is_file() || d.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.join("shim-build"))
 }
