@@ -102,6 +102,11 @@ fn main() {
         .join("release")
         .join("hybox-shim");
     let embedded = out_dir.join("hybox-shim");
+    // An earlier build script put the shim's own target directory at this path when it found no
+    // shared one: a stale OUT_DIR may still hold it.
+    if embedded.is_dir() {
+        let _ = std::fs::remove_dir_all(&embedded);
+    }
     std::fs::copy(&built, &embedded)
         .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), embedded.display()));
     println!("cargo:rustc-env=HYBOX_SHIM_ELF={}", embedded.display());
