@@ -235,24 +235,25 @@ fn argv(path: &CString, args: &[CString]) -> Vec<*const libc::c_char> {
     argv
 }
 
-/// `CLONE_INTO_CGROUP` (Linux 5.7, linux/sched.h).
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+/// `CLONE_INTO_CGROUP` (Linux 5.7, linux/sched.h): the child starts in the cgroup v2 directory
+/// whose fd is `clone_args.cgroup`, so it is never outside it and nothing is migrated.
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `struct clone_args` (linux/sched.h), up to the `cgroup` field (version 2).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+pub(crate) struct CloneArgs {
+    pub(crate) flags: u64,
+    pub(crate) pidfd: u64,
+    pub(crate) child_tid: u64,
+    pub(crate) parent_tid: u64,
+    pub(crate) exit_signal: u64,
+    pub(crate) stack: u64,
+    pub(crate) stack_size: u64,
+    pub(crate) tls: u64,
+    pub(crate) set_tid: u64,
+    pub(crate) set_tid_size: u64,
+    pub(crate) cgroup: u64,
 }
 
 /// Starts `program` as [`spawn`] does, but created inside the cgroup v2 directory open at `cgroup`

@@ -11,6 +11,7 @@ use std::path::Path;
 use hybox_shim::plan::{CONTROL_FD, WORKLOAD_FD};
 
 use super::join::Joins;
+use crate::backend::process::{CloneArgs, CLONE_INTO_CGROUP};
 
 /// Namespaces of a native sandbox. Not CLONE_NEWCGROUP: the shim creates the cgroup namespace after the
 /// runner joined it to the run's cgroup, so the namespace is rooted at the run's leaf.
@@ -20,23 +21,6 @@ const NAMESPACES: u64 = (libc::CLONE_NEWUSER
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS) as u64;
-
-/// `struct clone_args` (linux/sched.h), the first three versions' fields.
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret == -1 {
@@ -133,10 +117,6 @@ pub fn drop_supplementary_groups() -> io::Result<()> {
     }
     nix::unistd::setgroups(&[]).map_err(io::Error::from)
 }
-
-/// `CLONE_INTO_CGROUP` (Linux 5.7, linux/sched.h): the child starts in the cgroup v2 directory whose
-/// fd is `clone_args.cgroup`.
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Starts the shim in fresh namespaces, held at its first read of the control socket until the runner
 /// sends the go byte and the plan. With `cgroup` (a cgroup v2 leaf's directory fd) the child is
