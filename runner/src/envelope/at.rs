@@ -277,6 +277,7 @@ impl Envelope {
         };
         let mut env = envelope(fs, at, applied);
         env.done = true;
+        env.adopt_blkio_leaf(root);
         Ok(env)
     }
 

@@ -147,6 +147,25 @@ impl Envelope {
         Ok(())
     }
 
+    /// For an envelope opened by path (`Envelope::open_at`) on v1: its blkio leaf, when
+    /// [`Envelope::limit_io`] made one at create, becomes the envelope's again, so that a kill or
+    /// remove (`hybox-runc delete`, another process than the one that created it) covers it too.
+    pub(super) fn adopt_blkio_leaf(&mut self, root: &Path) {
+        if !matches!(self.inner.version, Version::V1 { .. }) {
+            return;
+        }
+        let Ok(blkio) = blkio_mount(root) else {
+            return;
+        };
+        let dir = blkio.join(self.rel_path.trim_start_matches('/'));
+        if self.inner.fs.exists(&dir) {
+            let _ = self.inner.io.set(IoState {
+                limits: Vec::new(),
+                blkio_dir: Some(dir),
+            });
+        }
+    }
+
     /// `parent` of `/<parent>/<leaf>`.
     fn parent(&self) -> &str {
         let p = self.rel_path.trim_start_matches('/');

@@ -363,6 +363,9 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
                     .push("linux.resources.cpu.shares/cpus/mems: hybox sets a quota only".into());
             }
         }
+        if let Some(b) = r.block_io() {
+            crate::oci::blkio::map(b, &mut policy.resources.io, &mut ignored)?;
+        }
         if r.devices().is_some() {
             ignored.push(
                 "linux.resources.devices: the container's /dev holds hybox's device nodes only"

@@ -10,6 +10,7 @@
 //! [`Policy`]: crate::Policy
 //! [`Workload`]: crate::Workload
 
+mod blkio;
 pub mod bundle;
 mod console;
 pub mod error;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, IoLimit};
 use crate::oci::log::Log;
 use crate::oci::state::{ExitRecord, StateDir};
 use crate::oci::{procfs, OciError};
@@ -332,19 +332,24 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     // pid file is then in the container's cgroup from the start, as runc's init is.
     let limits = crate::envelope::Limits::from(&sandbox.policy().resources);
     let root = HostConfig::default().cgroup_root;
-    let envelope = match Envelope::create_at(&root, &placement.cgroup_path, &limits)
-        .and_then(|e| e.enter().map(|()| e))
-    {
-        Ok(e) => e,
-        Err(e) => {
-            let e = OciError::Cgroup {
-                path: placement.cgroup_path.clone(),
-                source: e,
-            };
-            let _ = write!(ready, "{}", crate::error_chain(&e));
-            return START_FAILED;
-        }
-    };
+    // The disk throttles (`linux.resources.blockIO`) before anything joins: on v1 their blkio
+    // leaf is joined with the others from then on.
+    let envelope =
+        match Envelope::create_at(&root, &placement.cgroup_path, &limits).and_then(|mut e| {
+            let io = IoLimit::from_policy(&sandbox.policy().resources.io)?;
+            e.limit_io(&root, &io)?;
+            e.enter().map(|()| e)
+        }) {
+            Ok(e) => e,
+            Err(e) => {
+                let e = OciError::Cgroup {
+                    path: placement.cgroup_path.clone(),
+                    source: e,
+                };
+                let _ = write!(ready, "{}", crate::error_chain(&e));
+                return START_FAILED;
+            }
+        };
     if ready.write_all(b"k").is_err() {
         return START_FAILED;
     }
