@@ -729,3 +729,51 @@ fn block_io_throttles_reach_the_container_cgroup() {
     );
     assert_eq!(cgroup_dirs(&bad.cgroup), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_tmpfs_mount_is_private_writable_and_size_capped() {
+    if !common::privileged("a_tmpfs_mount_is_private_writable_and_size_capped") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let script = "echo hi >/run/x && cat /run/x; busybox dd if=/dev/zero of=/run/big bs=1024 count=2048 2>&1; busybox grep ' /run ' /proc/mounts";
+    let b = Bundle::new(&["sh", "-c", script], |c| {
+        // The image has no /run: its mount point is made in the rootfs at create, as for binds.
+        // (ctr's spec has a /run tmpfs already: this one replaces it.)
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/run");
+        mounts.push(json!({
+            "destination": "/run", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "noexec", "size=1m", "mode=755"]
+        }));
+    });
+    let pid = runc.create(&b, "t");
+    runc.ok(&["start", "t"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(20)), 0);
+    let out = runc.output_of("t");
+    assert!(out.starts_with("hi\n"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(
+        out.contains("tmpfs /run tmpfs rw,nosuid,nodev,noexec") && out.contains("mode=755"),
+        "{out}"
+    );
+    runc.ok(&["delete", "t"]);
+    // `ro` is refused naming the options.
+    let bad = Bundle::new(&["true"], |c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.retain(|m| m["destination"] != "/run");
+        mounts.push(
+            json!({"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["ro"]}),
+        );
+    });
+    let o = runc
+        .cmd(&["create", "--bundle"])
+        .arg(bad.path())
+        .args(["--pid-file", "/dev/null", "bad"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = last_error(&runc.log());
+    assert!(e.contains("mounts[") && e.contains("].options"), "{e}");
+}

@@ -208,6 +208,18 @@ const BAD: &[(&str, &str)] = &[
         r#"bad.json: resources.io[0].write_iops: expected at least 1 (omit the field for no limit), found 0"#,
     ),
     (
+        r#"{"version": 1, "native": {"tmpfs": [{"guest": "/run", "size": "1M"}, {"guest": "/run", "size": "1M"}]}}"#,
+        r#"bad.json: native.tmpfs[1].guest: /run is already mounted by native.tmpfs[0]"#,
+    ),
+    (
+        r#"{"version": 1, "native": {"tmpfs": [{"guest": "/tmp/x", "size": "1M"}]}}"#,
+        r#"bad.json: native.tmpfs[0].guest: expected a path outside /tmp (hybox builds /tmp itself), found /tmp/x"#,
+    ),
+    (
+        r#"{"version": 1, "native": {"tmpfs": [{"guest": "/run", "size": "1M", "mode": "999"}]}}"#,
+        r#"bad.json: native.tmpfs[0].mode: expected octal permission bits such as "1777" or "755", found "999""#,
+    ),
+    (
         r#"{"version": 1} trailing"#,
         r#"bad.json:1:16: (root): expected nothing after the policy object, found more"#,
     ),

@@ -73,6 +73,10 @@ pub enum SetupError {
     Symlink(String, Errno),
     #[error("mount /tmp: {0}")]
     Tmp(Errno),
+    #[error("tmpfs {0}: mount point: {1}")]
+    TmpfsAt(String, Box<SetupError>),
+    #[error("mount tmpfs {0}: {1}")]
+    Tmpfs(String, Errno),
     #[error("mount /dev: {0}")]
     DevTmpfs(Errno),
     #[error("create {0}: {1}")]

@@ -96,6 +96,10 @@ fn setup(plan: Plan) -> Result<Plan> {
         // A private, size-capped scratch /tmp, charged to the run's cgroup.
         mounts::mount_tmp(bytes)?;
     }
+    for t in &plan.tmpfs {
+        // The policy's other private tmpfs mounts (`native.tmpfs`), size-capped, charged likewise.
+        mounts::mount_tmpfs(t)?;
+    }
     // A read-only /dev of five harmless devices: no host device node is reachable.
     mounts::mount_dev()?;
     // The sandbox's own /proc (no host pids), host-wide files masked, kernel tunables read-only

@@ -150,6 +150,24 @@ pub fn mount_tmp(bytes: u64) -> Result<()> {
     .map_err(SetupError::Tmp)
 }
 
+/// One of the plan's other tmpfs mounts (`Plan::tmpfs`), over a directory of the rootfs or a new
+/// one in the root tmpfs; a symlink on the way is refused (it would move the mount elsewhere).
+pub fn mount_tmpfs(t: &hybox_shim::plan::Tmpfs) -> Result<()> {
+    let shown = || t.guest.display().to_string();
+    mkdir_p(&t.guest).map_err(|e| SetupError::TmpfsAt(shown(), Box::new(e)))?;
+    let data = std::ffi::CString::new(format!("size={},mode={:o}", t.bytes, t.mode & 0o7777))
+        .unwrap_or_default();
+    let noexec = if t.noexec { libc::MS_NOEXEC } else { 0 };
+    mount(
+        Some(Path::new("tmpfs")),
+        &t.guest,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | noexec,
+        Some(&data),
+    )
+    .map_err(|e| SetupError::Tmpfs(shown(), e))
+}
+
 /// A minimal /dev: the five harmless character devices (binds of the host's nodes: a user namespace
 /// cannot mknod), the /dev/fd links, read-only. Before `/proc`, whose masks bind `/dev/null`.
 pub fn mount_dev() -> Result<()> {

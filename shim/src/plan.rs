@@ -46,6 +46,10 @@ pub struct Plan {
     pub mounts: Vec<Bind>,
     /// Size of the scratch tmpfs at `/tmp`, if any.
     pub tmp_bytes: Option<u64>,
+    /// More private tmpfs mounts (`native.tmpfs`: an OCI bundle's `/run`, Docker's `--tmpfs`),
+    /// after `/tmp`.
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
     pub workdir: PathBuf,
     pub hostname: String,
     /// The UTS namespace was joined (an OCI pod's): its hostname is kept; the shim has no
@@ -121,6 +125,17 @@ pub struct Overlay {
 pub struct Upper {
     pub dir: PathBuf,
     pub bytes: u64,
+}
+
+/// A private tmpfs at `guest` (inside the new root): `bytes` at most, nosuid, nodev, noexec when
+/// asked, with permission bits `mode`. Its pages are charged to the run's memory cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tmpfs {
+    pub guest: PathBuf,
+    pub bytes: u64,
+    pub mode: u32,
+    pub noexec: bool,
 }
 
 /// A symlink at `path` (inside the new root) pointing to `target`.

@@ -427,9 +427,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
                     }),
                 });
             }
-            "tmpfs" => ignored.push(format!(
-                "mounts[{i}] (tmpfs at {d}): not mounted yet; the image's {d}, read-only, is seen"
-            )),
+            "tmpfs" => policy.native.tmpfs.push(tmpfs_mount(i, dest, &options)?),
             "bind" => {
                 let source = m.source().clone().unwrap_or_default();
                 if !source.is_absolute() {
@@ -526,6 +524,13 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
         Backend::Native => policy.native.rootfs = Rootfs::Dir(rootfs.clone()),
         // The guest sees the image's files as a read-only preopen at `/` (and /tmp, writable).
         Backend::Wasm => {
+            // A WASI guest has its scratch `/tmp` only (a preopen of a per-run directory).
+            for t in std::mem::take(&mut policy.native.tmpfs) {
+                ignored.push(format!(
+                    "the tmpfs at {}: a wasm guest has /tmp only",
+                    t.guest.display()
+                ));
+            }
             // WASI preopens are directories: a bind of a single file (Docker's /etc/hosts,
             // /etc/hostname, /etc/resolv.conf) cannot be one, and a wasm guest has no network
             // to use them for. It is left out, which grants less, never more.
@@ -604,6 +609,62 @@ fn hostname_ok(h: &str) -> bool {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// A tmpfs mount of the bundle other than `/tmp` (Docker's `--tmpfs /run`, an image's `/run`) as a
+/// private tmpfs of the native sandbox: `size=` (default 64M, as hybox's `/tmp`), `mode=` (default
+/// 1777), `noexec`; nosuid and nodev always; other options (`rw`, `nosuid`, `nodev`, `strictatime`)
+/// change nothing, `ro` is refused (an empty read-only tmpfs is of no use and likely a mistake).
+fn tmpfs_mount(
+    i: usize,
+    dest: &Path,
+    options: &[String],
+) -> Result<crate::policy::TmpfsMount, OciError> {
+    let field = format!("mounts[{i}].options");
+    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
+        return Err(OciError::refused(
+            format!("mounts[{i}].destination"),
+            format!("expected an absolute path without '..', found {dest:?}"),
+        ));
+    }
+    if let Some(r) = ["/proc", "/dev", "/sys", "/tmp", "/.hybox"]
+        .iter()
+        .find(|r| dest.starts_with(r))
+    {
+        return Err(OciError::refused(
+            format!("mounts[{i}].destination"),
+            format!("a tmpfs under {r} is not supported (hybox builds {r} itself)"),
+        ));
+    }
+    let mut t = crate::policy::TmpfsMount {
+        guest: dest.to_path_buf(),
+        size: Size::mib(64),
+        mode: "1777".into(),
+        noexec: false,
+    };
+    for o in options {
+        if let Some(s) = o.strip_prefix("size=") {
+            t.size = parse_size(s).map(Size).ok_or_else(|| {
+                OciError::refused(&field, format!("size={s}: expected a size like 65536k"))
+            })?;
+        } else if let Some(m) = o.strip_prefix("mode=") {
+            t.mode = m.to_string();
+            if t.mode_bits().is_none() {
+                return Err(OciError::refused(
+                    &field,
+                    format!("mode={m}: expected octal permission bits like 1777"),
+                ));
+            }
+        } else if o == "noexec" {
+            t.noexec = true;
+        } else if o == "ro" {
+            return Err(OciError::refused(
+                &field,
+                "a read-only tmpfs is not supported (it would always be empty)",
+            ));
+        }
+    }
+    Ok(t)
 }
 
 /// `65536k`, `64m`, `1g` or bytes (tmpfs's `size=`), in bytes.

@@ -100,9 +100,10 @@ fn create_in(
     placement.console_socket = opts.console_socket.clone();
     placement.joins = c.joins.clone();
     if let crate::policy::Rootfs::Dir(dir) = &policy.native.rootfs {
-        crate::oci::pod::create_mount_points(dir, &policy.filesystem.mounts).map_err(
-            OciError::io(format!("create mount points in {}", dir.display())),
-        )?;
+        crate::oci::pod::create_mount_points(dir, &policy).map_err(OciError::io(format!(
+            "create mount points in {}",
+            dir.display()
+        )))?;
         let mut view = monitor::RootfsView::new(dir);
         policy.native.rootfs = crate::policy::Rootfs::Dir(view.view.clone());
         for m in &mut policy.filesystem.mounts {

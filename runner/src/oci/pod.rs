@@ -59,11 +59,18 @@ fn ns_id(pid: i32, name: &str) -> Option<(u64, u64)> {
 /// and as an unprivileged uid. Done here, as root, in the container's own rootfs (containerd's
 /// writable snapshot); the parent is resolved inside the rootfs (a symlink in the image never
 /// leads out of it) and must exist, and an existing name is left alone (the sandbox refuses a
-/// symlink as a mount point).
-pub fn create_mount_points(rootfs: &Path, mounts: &[crate::policy::Mount]) -> std::io::Result<()> {
+/// symlink as a mount point). The same for the policy's other tmpfs mounts (`native.tmpfs`: a
+/// bundle's `/run` in an image without one).
+pub fn create_mount_points(rootfs: &Path, policy: &crate::Policy) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    for m in mounts {
-        let (Some(parent), Some(name)) = (m.guest.parent(), m.guest.file_name()) else {
+    let binds = policy
+        .filesystem
+        .mounts
+        .iter()
+        .map(|m| (&m.guest, m.host.is_dir()));
+    let tmpfs = policy.native.tmpfs.iter().map(|t| (&t.guest, true));
+    for (guest, is_dir) in binds.chain(tmpfs) {
+        let (Some(parent), Some(name)) = (guest.parent(), guest.file_name()) else {
             continue;
         };
         let Ok(dir) = crate::oci::bundle::resolve_in_root(rootfs, parent) else {
@@ -73,7 +80,7 @@ pub fn create_mount_points(rootfs: &Path, mounts: &[crate::policy::Mount]) -> st
         if std::fs::symlink_metadata(&point).is_ok() {
             continue;
         }
-        if m.host.is_dir() {
+        if is_dir {
             std::fs::DirBuilder::new().mode(0o755).create(&point)?;
         } else {
             std::fs::OpenOptions::new()
@@ -127,7 +134,16 @@ mod tests {
             m("/link/resolv.conf"),
             m("/none/x"),
         ];
-        create_mount_points(&root, &mounts).unwrap();
+        let mut policy = crate::Policy::default();
+        policy.filesystem.mounts = mounts.to_vec();
+        policy.native.tmpfs = vec![crate::policy::TmpfsMount {
+            guest: "/run".into(),
+            size: crate::units::Size::mib(1),
+            mode: "755".into(),
+            noexec: false,
+        }];
+        create_mount_points(&root, &policy).unwrap();
+        assert!(root.join("run").is_dir());
         assert_eq!(std::fs::read(root.join("etc/hostname")).unwrap(), b"");
         assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"image's\n");
         assert!(root.join("etc/resolv.conf").is_file());

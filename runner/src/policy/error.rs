@@ -91,6 +91,9 @@ pub enum FieldError {
     /// Two mounts onto one guest path.
     #[error("{} is already mounted by filesystem.mounts[{other}]", .guest.display())]
     AlreadyMounted { guest: PathBuf, other: usize },
+    /// A tmpfs onto a guest path that another tmpfs or mount takes.
+    #[error("{} is already mounted by {other}", .guest.display())]
+    MountedTwice { guest: PathBuf, other: String },
     /// A number out of its range; `found` is the value as written back.
     #[error("expected {expected}, found {found}")]
     OutOfRange {

@@ -46,7 +46,7 @@ pub use filesystem::{Access, Filesystem, Mount, Tmp};
 pub use http::{check_authority, HttpSection, Route};
 pub use native::{
     ImageOverlay, LandlockMode, NativeSection, ProfileAction, ProfileArg, ProfileOp, ProfileRule,
-    Rlimits, RootEntry, Rootfs, Seccomp, SeccompProfile,
+    Rlimits, RootEntry, Rootfs, Seccomp, SeccompProfile, TmpfsMount,
 };
 pub use network::Network;
 pub use overrides::Overrides;

@@ -32,6 +32,11 @@ pub struct NativeSection {
     /// masked (the kernel refuses a nested procfs while any of it is covered). docs/policy.md.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nested: bool,
+    /// More private tmpfs mounts besides `/tmp` (an image's `/run`, Docker's `--tmpfs`): each a
+    /// fresh, size-capped tmpfs at `guest`, writable by the workload, charged to the run's memory,
+    /// gone after the run. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
     /// Landlock: `required` (default; fail if the kernel lacks it), `best_effort`, or `off`.
     #[serde(default)]
     pub landlock: LandlockMode,
@@ -61,6 +66,7 @@ impl Default for NativeSection {
             hostname: default_hostname(),
             seccomp: Seccomp::default(),
             nested: false,
+            tmpfs: Vec::new(),
             landlock: LandlockMode::default(),
             rlimits: Rlimits::default(),
             uid: default_id(),
@@ -95,6 +101,36 @@ fn hostname_valid<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         ));
     }
     Ok(h)
+}
+
+/// One private tmpfs of the native sandbox (`native.tmpfs[N]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsMount {
+    /// Where, inside the sandbox (absolute; not under `/proc`, `/dev`, `/sys`, `/tmp`).
+    pub guest: PathBuf,
+    /// Its size cap, e.g. `"16M"` (at least 64K).
+    pub size: Size,
+    /// Permission bits of its root, octal as a string (e.g. `"755"`). Default `"1777"`, as `/tmp`:
+    /// the workload's uid is not the tmpfs's owner.
+    #[serde(default = "default_tmpfs_mode")]
+    pub mode: String,
+    /// Mount it `noexec`. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noexec: bool,
+}
+
+fn default_tmpfs_mode() -> String {
+    "1777".into()
+}
+
+impl TmpfsMount {
+    /// The mode as bits, if it is octal and at most `7777`.
+    pub fn mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+    }
 }
 
 /// The root filesystem of a native sandbox.

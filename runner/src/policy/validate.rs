@@ -67,6 +67,67 @@ impl Policy {
                 ));
             }
         }
+        for (i, t) in self.native.tmpfs.iter().enumerate() {
+            let field = |f: &str| format!("native.tmpfs[{i}].{f}");
+            check_guest_path(&t.guest).map_err(|e| invalid(field("guest"), e))?;
+            if let Some(r) = RESERVED_GUEST_PATHS.iter().find(|r| t.guest.starts_with(r)) {
+                return Err(invalid(
+                    field("guest"),
+                    FieldError::Reserved {
+                        reserved: r,
+                        found: t.guest.clone(),
+                    },
+                ));
+            }
+            let other = (self.native.tmpfs[..i]
+                .iter()
+                .position(|o| o.guest == t.guest))
+            .map(|j| format!("native.tmpfs[{j}]"))
+            .or_else(|| {
+                (self
+                    .filesystem
+                    .mounts
+                    .iter()
+                    .position(|m| m.guest == t.guest))
+                .map(|j| format!("filesystem.mounts[{j}]"))
+            });
+            if let Some(other) = other {
+                return Err(invalid(
+                    field("guest"),
+                    FieldError::MountedTwice {
+                        guest: t.guest.clone(),
+                        other,
+                    },
+                ));
+            }
+            if t.guest == Path::new("/") {
+                return Err(invalid(
+                    field("guest"),
+                    FieldError::OutOfRange {
+                        expected: "a directory below /",
+                        found: "/".into(),
+                    },
+                ));
+            }
+            if t.size < Size::kib(64) {
+                return Err(invalid(
+                    field("size"),
+                    FieldError::OutOfRange {
+                        expected: "at least 64K",
+                        found: t.size.to_string(),
+                    },
+                ));
+            }
+            if t.mode_bits().is_none() {
+                return Err(invalid(
+                    field("mode"),
+                    FieldError::OutOfRange {
+                        expected: "octal permission bits such as \"1777\" or \"755\"",
+                        found: format!("{:?}", t.mode),
+                    },
+                ));
+            }
+        }
         check_guest_path(&self.filesystem.workdir)
             .map_err(|e| invalid("filesystem.workdir".into(), e))?;
         if let Some(tmp) = &self.filesystem.tmp {

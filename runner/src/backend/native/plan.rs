@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use hybox_shim::plan::{
-    Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Overlay, Plan, Rlimits, Upper,
+    Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Overlay, Plan, Rlimits, Tmpfs, Upper,
 };
 
 use crate::backend::{JoinKind, Launch};
@@ -246,6 +246,21 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
     if policy.filesystem.tmp.is_some() {
         write.push("/tmp".into());
     }
+    let tmpfs: Vec<Tmpfs> = policy
+        .native
+        .tmpfs
+        .iter()
+        .map(|t| {
+            write.push(t.guest.clone());
+            Tmpfs {
+                guest: t.guest.clone(),
+                bytes: t.size.bytes(),
+                // Checked by `Policy::validate`.
+                mode: t.mode_bits().unwrap_or(0o1777),
+                noexec: t.noexec,
+            }
+        })
+        .collect();
     read.push("/proc".into());
     write.push("/dev".into());
 
@@ -297,6 +312,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         links,
         mounts,
         tmp_bytes: policy.filesystem.tmp.as_ref().map(|t| t.size.bytes()),
+        tmpfs,
         workdir: policy.filesystem.workdir.clone(),
         hostname: policy.native.hostname.clone(),
         // A joined UTS or network namespace is another user namespace's: the shim has no
