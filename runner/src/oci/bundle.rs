@@ -436,12 +436,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
                         format!("expected an absolute host path, found {source:?}"),
                     ));
                 }
-                if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
-                    return Err(OciError::refused(
-                        format!("mounts[{i}].destination"),
-                        format!("expected an absolute path without '..', found {dest:?}"),
-                    ));
-                }
+                check_destination(i, dest, "bind", false)?;
                 // What containerd's CRI and kubelet bind under /dev into every container of a pod:
                 // the pod's shared /dev/shm and the termination-message file. hybox's /dev holds its
                 // own device nodes only (like the `tmpfs` /dev/shm above, skipped): leaving them out
@@ -454,15 +449,7 @@ pub fn map(bundle: &Path, spec: &Spec, runtime: &RuntimePolicy) -> Result<Contai
                     ));
                     continue;
                 }
-                if let Some(r) = ["/proc", "/dev", "/sys", "/tmp", "/.hybox"]
-                    .iter()
-                    .find(|r| dest.starts_with(r))
-                {
-                    return Err(OciError::refused(
-                        format!("mounts[{i}].destination"),
-                        format!("a bind under {r} is not supported (hybox builds {r} itself)"),
-                    ));
-                }
+                check_destination(i, dest, "bind", true)?;
                 let rw = !has("ro");
                 if !runtime.allows_bind(&source, rw) {
                     return Err(OciError::refused(
@@ -611,6 +598,25 @@ fn hostname_ok(h: &str) -> bool {
         })
 }
 
+/// `mounts[i].destination`: absolute without `..`, and (`reserved`) not under a tree hybox builds.
+fn check_destination(i: usize, dest: &Path, what: &str, reserved: bool) -> Result<(), OciError> {
+    let field = || format!("mounts[{i}].destination");
+    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
+        return Err(OciError::refused(
+            field(),
+            format!("expected an absolute path without '..', found {dest:?}"),
+        ));
+    }
+    let trees = ["/proc", "/dev", "/sys", "/tmp", "/.hybox"];
+    match trees.iter().find(|r| dest.starts_with(r)) {
+        Some(r) if reserved => Err(OciError::refused(
+            field(),
+            format!("a {what} under {r} is not supported (hybox builds {r} itself)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A tmpfs mount of the bundle other than `/tmp` (Docker's `--tmpfs /run`, an image's `/run`) as a
 /// private tmpfs of the native sandbox: `size=` (default 64M, as hybox's `/tmp`), `mode=` (default
 /// 1777), `noexec`; nosuid and nodev always; other options (`rw`, `nosuid`, `nodev`, `strictatime`)
@@ -621,21 +627,7 @@ fn tmpfs_mount(
     options: &[String],
 ) -> Result<crate::policy::TmpfsMount, OciError> {
     let field = format!("mounts[{i}].options");
-    if !dest.is_absolute() || dest.components().any(|c| c == Component::ParentDir) {
-        return Err(OciError::refused(
-            format!("mounts[{i}].destination"),
-            format!("expected an absolute path without '..', found {dest:?}"),
-        ));
-    }
-    if let Some(r) = ["/proc", "/dev", "/sys", "/tmp", "/.hybox"]
-        .iter()
-        .find(|r| dest.starts_with(r))
-    {
-        return Err(OciError::refused(
-            format!("mounts[{i}].destination"),
-            format!("a tmpfs under {r} is not supported (hybox builds {r} itself)"),
-        ));
-    }
+    check_destination(i, dest, "tmpfs", true)?;
     let mut t = crate::policy::TmpfsMount {
         guest: dest.to_path_buf(),
         size: Size::mib(64),
