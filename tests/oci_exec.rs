@@ -411,7 +411,10 @@ fn exec_with_a_terminal_gets_a_pty_over_the_console_socket() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(ctty[0], ctty[2], "the exec'd shell leads no session: {out:?}");
+    assert_eq!(
+        ctty[0], ctty[2],
+        "the exec'd shell leads no session: {out:?}"
+    );
     // Nothing of the exec is left in the container: its processes are the init's again.
     assert_eq!(runc.ok(&["ps", "--format", "json", "t1"]), before);
     runc.ok(&["kill", "t1", "KILL"]);
