@@ -58,7 +58,8 @@ fn assert_pty_is_ctty(what: &str, out: &str) -> [i64; 3] {
 
 /// `Exec` into the native container: stdin piped in, stdout and stderr apart, the exit code on
 /// the status channel; then with a tty: the pty is the process's controlling terminal in a
-/// session of its own, a resize reaches it, its output and input go through the terminal.
+/// session of its own, a resize reaches it, its output and input go through the terminal, `^C`
+/// interrupts it.
 pub fn exec_native(node: &Node, handler: &str, id: &str) {
     let script = "read l; echo \"in:$l\"; echo err >&2; exit 5";
     let url = exec_url(node, id, &["/bin/sh", "-c", script], false)
@@ -70,13 +71,17 @@ pub fn exec_native(node: &Node, handler: &str, id: &str) {
     assert_eq!(got.err(), "err\n", "Exec on {handler}: {got:?}");
     assert_eq!(got.exit_code(), Some(5), "Exec on {handler}: {got:?}");
 
-    let script = format!("{SHOW_CTTY}; read l; stty size; echo got $l; exit 4");
+    let script = format!("{SHOW_CTTY}; read l; stty size; echo got $l; sleep 30; exit 4");
     let url = exec_url(node, id, &["/bin/sh", "-c", &script], true)
         .unwrap_or_else(|e| panic!("Exec -t on {handler}: {e}\n{}", node.ctd.log_tail()));
     let mut s = Stream::open(&url);
     s.resize(100, 30);
     s.read_until(T, |g| ctty(&g.out()).is_some());
     s.stdin("go\r");
+    s.read_until(T, |g| g.out().contains("got go"));
+    // ^C typed on the terminal is a SIGINT to its foreground process group: the shell and its
+    // sleep end (status 130), where without a controlling terminal nothing would.
+    s.stdin("\u{3}");
     let got = s.finish(T);
     let out = got.out();
     let [sid, _, pid] = assert_pty_is_ctty(&format!("Exec -t on {handler}"), &out);
@@ -93,7 +98,7 @@ pub fn exec_native(node: &Node, handler: &str, id: &str) {
         "Exec -t on {handler}: input: {out:?}"
     );
     assert!(got.stderr.is_empty(), "{got:?}");
-    assert_eq!(got.exit_code(), Some(4), "Exec -t on {handler}: {got:?}");
+    assert_eq!(got.exit_code(), Some(130), "Exec -t on {handler}: {got:?}");
 }
 
 /// `Exec` into the wasm container: the CRI hands out a URL (it cannot know), and the stream ends
