@@ -2,7 +2,8 @@
 //! (k8s-cri's client) against a private containerd (tests/cri_support) with a `hybox` handler
 //! (hybox-runc) and a `runc` handler. One pod holds a wasm container and a native one side by side,
 //! each backend decided by hybox from the image's bytes; the checks are the CRI's own answers (logs,
-//! ExecSync, ContainerStatus, ContainerStats, UpdateContainerResources) and, after the pod is
+//! ExecSync, Exec and Attach through containerd's streaming server, ContainerStatus,
+//! ContainerStats, UpdateContainerResources) and, after the pod is
 //! removed, that nothing is left. The same scenario on `runc` is the control: everything native
 //! passes there, the wasm container fails (runc cannot run a module), so a pass on `hybox` is
 //! hybox's doing.
@@ -10,6 +11,10 @@
 mod common;
 #[path = "cri_support/mod.rs"]
 mod cri_support;
+#[path = "cri_support/exec_attach.rs"]
+mod exec_attach;
+#[path = "cri_support/stream.rs"]
+mod stream;
 #[path = "oci_support.rs"]
 mod support;
 
@@ -483,6 +488,16 @@ fn pod_scenario(handler: &str, hybox: bool) {
             "ExecSync into wasm: {e}"
         );
     }
+
+    // Exec and Attach through containerd's streaming server (`kubectl exec -it`, `kubectl attach`).
+    let t = Instant::now();
+    exec_attach::exec_native(&node, handler, &native);
+    exec_attach::attach_native(&node, handler, &pod);
+    if let Some(w) = &wasm {
+        exec_attach::exec_wasm(&node, w);
+        exec_attach::attach_wasm(&node, w);
+    }
+    eprintln!("{handler}: Exec and Attach checks in {:?}", t.elapsed());
 
     // The wasm annotations reach hybox (the handler passes them through): a native program in a
     // container that says it is wasm is refused, naming the annotation.

@@ -583,14 +583,10 @@ fn a_terminal_is_a_pty_sent_over_the_console_socket() {
     }
     become_subreaper();
     let runc = Runc::new();
-    let b = Bundle::new(
-        &[
-            "sh",
-            "-c",
-            "[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no",
-        ],
-        |c| c["process"]["terminal"] = json!(true),
-    );
+    let script = format!("[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no; {SHOW_CTTY}");
+    let b = Bundle::new(&["sh", "-c", &script], |c| {
+        c["process"]["terminal"] = json!(true)
+    });
     // Without a console socket: refused, naming the field (as runc does).
     let o = runc.call(&[
         "create",
@@ -626,7 +622,29 @@ fn a_terminal_is_a_pty_sent_over_the_console_socket() {
     let _ = std::io::Read::read_to_end(&mut master, &mut out);
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("tty yes"), "{out:?}");
+    assert_controlling_tty(&out, &name);
     runc.ok(&["delete", "tty"]);
+}
+
+/// A shell line printing `ctty SESSION TTY_NR PID` from the shell's own /proc/self/stat (fields
+/// 6, 7 and 1): its session, its controlling terminal's device, its pid.
+const SHOW_CTTY: &str = "read -r pid _ _ _ _ sid tty _ < /proc/self/stat; echo ctty $sid $tty $pid";
+
+/// The output of [`SHOW_CTTY`] names the pty `name` (`/dev/pts/N`) as the controlling terminal:
+/// tty_nr is the pty's device number (major 136 + N), not 0 (none).
+fn assert_controlling_tty(out: &str, name: &str) {
+    let n: u32 = name.trim_start_matches("/dev/pts/").parse().unwrap();
+    // new_encode_dev: minor's low byte, major << 8, minor's high bits << 12.
+    let want = (n & 0xff) | (136 << 8) | ((n & !0xff) << 12);
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ctty "))
+        .unwrap_or_else(|| panic!("no ctty line: {out:?}"));
+    let tty: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        tty, want,
+        "the pty {name} is not the controlling terminal: {out:?}"
+    );
 }
 
 /// A loop device on a file of `dir`, detached when dropped.

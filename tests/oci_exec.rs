@@ -359,15 +359,11 @@ fn exec_with_a_terminal_gets_a_pty_over_the_console_socket() {
     let bundle = Bundle::new(&["sleep", "30"], |_| {});
     let monitor = runc.create(&bundle, "t1");
     runc.ok(&["start", "t1"]);
-    let p = process_json(
-        &runc,
-        &[
-            "sh",
-            "-c",
-            "[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no; exit 3",
-        ],
-        |p| p["terminal"] = json!(true),
-    );
+    let script =
+        format!("[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no; {SHOW_CTTY}; exit 3");
+    let p = process_json(&runc, &["sh", "-c", &script], |p| {
+        p["terminal"] = json!(true)
+    });
     // A terminal without a console socket: refused naming the field.
     assert_eq!(
         runc.call(&["exec", "--process", p.to_str().unwrap(), "t1"])
@@ -377,6 +373,7 @@ fn exec_with_a_terminal_gets_a_pty_over_the_console_socket() {
     );
     assert!(last_error(&runc.log()).contains("process.terminal"));
 
+    let before = runc.ok(&["ps", "--format", "json", "t1"]);
     let sock = runc.root.path().join("exec-console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let got = std::thread::spawn(move || recv_fd(&listener.accept().unwrap().0));
@@ -404,7 +401,22 @@ fn exec_with_a_terminal_gets_a_pty_over_the_console_socket() {
     assert_eq!(wait_exit(pid, Duration::from_secs(10)), 3);
     let mut out = Vec::new();
     let _ = std::io::Read::read_to_end(&mut master, &mut out);
-    assert!(String::from_utf8_lossy(&out).contains("tty yes"), "{out:?}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("tty yes"), "{out:?}");
+    // Its own session (the shim's setsid), the pty as that session's controlling terminal.
+    assert_controlling_tty(&out, &name);
+    let ctty: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ctty "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        ctty[0], ctty[2],
+        "the exec'd shell leads no session: {out:?}"
+    );
+    // Nothing of the exec is left in the container: its processes are the init's again.
+    assert_eq!(runc.ok(&["ps", "--format", "json", "t1"]), before);
     runc.ok(&["kill", "t1", "KILL"]);
     assert_eq!(wait_exit(monitor, Duration::from_secs(10)), 137);
     runc.ok(&["delete", "t1"]);

@@ -393,7 +393,7 @@ impl Sandbox {
             envelope: envelope_report,
             output: OutputReport {
                 mode: match stdio {
-                    Stdio::Inherit => "inherited".into(),
+                    Stdio::Inherit | Stdio::Terminal => "inherited".into(),
                     Stdio::Capture { .. } => "captured".into(),
                 },
                 stdout_bytes: run.stdout_bytes,

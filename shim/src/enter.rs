@@ -41,6 +41,10 @@ fn prepare(plan: &Plan) -> Result<()> {
     process::set_rlimits(&plan.rlimits)?;
     // A session of its own: no controlling terminal of the caller's.
     process::new_session()?;
+    if plan.controlling_tty {
+        // The pty `exec --console-socket` made for this process: its controlling terminal.
+        process::take_controlling_tty()?;
+    }
     // The workload's own steps: no capabilities, the ids, no_new_privs, Landlock, seccomp.
     workload::prepare(plan)
 }

@@ -123,6 +123,8 @@ pub enum SetupError {
     Rlimit(&'static str, Errno),
     #[error("setsid: {0}")]
     Setsid(Errno),
+    #[error("make stdin the controlling terminal: ioctl(TIOCSCTTY): {0}")]
+    ControllingTty(Errno),
 
     // Init (`init`).
     #[error("block signals: {0}")]

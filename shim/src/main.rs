@@ -126,5 +126,8 @@ fn setup(plan: Plan) -> Result<Plan> {
     process::set_rlimits(&plan.rlimits)?;
     // A new session: no controlling terminal, so no TIOCSTI injection into one.
     process::new_session()?;
+    if plan.controlling_tty {
+        process::take_controlling_tty()?;
+    }
     Ok(plan)
 }

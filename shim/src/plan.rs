@@ -78,6 +78,12 @@ pub struct Plan {
     /// path inside the sandbox (`PATH` from `env` for a bare name). There is no workload fd.
     #[serde(default)]
     pub enter: bool,
+    /// The workload's stdin is a pty hybox-runc made for it (OCI `process.terminal`, its master
+    /// sent over the console socket): after `setsid` the shim makes it the session's controlling
+    /// terminal (`TIOCSCTTY`), so job control, `^C` and `tty` work as under runc. Never set for a
+    /// terminal of the caller's (TIOCSTI stays denied by seccomp regardless).
+    #[serde(default)]
+    pub controlling_tty: bool,
     pub landlock: LandlockPlan,
     /// Cover `/proc`'s host-wide files and make its kernel tunables read-only (`mounts::mount_proc`).
     /// `false` only with the `native.nested` grant: the kernel lets a nested user namespace mount a

@@ -92,3 +92,13 @@ pub fn new_session() -> Result<()> {
         .map(drop)
         .map_err(SetupError::Setsid)
 }
+
+/// After [`new_session`], with `Plan::controlling_tty`: stdin (the pty made for this sandbox)
+/// becomes the new session's controlling terminal. `arg 0`: never steal one that is another
+/// session's (the kernel refuses, and so does this).
+pub fn take_controlling_tty() -> Result<()> {
+    // SAFETY: an ioctl on fd 0 with an integer argument.
+    check(unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) })
+        .map(drop)
+        .map_err(SetupError::ControllingTty)
+}

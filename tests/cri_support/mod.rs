@@ -89,6 +89,8 @@ impl Cri {
         container_status(ContainerStatusRequest) -> ContainerStatusResponse;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         exec_sync(ExecSyncRequest) -> ExecSyncResponse;
+        exec(ExecRequest) -> ExecResponse;
+        attach(AttachRequest) -> AttachResponse;
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
     }
 
@@ -156,7 +158,7 @@ pub fn build_images(dir: &Path) -> Vec<PathBuf> {
             entrypoint: vec!["/pause".into()],
             ..Config::default()
         });
-    let busybox = Image::busybox(BUSYBOX, &["echo", "sleep", "cat", "hostname"])
+    let busybox = Image::busybox(BUSYBOX, &["echo", "sleep", "cat", "hostname", "stty"])
         .expect("busybox image (busybox-static)")
         .file("ticker", native_guest("ticker"), 0o755);
     let wasm = Image::new(WASM)

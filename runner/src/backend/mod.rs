@@ -26,6 +26,10 @@ pub enum Stdio {
     Inherit,
     /// stdin is these bytes; stdout and stderr are captured up to the policy's caps (library, serve).
     Capture { stdin: Vec<u8> },
+    /// As [`Stdio::Inherit`], and stdin is a pty made for this workload alone (`hybox-runc` with
+    /// `process.terminal`: its master went to the console socket): a native workload gets it as
+    /// its controlling terminal (`Plan::controlling_tty`). Never a terminal of the caller's.
+    Terminal,
 }
 
 impl Default for Stdio {

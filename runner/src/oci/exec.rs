@@ -94,7 +94,7 @@ pub fn exec(ctx: &Context, id: &str, opts: &ExecOptions) -> Result<i32, OciError
         }
         _ => {}
     }
-    let plan = plan_for(&sd, file, &process)?;
+    let plan = plan_for(&sd, file, &process, terminal)?;
     let plan_json = serde_json::to_vec(&plan).map_err(|e| OciError::Exec {
         id: id.into(),
         step: format!("serialize the plan: {e}"),
@@ -211,7 +211,7 @@ fn read_process(file: &Path) -> Result<Process, OciError> {
 /// The shim's `enter` plan: the container's recorded policy with process.json's args, env, cwd
 /// and ids, built by the native backend's own plan builder (the same Landlock rules, seccomp
 /// programs and rlimits as the container's init).
-fn plan_for(sd: &StateDir, file: &Path, p: &Process) -> Result<Plan, OciError> {
+fn plan_for(sd: &StateDir, file: &Path, p: &Process, terminal: bool) -> Result<Plan, OciError> {
     let mut policy = sd.policy()?;
     let args = p
         .args()
@@ -291,7 +291,12 @@ fn plan_for(sd: &StateDir, file: &Path, p: &Process) -> Result<Plan, OciError> {
         })?;
     let artifact = crate::workload::Artifact::detect(&program).map_err(OciError::Workload)?;
     let host = crate::HostConfig::default();
-    let stdio = crate::backend::Stdio::Inherit;
+    // With a terminal the process's stdio are the pty the helper makes: its controlling terminal.
+    let stdio = if terminal {
+        crate::backend::Stdio::Terminal
+    } else {
+        crate::backend::Stdio::Inherit
+    };
     let launch = crate::backend::Launch {
         run_id: &sd.id,
         policy: &policy,
@@ -522,7 +527,7 @@ mod tests {
                 .join("../tests/fixtures/oci")
                 .join(format!("{name}.json"));
             let p = read_process(&file).unwrap();
-            let plan = plan_for(&sd, &file, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let plan = plan_for(&sd, &file, &p, false).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(plan.enter && !plan.keep_workload_fd, "{name}");
             assert_eq!(plan.argv, *p.args().as_ref().unwrap(), "{name}");
             assert_eq!(plan.workdir, *p.cwd(), "{name}");
@@ -538,7 +543,7 @@ mod tests {
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/fixtures/oci/ctr-exec-process.json");
         let p = read_process(&file).unwrap();
-        let without = plan_for(&sd, &file, &p).unwrap().seccomp;
+        let without = plan_for(&sd, &file, &p, false).unwrap().seccomp;
         let mut policy = sd.policy().unwrap();
         let profile: crate::policy::SeccompProfile = serde_json::from_value(serde_json::json!({
             "default_action": "allow",
@@ -547,7 +552,7 @@ mod tests {
         .unwrap();
         policy.native.seccomp.profile = Some(profile.clone());
         sd.write_policy(&policy).unwrap();
-        let with = plan_for(&sd, &file, &p).unwrap().seccomp;
+        let with = plan_for(&sd, &file, &p, false).unwrap().seccomp;
         // hybox's own programs unchanged, the allow-list still last (it denies seccomp(2)), the
         // profile's right before it.
         assert_eq!(with.len(), without.len() + 1);
@@ -573,7 +578,7 @@ mod tests {
             edit(&mut v);
             let f = dir.path().join("p.json");
             std::fs::write(&f, v.to_string()).unwrap();
-            match plan_for(&sd, &f, &read_process(&f).unwrap()) {
+            match plan_for(&sd, &f, &read_process(&f).unwrap(), false) {
                 Err(OciError::ProcessRefused { field, .. }) => field,
                 other => panic!("expected a refusal, got {other:?}"),
             }

@@ -373,7 +373,12 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     }
     forward_signals();
     let opts = RunOptions {
-        stdio: Stdio::Inherit,
+        // With process.terminal the stdio are the pty `give_pty` made: the controlling terminal.
+        stdio: if placement.console_socket.is_some() {
+            Stdio::Terminal
+        } else {
+            Stdio::Inherit
+        },
         host: HostConfig::default(),
         run_id: placement.run_id.clone(),
         join_namespaces: joins,

@@ -48,7 +48,7 @@ impl<'a> PreparedRun for Prepared<'a> {
         let (policy, deadline) = (self.policy, self.deadline);
         let stdin = match self.stdio {
             Stdio::Capture { stdin } => stdin.clone(),
-            Stdio::Inherit => Vec::new(),
+            Stdio::Inherit | Stdio::Terminal => Vec::new(),
         };
         let started = self.start(envelope)?;
         let (run, pending) = finish(started, policy, stdin, envelope, deadline, detach)?;
@@ -191,7 +191,7 @@ fn prepare_sandbox<'a>(
     })?;
 
     let capture = match launch.stdio {
-        Stdio::Inherit => None,
+        Stdio::Inherit | Stdio::Terminal => None,
         Stdio::Capture { .. } => Some(spawn::StdioPipes::new().map_err(|e| io_err("pipe", e))?),
     };
     let joins = join::Joins::open(launch.joins).map_err(|e| io_err("open namespace to join", e))?;

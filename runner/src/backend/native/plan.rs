@@ -8,7 +8,7 @@ use hybox_shim::plan::{
     Bind, LandlockMode as PlanLandlock, LandlockPlan, Link, Overlay, Plan, Rlimits, Tmpfs, Upper,
 };
 
-use crate::backend::{JoinKind, Launch};
+use crate::backend::{JoinKind, Launch, Stdio};
 use crate::policy::{Access, LandlockMode, Network, Policy, Rootfs};
 use crate::workload::Format;
 
@@ -340,6 +340,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         keep_workload_fd: matches!(launch.artifact.format, Format::Script { .. }),
         wait_for_call: false,
         enter: false,
+        controlling_tty: matches!(launch.stdio, Stdio::Terminal),
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,

@@ -157,7 +157,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         None => None,
     };
     let (capture, stdin) = match launch.stdio {
-        Stdio::Inherit => (None, &[][..]),
+        Stdio::Inherit | Stdio::Terminal => (None, &[][..]),
         Stdio::Capture { stdin } => (
             Some((
                 policy.resources.stdout_max.bytes(),
