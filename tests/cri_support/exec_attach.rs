@@ -71,7 +71,11 @@ pub fn exec_native(node: &Node, handler: &str, id: &str) {
     assert_eq!(got.err(), "err\n", "Exec on {handler}: {got:?}");
     assert_eq!(got.exit_code(), Some(5), "Exec on {handler}: {got:?}");
 
-    let script = format!("{SHOW_CTTY}; read l; stty size; echo got $l; sleep 30; exit 4");
+    // A resize reaches the pty asynchronously (containerd's streaming server applies it on a
+    // goroutine of its own): the size is polled for up to 5 s, not read once.
+    let script = format!(
+        "{SHOW_CTTY}; read l; i=0; while [ \"$(stty size)\" != '30 100' ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; stty size; echo got $l; sleep 30; exit 4"
+    );
     let url = exec_url(node, id, &["/bin/sh", "-c", &script], true)
         .unwrap_or_else(|e| panic!("Exec -t on {handler}: {e}\n{}", node.ctd.log_tail()));
     let mut s = Stream::open(&url);
