@@ -376,3 +376,35 @@ pub fn precompile_in_process(
     };
     artifact::write_atomic(output, &artifact::encode(&key, &header, &payload))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(store_memory_is_cgroup_limit: bool) -> Job {
+        let policy =
+            Policy::from_json_str(r#"{"version": 1, "resources": {"memory": "64M"}}"#, "test")
+                .unwrap();
+        Job {
+            artifact: "/x.wasm".into(),
+            format: Format::WasmModule,
+            args: Vec::new(),
+            env: Vec::new(),
+            policy,
+            capture: None,
+            tmp_dir: None,
+            cache_dir: None,
+            timeout_ms: 1000,
+            own_network_namespace: false,
+            store_memory_is_cgroup_limit,
+        }
+    }
+
+    #[test]
+    fn the_store_keeps_headroom_below_the_cgroup_unless_told_the_cgroup_is_the_limit() {
+        // `hybox run`: 32 MiB below the envelope's, so the store fails first, naming itself.
+        assert_eq!(limiter(&job(false)).memory, 32 << 20);
+        // hybox-runc: the envelope's own, so the kernel's OOM kill (what containerd sees) comes first.
+        assert_eq!(limiter(&job(true)).memory, 64 << 20);
+    }
+}
