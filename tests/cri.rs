@@ -143,6 +143,36 @@ fn start(
     )
 }
 
+/// A memory bomb under `memory`: it ends `OOMKilled` with exit 137 in `ContainerStatus`
+/// (containerd's verdict from the cgroup's OOM event), and `RemoveContainer` removes its cgroup.
+#[allow(clippy::too_many_arguments)]
+fn assert_oom_killed(
+    node: &Node,
+    pod: &Pod,
+    handler: &str,
+    name: &str,
+    image: &str,
+    command: &[&str],
+    args: &[&str],
+    memory: i64,
+) {
+    let parent = node.ctd.cri_cgroup_parent();
+    let bomb = start(node, pod, name, image, command, args, memory)
+        .unwrap_or_else(|(_, e)| panic!("{name} on {handler}: {e}"));
+    let st = node.cri.wait_exited(&bomb, Duration::from_secs(60));
+    assert_eq!(st.reason, "OOMKilled", "{name} on {handler}: {st:?}");
+    assert_eq!(st.exit_code, 137, "{name} on {handler}: {st:?}");
+    node.cri
+        .remove_container(RemoveContainerRequest {
+            container_id: bomb.clone(),
+        })
+        .unwrap();
+    assert!(
+        !cgroup_file(&parent, &bomb, "memory", "", "").exists(),
+        "RemoveContainer left the {name}'s cgroup"
+    );
+}
+
 fn container_config(
     name: &str,
     image: &str,
@@ -383,7 +413,6 @@ fn pod_scenario(handler: &str, hybox: bool) {
     let t = Instant::now();
     let pod = run_pod(&node, handler, "mixed");
     let run_pod_ms = t.elapsed().as_millis();
-    let parent = node.ctd.cri_cgroup_parent();
 
     // The native container: the ticker guest in a busybox image.
     let t = Instant::now();
@@ -528,32 +557,25 @@ fn pod_scenario(handler: &str, hybox: bool) {
     }
 
     // An OOM kill is the container's reason.
-    let bomb = start(
-        &node,
-        &pod,
-        "bomb",
-        BUSYBOX,
-        &[
-            "/bin/sh",
-            "-c",
-            "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
-        ],
-        &[],
-        32 * MIB,
-    )
-    .unwrap_or_else(|(_, e)| panic!("bomb on {handler}: {e}"));
-    let st = node.cri.wait_exited(&bomb, Duration::from_secs(60));
-    assert_eq!(st.reason, "OOMKilled", "bomb on {handler}: {st:?}");
-    assert_eq!(st.exit_code, 137, "bomb on {handler}: {st:?}");
-    node.cri
-        .remove_container(RemoveContainerRequest {
-            container_id: bomb.clone(),
-        })
-        .unwrap();
-    assert!(
-        !cgroup_file(&parent, &bomb, "memory", "", "").exists(),
-        "RemoveContainer left the bomb's cgroup"
-    );
+    let bomb = [
+        "/bin/sh",
+        "-c",
+        "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
+    ];
+    assert_oom_killed(&node, &pod, handler, "bomb", BUSYBOX, &bomb, &[], 32 * MIB);
+    if hybox {
+        // A wasm guest over its limit: the kernel's OOM kill of its cgroup, as for native.
+        assert_oom_killed(
+            &node,
+            &pod,
+            handler,
+            "wasm-bomb",
+            WASM,
+            &["/alloc.wasm"],
+            &["1024"],
+            64 * MIB,
+        );
+    }
 
     // Stop (grace period 1 s, then SIGKILL) and remove, then the pod.
     stop_and_remove(&node, &native);

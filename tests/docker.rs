@@ -90,6 +90,7 @@ fn docker_runs_native_and_wasm_containers_under_hybox_runc() {
     let wasm = work.path().join("wasm.tar");
     Image::new("hybox.test/wasm-env:latest")
         .file("env.wasm", guest("env.wasm"), 0o644)
+        .file("alloc.wasm", guest("alloc.wasm"), 0o644)
         .config(Config {
             entrypoint: vec!["/env.wasm".into()],
             env: vec![common::oci_image::DEFAULT_PATH.to_string()],
@@ -197,6 +198,33 @@ fn docker_runs_native_and_wasm_containers_under_hybox_runc() {
     let oom = dkd.docker_ok(&["inspect", "-f", "{{.State.OOMKilled}}", "bomb"]);
     assert_eq!(oom.trim(), "true");
     dkd.docker_ok(&["rm", "bomb"]);
+
+    // A wasm guest over -m: the kernel's OOM kill of its cgroup too (hybox-runc sets the wasm
+    // store's limit at the container's, docs/oci.md "Cgroups"), so docker sees the same OOM.
+    let o = dkd
+        .docker()
+        .args([
+            "run",
+            "--network",
+            "none",
+            "--runtime",
+            "hybox",
+            "-m",
+            "64m",
+        ])
+        .args(["--memory-swap", "64m", "--name", "wasm-bomb"])
+        .args([
+            "--entrypoint",
+            "/alloc.wasm",
+            "hybox.test/wasm-env:latest",
+            "1024",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(137), "{}", text(&o));
+    let oom = dkd.docker_ok(&["inspect", "-f", "{{.State.OOMKilled}}", "wasm-bomb"]);
+    assert_eq!(oom.trim(), "true");
+    dkd.docker_ok(&["rm", "wasm-bomb"]);
 
     // A detached container: logs while it runs, docker stop ends it (SIGTERM reaches the
     // workload: busybox sh traps it and exits 3).

@@ -31,6 +31,7 @@ fn images() -> Images {
     Image::new("hybox.test/wasm-env:latest")
         .file("env.wasm", guest("env.wasm"), 0o644)
         .file("probe.wasm", guest("probe.wasm"), 0o644)
+        .file("alloc.wasm", guest("alloc.wasm"), 0o644)
         .config(Config {
             entrypoint: vec!["/env.wasm".into()],
             env: vec![
@@ -166,7 +167,35 @@ fn ctr_suite(runtime: &Path, hybox: bool) {
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     }
 
-    oom_is_seen_by_containerd(&ctd, &with(&[]));
+    let bomb = [
+        "/bin/sh",
+        "-c",
+        "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
+    ];
+    oom_is_seen_by_containerd(&ctd, &with(&[]), "hybox.test/busybox:latest", &bomb);
+    if hybox {
+        // A wasm guest over the container's limit: the same kernel OOM kill of its cgroup, so
+        // containerd sees the same OOM. Under the same limit a guest that stays within it runs
+        // to the end: what the kernel killed is the guest's allocation, not the worker's start.
+        let o = run(
+            &["--memory-limit", "67108864"],
+            "hybox.test/wasm-env:latest",
+            "wasm-alloc",
+            &["/alloc.wasm", "8"],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("alloc touched 8 MiB"),
+            "{}",
+            text(&o)
+        );
+        oom_is_seen_by_containerd(
+            &ctd,
+            &with(&[]),
+            "hybox.test/wasm-env:latest",
+            &["/alloc.wasm", "1024"],
+        );
+    }
 
     // A long-running task killed through ctr leaves nothing behind.
     let mut c = ctd.ctr();
@@ -284,11 +313,12 @@ fn memory_file(ctd: &Containerd, id: &str, v1: &str, v2: &str) -> PathBuf {
     }
 }
 
-/// A memory bomb under `ctr run --memory-limit` ends as an OOM kill (137), and containerd sees
+/// A memory bomb (`image` running `args`) under `ctr run --memory-limit` (64 MiB) ends as an
+/// OOM kill (137), and containerd sees
 /// it where it looks: the kill is counted in the task's cgroup (read while the task is stopped
 /// and not yet deleted, as the cgroup stays until `delete` under runc too), containerd publishes
 /// a `/tasks/oom` event, and `delete` removes the cgroup.
-fn oom_is_seen_by_containerd(ctd: &Containerd, runtime: &[String]) {
+fn oom_is_seen_by_containerd(ctd: &Containerd, runtime: &[String], image: &str, args: &[&str]) {
     let mut events = ctd
         .ctr()
         .arg("events")
@@ -298,16 +328,11 @@ fn oom_is_seen_by_containerd(ctd: &Containerd, runtime: &[String]) {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut c = ctd.ctr();
-    c.args(["run", "-d", "--memory-limit", "33554432"])
+    c.args(["run", "-d", "--memory-limit", "67108864"])
         .args(ctd.run_args())
         .args(runtime)
-        .args([
-            "hybox.test/busybox:latest",
-            "bomb",
-            "/bin/sh",
-            "-c",
-            "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
-        ]);
+        .args([image, "bomb"])
+        .args(args);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let until = Instant::now() + Duration::from_secs(60);

@@ -164,6 +164,8 @@ pub fn build_images(dir: &Path) -> Vec<PathBuf> {
     let wasm = Image::new(WASM)
         // Executable, so that runc fails on what the file is (exec format error), not on its mode.
         .file("ticker.wasm", guest("ticker.wasm"), 0o755)
+        // The memory bomb of the OOM step (`/alloc.wasm MIB` touches MIB MiB).
+        .file("alloc.wasm", guest("alloc.wasm"), 0o755)
         .config(Config {
             entrypoint: vec!["/ticker.wasm".into()],
             ..Config::default()

@@ -34,6 +34,14 @@ pub struct HostConfig {
     /// How a one-shot wasm run starts its worker. Default [`WorkerStart::EXEC`]; the hybox CLI
     /// uses [`WorkerStart::fork`] (read its contract before choosing it).
     pub wasm_worker_start: WorkerStart,
+    /// Keep the wasm store's memory limit `MEMORY_HEADROOM` (32 MiB)
+    /// below the envelope's (default `true`): a guest that over-allocates is then stopped by the
+    /// store, with an outcome that names the limit, before the kernel's OOM killer fires. `false`
+    /// makes the store's limit the envelope's own, so that a guest that over-allocates is ended by
+    /// the kernel's OOM kill of the envelope, as a native workload is: hybox-runc's containers,
+    /// whose caller (containerd: Kubernetes' `OOMKilled`, Docker's `OOMKilled`) learns of an OOM
+    /// only from the cgroup's OOM events.
+    pub wasm_memory_headroom: bool,
 }
 
 impl Default for HostConfig {
@@ -45,6 +53,7 @@ impl Default for HostConfig {
             cache_dir: None,
             hybox_path: None,
             wasm_worker_start: WorkerStart::EXEC,
+            wasm_memory_headroom: true,
         }
     }
 }

@@ -379,7 +379,13 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         } else {
             Stdio::Inherit
         },
-        host: HostConfig::default(),
+        // A wasm guest that outgrows the container's memory limit is ended by the kernel's OOM
+        // kill of the envelope, as a native one is: containerd learns of an OOM only from the
+        // cgroup's OOM event (CRI `OOMKilled`, Docker's `OOMKilled`), which hybox must not fake.
+        host: HostConfig {
+            wasm_memory_headroom: false,
+            ..HostConfig::default()
+        },
         run_id: placement.run_id.clone(),
         join_namespaces: joins,
         ..RunOptions::default()

@@ -291,6 +291,7 @@ impl HttpFunction {
             cache_dir: super::artifact::cache_dir(host).ok(),
             timeout_ms: policy.resources.timeout.as_std().as_millis() as u64,
             own_network_namespace: false,
+            store_memory_is_cgroup_limit: false,
         };
         let mut f = HttpFunction {
             run_id,

@@ -185,6 +185,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
             .saturating_duration_since(t_spawn)
             .as_millis() as u64,
         own_network_namespace: false,
+        store_memory_is_cgroup_limit: !launch.host.wasm_memory_headroom,
     };
     // The worker confines itself only when the supervisor started it in namespaces.
     job.policy.wasm.os_sandbox = os_sandbox;

@@ -81,6 +81,10 @@ pub struct Job {
     /// checks for the implicit bind of every TCP connect, can only mean that `lo`.
     #[serde(default)]
     pub own_network_namespace: bool,
+    /// The store's memory limit is the envelope's own, with no headroom
+    /// ([`HostConfig::wasm_memory_headroom`](crate::HostConfig::wasm_memory_headroom) `false`).
+    #[serde(default)]
+    pub store_memory_is_cgroup_limit: bool,
 }
 
 /// What the worker reports.

@@ -179,6 +179,7 @@ impl WarmFunction {
             cache_dir: super::artifact::cache_dir(host).ok(),
             timeout_ms: policy.resources.timeout.as_std().as_millis() as u64,
             own_network_namespace: false,
+            store_memory_is_cgroup_limit: false,
         };
         let mut f = WarmFunction {
             run_id,

@@ -2,7 +2,8 @@
 //! configuration from the policy (epochs, fuel, stack), the fingerprint that keys the compile cache,
 //! loading the guest (a verified hybox artifact, a cache hit, or a compile that fills the cache), and
 //! the store limits: this is where the policy's memory limit is enforced inside the store, below the
-//! cgroup's, so that a guest that over-allocates is stopped with an outcome that names the limit.
+//! cgroup's, so that a guest that over-allocates is stopped with an outcome that names the limit
+//! (hybox-runc's containers set it at the cgroup's, see `HostConfig::wasm_memory_headroom`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -190,9 +191,15 @@ impl ResourceLimiter for Limiter {
 
 pub(crate) fn limiter(job: &Job) -> Limiter {
     let p = &job.policy;
+    let cgroup = p.resources.memory.bytes();
+    // hybox-runc: no headroom, so a guest that over-allocates meets the kernel's OOM killer (the
+    // cgroup's OOM event is what containerd reports) before it could meet the store's limit.
+    let memory = match job.store_memory_is_cgroup_limit {
+        true => cgroup,
+        false => wasm_memory_limit(cgroup),
+    };
     Limiter {
-        memory: usize::try_from(wasm_memory_limit(p.resources.memory.bytes()))
-            .unwrap_or(usize::MAX),
+        memory: usize::try_from(memory).unwrap_or(usize::MAX),
         table_elements: usize::try_from(p.wasm.max_table_elements).unwrap_or(usize::MAX),
         instances: p.wasm.max_instances as usize,
         hit: None,
@@ -368,4 +375,36 @@ pub fn precompile_in_process(
         hybox: env!("CARGO_PKG_VERSION").into(),
     };
     artifact::write_atomic(output, &artifact::encode(&key, &header, &payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(store_memory_is_cgroup_limit: bool) -> Job {
+        let policy =
+            Policy::from_json_str(r#"{"version": 1, "resources": {"memory": "64M"}}"#, "test")
+                .unwrap();
+        Job {
+            artifact: "/x.wasm".into(),
+            format: Format::WasmModule,
+            args: Vec::new(),
+            env: Vec::new(),
+            policy,
+            capture: None,
+            tmp_dir: None,
+            cache_dir: None,
+            timeout_ms: 1000,
+            own_network_namespace: false,
+            store_memory_is_cgroup_limit,
+        }
+    }
+
+    #[test]
+    fn the_store_keeps_headroom_below_the_cgroup_unless_told_the_cgroup_is_the_limit() {
+        // `hybox run`: 32 MiB below the envelope's, so the store fails first, naming itself.
+        assert_eq!(limiter(&job(false)).memory, 32 << 20);
+        // hybox-runc: the envelope's own, so the kernel's OOM kill (what containerd sees) comes first.
+        assert_eq!(limiter(&job(true)).memory, 64 << 20);
+    }
 }
