@@ -583,7 +583,9 @@ fn a_terminal_is_a_pty_sent_over_the_console_socket() {
     }
     become_subreaper();
     let runc = Runc::new();
-    let script = format!("[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no; {SHOW_CTTY}");
+    let script = format!(
+        "[ -t 0 ] && [ -t 1 ] && echo tty yes || echo tty no; {SHOW_CTTY}; echo name $(busybox tty)"
+    );
     let b = Bundle::new(&["sh", "-c", &script], |c| {
         c["process"]["terminal"] = json!(true)
     });
@@ -623,6 +625,8 @@ fn a_terminal_is_a_pty_sent_over_the_console_socket() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("tty yes"), "{out:?}");
     assert_controlling_tty(&out, &name);
+    // ttyname finds it: the sandbox's /dev/pts/N is that pty (and only it).
+    assert!(out.contains(&format!("name {name}")), "{out:?}");
     runc.ok(&["delete", "tty"]);
 }
 

@@ -101,7 +101,7 @@ fn setup(plan: Plan) -> Result<Plan> {
         mounts::mount_tmpfs(t)?;
     }
     // A read-only /dev of five harmless devices: no host device node is reachable.
-    mounts::mount_dev()?;
+    mounts::mount_dev(plan.controlling_tty)?;
     // The sandbox's own /proc (no host pids), host-wide files masked, kernel tunables read-only
     // (unless the plan says not to mask: the `native.nested` grant, see `Plan::mask_proc`).
     mounts::mount_proc(plan.mask_proc)?;

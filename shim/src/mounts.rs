@@ -170,7 +170,10 @@ pub fn mount_tmpfs(t: &hybox_shim::plan::Tmpfs) -> Result<()> {
 
 /// A minimal /dev: the five harmless character devices (binds of the host's nodes: a user namespace
 /// cannot mknod), the /dev/fd links, read-only. Before `/proc`, whose masks bind `/dev/null`.
-pub fn mount_dev() -> Result<()> {
+/// With `tty` (`Plan::controlling_tty`) also `/dev/pts/N`, a bind of the pty that is stdin (the
+/// one hybox-runc made for this container, never a terminal of the caller's), so that `ttyname`
+/// finds it (`tty`, shells' job control): only that node, not the host's devpts.
+pub fn mount_dev(tty: bool) -> Result<()> {
     let old = Path::new(OLD_ROOT);
     let dev = Path::new("/dev");
     mkdir(dev, 0o755)?;
@@ -195,6 +198,19 @@ pub fn mount_dev() -> Result<()> {
         )
         .map_err(|e| SetupError::DevBind(shown(), e))?;
     }
+    if let Some(n) = tty.then(|| pty_number(0)).flatten() {
+        let src = old.join("dev/pts").join(n.to_string());
+        // The host's /dev/pts/N must be the very device open as stdin.
+        if crate::sys::char_device_of(0) == rdev_of(&src) {
+            let pts = dev.join("pts");
+            mkdir(&pts, 0o755)?;
+            let dst = pts.join(n.to_string());
+            let shown = || dst.display().to_string();
+            create_file(&dst, 0o620).map_err(|e| SetupError::DevNode(shown(), e))?;
+            mount(Some(&src), &dst, None, libc::MS_BIND, None)
+                .map_err(|e| SetupError::DevBind(shown(), e))?;
+        }
+    }
     for (t, l) in [
         ("/proc/self/fd", "/dev/fd"),
         ("/proc/self/fd/0", "/dev/stdin"),
@@ -212,6 +228,21 @@ pub fn mount_dev() -> Result<()> {
         None,
     )
     .map_err(SetupError::DevRo)
+}
+
+/// The number N of the Unix98 pty slave (`/dev/pts/N`) open as `fd`: majors 136-143
+/// (Documentation/admin-guide/devices.txt), 256 minors each.
+fn pty_number(fd: libc::c_int) -> Option<u32> {
+    let rdev = crate::sys::char_device_of(fd)?;
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    (136..=143)
+        .contains(&major)
+        .then(|| (major - 136) * 256 + minor)
+}
+
+fn rdev_of(p: &Path) -> Option<libc::dev_t> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.rdev())
 }
 
 /// A fresh procfs of the sandbox's pid namespace (no host pids), with the host-wide knobs masked

@@ -143,3 +143,14 @@ pub fn sigprocmask(how: libc::c_int, set: &libc::sigset_t) -> Result<(), Errno> 
     // SAFETY: a live sigset_t; a null old-mask pointer is allowed.
     check(unsafe { libc::sigprocmask(how, set, std::ptr::null_mut()) }).map(drop)
 }
+
+/// The device number of the character device open as `fd`, if it is one (`fstat`).
+pub fn char_device_of(fd: libc::c_int) -> Option<libc::dev_t> {
+    // SAFETY: all-zero is a valid `stat`; fstat writes it and reads nothing else.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` outlives the call; a bad fd is an error return, not UB.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    (st.st_mode & libc::S_IFMT == libc::S_IFCHR).then_some(st.st_rdev)
+}
