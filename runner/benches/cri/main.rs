@@ -3,7 +3,7 @@
 //! in one run (the order rotated each round), against a private containerd this bench starts itself
 //! (tests/cri_support: its own root, state, socket, CNI, images built from hybox's example guests).
 //!
-//! `cargo bench -p hybox --bench cri -- [--rounds N] [--pods N] [--batches N] [--pause-ms N]`
+//! `cargo bench -p hybox --bench cri -- [--rounds 10] [--pods 8] [--batches 3] [--pause-ms 0]`
 //! (root). It prints what each step means, the exact containerd command line and config, then per
 //! part the medians and the ratios against the issue's goals.
 
@@ -30,14 +30,14 @@ struct Args {
     settle: Duration,
 }
 
-const USAGE: &str = "cargo bench -p hybox --bench cri -- [--rounds N (5)] [--pods N (6)] \
-[--batches N (2)] [--pause-ms N (0: back-to-back)] [--settle-ms N (300)]";
+const USAGE: &str = "cargo bench -p hybox --bench cri -- [--rounds N (10)] [--pods N (8)] \
+[--batches N (3)] [--pause-ms N (0: back-to-back)] [--settle-ms N (300)]";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
-        rounds: 5,
-        pods: 6,
-        batches: 2,
+        rounds: 10,
+        pods: 8,
+        batches: 3,
         pause: Duration::ZERO,
         settle: Duration::from_millis(300),
     };
@@ -91,9 +91,11 @@ fn main() {
         .prefix("hybox-cri-bench-cache-")
         .tempdir()
         .expect("cache dir");
+    // A directory the runtime creates itself (0700): it refuses one open to group or others (as a
+    // temp dir may be), and would compile every module again.
     let cache_env = (
         "HYBOX_CACHE_DIR".to_string(),
-        cache.path().display().to_string(),
+        cache.path().join("hybox").display().to_string(),
     );
     let node = cri_support::Node::start_with(|o| o.env.push(cache_env.clone()));
     report::header(&node, &a, &cache_env);
