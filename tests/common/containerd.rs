@@ -30,6 +30,9 @@ pub struct Options {
     pub cni: Option<(PathBuf, PathBuf)>,
     /// Extra environment for containerd (shims and runtimes inherit it).
     pub env: Vec<(String, String)>,
+    /// Variables taken out of containerd's environment (systemd gives a system containerd no
+    /// `HOME`: so does a test that removes it here).
+    pub env_remove: Vec<String>,
     /// The CRI plugin's `restrict_oom_score_adj` (default true: root here lacks CAP_SYS_RESOURCE;
     /// false shows what happens without it).
     pub restrict_oom_score_adj: bool,
@@ -44,6 +47,7 @@ impl Default for Options {
             sandbox_image: "hybox.test/pause:latest".into(),
             cni: None,
             env: Vec::new(),
+            env_remove: Vec::new(),
             restrict_oom_score_adj: true,
         }
     }
@@ -83,6 +87,9 @@ impl Containerd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        for k in &options.env_remove {
+            cmd.env_remove(k);
+        }
         for (k, v) in &options.env {
             cmd.env(k, v);
         }

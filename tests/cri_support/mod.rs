@@ -3,6 +3,8 @@
 //! containerd with a `hybox` and a `runc` handler, CNI for pods with their own network namespace),
 //! and the images the test builds and imports (no registry).
 
+pub mod pods;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -191,21 +193,27 @@ pub struct Node {
 
 impl Node {
     pub fn start() -> Node {
+        Node::start_with(|_| {})
+    }
+
+    /// [`Node::start`] with containerd's options changed by `adjust` first.
+    pub fn start_with(adjust: impl FnOnce(&mut Options)) -> Node {
         let scratch = tempfile::Builder::new()
             .prefix("hybox-cri-")
             .tempdir()
             .unwrap();
         let (conf, bin) = cni(scratch.path());
         let policy = scratch.path().join("runtime.json");
-        let ctd = Containerd::start_with(Options {
+        let mut options = Options {
             cri: true,
             hybox_binary: Some(hybox_runc()),
             sandbox_image: PAUSE.into(),
             cni: Some((conf, bin)),
             env: vec![("HYBOX_RUNTIME_POLICY".into(), policy.display().to_string())],
             ..Options::default()
-        })
-        .expect("start containerd with CRI");
+        };
+        adjust(&mut options);
+        let ctd = Containerd::start_with(options).expect("start containerd with CRI");
         // hybox-runc reads it at each create: written once containerd's dirs are known.
         std::fs::write(&policy, runtime_policy(&ctd.dir)).unwrap();
         for archive in build_images(scratch.path()) {

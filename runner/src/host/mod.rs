@@ -24,7 +24,8 @@ pub struct HostConfig {
     pub cgroup_parent: String,
     /// The cgroup filesystem root. Default `/sys/fs/cgroup`.
     pub cgroup_root: PathBuf,
-    /// Private compile cache. Default `$XDG_CACHE_HOME/hybox` or `~/.cache/hybox`.
+    /// Private compile cache. Default `$HYBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/hybox`, else
+    /// `~/.cache/hybox` (hybox-runc: `backend::wasm::artifact::runtime_cache_dir`).
     pub cache_dir: Option<PathBuf>,
     /// A `hybox` binary to execute as the wasm worker (`hybox __wasm-worker`). Default: the running
     /// executable itself, by fd (`/proc/self/exe`), when it is hybox (its `main` declared so with

@@ -384,6 +384,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         // cgroup's OOM event (CRI `OOMKilled`, Docker's `OOMKilled`), which hybox must not fake.
         host: HostConfig {
             wasm_memory_headroom: false,
+            cache_dir: crate::backend::wasm::artifact::runtime_cache_dir(),
             ..HostConfig::default()
         },
         run_id: placement.run_id.clone(),
@@ -400,11 +401,12 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         }
         Ok(r) => {
             log.info(&format!(
-                "container {}: {} on {} ({}); exit status {}",
+                "container {}: {} on {} ({}){}; exit status {}",
                 sd.id,
                 r.report.outcome,
                 r.report.backend,
                 r.report.reasons.join("; "),
+                compile_cache(&r.report.details.wasm),
                 r.report.exit_status
             ));
             (r.report.exit_status, r.report.outcome.to_string())
@@ -430,6 +432,30 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     }
     let _ = sd.write_exit(&ExitRecord { status, outcome });
     status
+}
+
+/// What the wasm compile cache did for this start, for the exit line of the log (empty for a
+/// native container): an operator reads there why a wasm container was slow to start.
+fn compile_cache(w: &crate::report::details::WasmDetails) -> String {
+    match (w.cache_hit, &w.cache_entry) {
+        (Some(true), Some(e)) => format!("; module from the compile cache ({e})"),
+        (Some(false), _) => {
+            let why = w
+                .cache_error
+                .as_deref()
+                .or(w.cache_rejected.as_deref())
+                .map(|e| format!(": {e}"))
+                .unwrap_or_else(|| match w.cache_entry {
+                    Some(_) => " (not in the compile cache)".into(),
+                    None => " (no compile cache directory)".into(),
+                });
+            format!(
+                "; module compiled in {} ms{why}",
+                w.compile_us.unwrap_or(0) / 1000
+            )
+        }
+        _ => String::new(),
+    }
 }
 
 /// Blocks until `start` writes its byte. A fifo opened for reading that never had a writer polls

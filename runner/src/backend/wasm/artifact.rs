@@ -110,11 +110,25 @@ const KEY_LEN: usize = 32;
 const ENTRY_SUFFIX: &str = ".hyboxc";
 const MAC_LEN: usize = 32;
 
+/// The environment variable naming the compile cache directory (an absolute path), ahead of
+/// `XDG_CACHE_HOME` and `HOME`: how an admin points `hybox cache list|clear` at `hybox-runc`'s
+/// cache, and how containerd's environment gives the OCI runtime another one (docs/oci.md).
+pub const CACHE_DIR_ENV: &str = "HYBOX_CACHE_DIR";
+
+fn cache_dir_env() -> Option<PathBuf> {
+    std::env::var_os(CACHE_DIR_ENV)
+        .filter(|d| Path::new(d).is_absolute())
+        .map(PathBuf::from)
+}
+
 /// The cache directory for this host configuration: `HostConfig.cache_dir`, else
-/// `$XDG_CACHE_HOME/hybox`, else `$HOME/.cache/hybox`.
+/// `$HYBOX_CACHE_DIR`, else `$XDG_CACHE_HOME/hybox`, else `$HOME/.cache/hybox`.
 pub fn cache_dir(host: &HostConfig) -> Result<PathBuf, ArtifactError> {
     if let Some(d) = &host.cache_dir {
         return Ok(d.clone());
+    }
+    if let Some(d) = cache_dir_env() {
+        return Ok(d);
     }
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
         return Ok(PathBuf::from(x).join("hybox"));
@@ -123,10 +137,31 @@ pub fn cache_dir(host: &HostConfig) -> Result<PathBuf, ArtifactError> {
         Some(h) => Ok(PathBuf::from(h).join(".cache/hybox")),
         None => Err(ArtifactError::CacheDir {
             path: "(unset)".into(),
-            why: "neither XDG_CACHE_HOME nor HOME is set to an absolute path; set HostConfig.cache_dir".into(),
+            why: "none of HYBOX_CACHE_DIR, XDG_CACHE_HOME, HOME is set to an absolute path; set HostConfig.cache_dir".into(),
         }),
     }
 }
+
+/// Where `hybox-runc` keeps its compile cache: `$HYBOX_CACHE_DIR`, else `/var/cache/hybox` when it
+/// runs as root, else the user's cache (`$XDG_CACHE_HOME/hybox`, `$HOME/.cache/hybox`; a rootless
+/// runtime). A runtime under a system containerd gets no `HOME` (systemd sets none), and one under a
+/// containerd started from a shell gets root's: as root the cache must not depend on which, or every
+/// wasm container of a node compiles its module again. `None` when nothing applies (the module is
+/// compiled at each start; the report says so).
+pub fn runtime_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = cache_dir_env() {
+        return Some(d);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return Some(PathBuf::from(RUNTIME_ROOT_CACHE_DIR));
+    }
+    cache_dir(&HostConfig::default()).ok()
+}
+
+/// `hybox-runc`'s cache as root when [`CACHE_DIR_ENV`] is not set (the FHS's place for a system
+/// program's cache; created `0700`, checked like any cache directory).
+pub const RUNTIME_ROOT_CACHE_DIR: &str = "/var/cache/hybox";
 
 /// Creates the cache directory `0700` if missing, and refuses one that is not a real directory owned
 /// by us and closed to group and others (another user could plant code we would then map executable).
