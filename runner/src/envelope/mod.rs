@@ -446,13 +446,28 @@ impl Envelope {
 impl EnvelopeJoin for Envelope {
     /// The error keeps the errno's kind and names the step and the file (`write <dir>/cgroup.procs:
     /// <errno>`, the text of [`EnvelopeError::Io`]); the caller adds what it was moving.
+    ///
+    /// A hierarchy whose `cgroup.procs` already lists `pid` is not written: a child forked by a
+    /// process inside the envelope (hybox-runc's monitor, which joined at `create`) is born in it,
+    /// and on cgroup v1 even a move into the cgroup a process is already in takes
+    /// `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period (milliseconds,
+    /// on the container's start path). The read takes no such lock.
     fn join(&self, pid: i32) -> io::Result<()> {
         let t0 = std::time::Instant::now();
+        let id = pid.to_string();
         let r = (|| {
             for f in self.inner.procs_files() {
+                let listed = self
+                    .inner
+                    .fs
+                    .read(&f)
+                    .is_ok_and(|procs| procs.lines().any(|l| l.trim() == id));
+                if listed {
+                    continue;
+                }
                 self.inner
                     .fs
-                    .write(&f, &pid.to_string())
+                    .write(&f, &id)
                     .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", f.display())))?;
             }
             Ok(())

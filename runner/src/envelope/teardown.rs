@@ -14,6 +14,13 @@ use super::{registry, v1, v2, Envelope, EnvelopeError, Inner, Version};
 
 impl Inner {
     pub(super) fn kill_all(&self) -> Result<(), EnvelopeError> {
+        // A caller inside its envelope (hybox-runc's monitor) that is alone there has nothing to
+        // kill: it stays, rather than moving out first, which on cgroup v1 waits for an RCU grace
+        // period on the container's exit path (the monitor's exit is the container's). What
+        // might join later is killed by `delete`, which removes the cgroup (`Envelope::remove`).
+        if self.only_caller_inside() {
+            return Ok(());
+        }
         // The runner's own process never stays in what it kills (`Envelope::enter`), and a frozen
         // v1 task takes no SIGKILL until it is thawed (freezer-subsystem.rst).
         self.leave()?;
@@ -22,6 +29,23 @@ impl Inner {
             Version::V1 { .. } => v1::kill_all(&*self.fs, &self.dirs),
             Version::V2 => v2::kill_all(&*self.fs, &self.dirs.memory),
         }
+    }
+
+    /// The calling process entered the envelope ([`Envelope::enter`]) and is the only process in
+    /// every one of its cgroups. `false` when a `cgroup.procs` cannot be read.
+    fn only_caller_inside(&self) -> bool {
+        let entered = !self
+            .origin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        let me = std::process::id().to_string();
+        entered
+            && self.procs_files().iter().all(|f| {
+                self.fs
+                    .read(f)
+                    .is_ok_and(|procs| procs.lines().all(|l| l.trim() == me))
+            })
     }
 
     /// Moves the calling process back to where it was before [`Envelope::enter`] (nothing to do

@@ -187,6 +187,31 @@ fn v1_create_writes_every_limit_and_reads_it_back() {
     }
 }
 
+/// A process already in a hierarchy's cgroup (a child of hybox-runc's monitor, born inside) is
+/// not moved again there: on v1 that write would wait for an RCU grace period for nothing.
+#[test]
+fn join_skips_hierarchies_that_already_list_the_pid() {
+    let t = tempfile::tempdir().unwrap();
+    let fs = Arc::new(v1_tree(t.path(), true));
+    let env = create(&fs, "run-born-inside", &LIMITS).unwrap();
+    // The fake lists only live processes, as the kernel does: this test's own pid is one.
+    let me_pid = std::process::id().to_string();
+    let files = env.procs_files();
+    std::fs::write(&files[0], format!("1\n{me_pid}\n")).unwrap();
+    env.join(std::process::id() as i32).unwrap();
+    let moved: Vec<String> = fs
+        .written()
+        .into_iter()
+        .filter(|(p, v)| p.ends_with("cgroup.procs") && *v == me_pid)
+        .map(|(p, _)| p)
+        .collect();
+    let expect: Vec<String> = files[1..].iter().map(|p| fs.rel(p)).collect();
+    assert_eq!(moved, expect, "written only where the pid was not listed");
+    // The teardown refuses an envelope with the runner inside; the fake's files do not move it.
+    std::fs::write(&files[0], "").unwrap();
+    env.destroy().unwrap();
+}
+
 #[test]
 fn v1_without_memsw_sets_swappiness_zero() {
     let t = tempfile::tempdir().unwrap();
