@@ -116,8 +116,8 @@ pub fn header(node: &Node, a: &Args, cache: &(String, String)) {
     );
     println!("steps, as the CRI client (this bench, as kubelet) sees them:");
     println!("  run_pod     RunPodSandbox: containerd makes the netns (CNI), the pause container is created and started by the handler's runtime");
-    println!("  create      CreateContainer: snapshot, config.json, `RUNTIME create` (hybox-runc: its monitor, the envelope cgroup)");
-    println!("  start       StartContainer: `RUNTIME start` until containerd answers");
+    println!("  create      CreateContainer: the snapshot and containerd's metadata (containerd 1.6 calls no runtime here)");
+    println!("  start       StartContainer: the shim's task create (`RUNTIME create`: hybox-runc's monitor, the envelope cgroup) and `RUNTIME start`, until containerd answers");
     println!("  first_line  from StartContainer's answer until the container's first line (stderr `NAME started`) is in its CRI log file (read every 1 ms)");
 }
 
