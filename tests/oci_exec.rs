@@ -310,6 +310,24 @@ fn exec_runs_a_process_inside_a_running_native_container() {
     let e = last_error(&runc.log());
     assert!(e.contains("\"e1\"") && e.contains("ENOENT"), "{e}");
     assert_eq!(runc.state("e1")["status"], "running");
+    // A command line instead of --process (runc's `exec ID CMD...`): the container's own process
+    // (its config.json env) with the command, --env added, --cwd.
+    let o = runc.call(&[
+        "exec",
+        "--env",
+        "X=1",
+        "--cwd",
+        "/bin",
+        "e1",
+        "sh",
+        "-c",
+        "echo \"$GREETING\" $X; pwd",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", last_error(&runc.log()));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello from config.json 1\n/bin\n"
+    );
 
     runc.ok(&["kill", "e1", "KILL"]);
     assert_eq!(wait_exit(monitor, Duration::from_secs(10)), 137);

@@ -117,6 +117,10 @@ fn run(cli: &RuncCli, log: &Log) -> Result<i32, OciError> {
                 &e.container_id,
                 &crate::oci::exec::ExecOptions {
                     process: e.process.clone(),
+                    command: e.command.clone(),
+                    env: e.env.clone(),
+                    cwd: e.cwd.clone(),
+                    user: e.user,
                     detach: e.detach,
                     pid_file: e.pid_file.clone(),
                     console_socket: e.console_socket.clone(),

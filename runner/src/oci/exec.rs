@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use hybox_shim::plan::{Message, Plan, CONTROL_FD, GO_BYTE};
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{Process, Spec};
 
 use crate::oci::lifecycle::Context;
 use crate::oci::runtime_policy::check_capabilities;
@@ -32,8 +32,13 @@ use crate::policy::Backend;
 /// `exec`'s options (liboci-cli's `Exec`, what containerd's shim passes).
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
-    /// `--process`: the process.json (required: hybox-runc takes no command line process).
+    /// `--process`: the process.json. Without it, `command` is the process, as runc builds it:
+    /// the container's `config.json` process with these args, `env` added, `cwd` and `user` if set.
     pub process: Option<PathBuf>,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub user: Option<(u32, Option<u32>)>,
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
@@ -72,11 +77,14 @@ pub fn exec(ctx: &Context, id: &str, opts: &ExecOptions) -> Result<i32, OciError
             status: status.to_string(),
         });
     }
-    let file = opts.process.as_ref().ok_or_else(|| OciError::Unsupported {
-        what: "exec without --process".into(),
-        why: "hybox-runc takes the process from a process.json only".into(),
-    })?;
-    let process = read_process(file)?;
+    let (file, process) = match &opts.process {
+        Some(file) => (file.clone(), read_process(file)?),
+        None => (
+            PathBuf::from("the exec command line"),
+            command_process(&record.bundle, opts)?,
+        ),
+    };
+    let file = file.as_path();
     let terminal = opts.tty || process.terminal() == Some(true);
     match (terminal, &opts.console_socket) {
         (true, None) => {
@@ -184,6 +192,46 @@ pub fn exec(ctx: &Context, id: &str, opts: &ExecOptions) -> Result<i32, OciError
     } else {
         128 + libc::WTERMSIG(st)
     })
+}
+
+/// `exec ID COMMAND...` (no `--process`): the container's own process (`BUNDLE/config.json`, as
+/// runc takes it) with `COMMAND` as its args, `--env` added, `--cwd` and `--user` when given;
+/// no terminal unless `--tty`. It is then checked like a process.json.
+fn command_process(bundle: &Path, opts: &ExecOptions) -> Result<Process, OciError> {
+    if opts.command.is_empty() {
+        return Err(OciError::Unsupported {
+            what: "exec without --process or a command".into(),
+            why: "give the process as --process FILE or as the command after the container id"
+                .into(),
+        });
+    }
+    let config = bundle.join("config.json");
+    let mut p = match Spec::load(&config) {
+        Ok(spec) => spec.process().clone().unwrap_or_default(),
+        Err(e) => {
+            return Err(OciError::ConfigRead {
+                path: config,
+                source: std::io::Error::other(e.to_string()),
+            })
+        }
+    };
+    p.set_args(Some(opts.command.clone()));
+    let mut env = p.env().clone().unwrap_or_default();
+    env.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+    p.set_env(Some(env));
+    if let Some(cwd) = &opts.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if let Some((uid, gid)) = opts.user {
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        if let Some(gid) = gid {
+            user.set_gid(gid);
+        }
+        p.set_user(user);
+    }
+    p.set_terminal(Some(false));
+    Ok(p)
 }
 
 fn refused(file: &Path, field: &str, message: impl Into<String>) -> OciError {
