@@ -22,10 +22,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cri_support::pods::{self, container_config, Pod, MIB};
 use cri_support::{wait_log, Node, BUSYBOX, WASM};
 use k8s_cri::v1::*;
-
-const MIB: i64 = 1 << 20;
 
 fn cgroup_v2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
@@ -51,62 +50,13 @@ fn read_trim(p: &Path) -> String {
         .to_string()
 }
 
-struct Pod {
-    id: String,
-    config: PodSandboxConfig,
-    logs: PathBuf,
-}
-
 fn run_pod(node: &Node, handler: &str, name: &str) -> Pod {
-    let logs = node.log_dir(name);
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("{name}-uid"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: format!("{name}-host"),
-        log_directory: logs.display().to_string(),
-        labels: HashMap::from([("app".into(), name.into())]),
-        linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("/{}", node.ctd.cri_cgroup_parent()),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = node
-        .cri
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "RunPodSandbox on {handler}: {e}\ncontainerd log: {}",
-                node.ctd.log_tail()
-            )
-        })
-        .pod_sandbox_id;
-    Pod { id, config, logs }
-}
-
-fn resources(memory: i64) -> LinuxContainerResources {
-    LinuxContainerResources {
-        memory_limit_in_bytes: memory,
-        cpu_period: 100_000,
-        cpu_quota: 50_000,
-        ..Default::default()
-    }
+    pods::run_pod(node, handler, pods::pod_config(node, name)).unwrap_or_else(|e| {
+        panic!(
+            "RunPodSandbox on {handler}: {e}\ncontainerd log: {}",
+            node.ctd.log_tail()
+        )
+    })
 }
 
 type Started = Result<String, (Option<String>, tonic::Status)>;
@@ -171,41 +121,6 @@ fn assert_oom_killed(
         !cgroup_file(&parent, &bomb, "memory", "", "").exists(),
         "RemoveContainer left the {name}'s cgroup"
     );
-}
-
-fn container_config(
-    name: &str,
-    image: &str,
-    command: &[&str],
-    args: &[&str],
-    memory: i64,
-) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: image.into(),
-            ..Default::default()
-        }),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        linux: Some(LinuxContainerConfig {
-            resources: Some(resources(memory)),
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    }
 }
 
 fn create_and_start(node: &Node, pod: &Pod, config: ContainerConfig) -> Started {

@@ -169,62 +169,41 @@ fn docker_runs_native_and_wasm_containers_under_hybox_runc() {
     );
 
     // An OOM under -m: 137, and docker saw the OOM (containerd's /tasks/oom from the cgroup).
-    let o = dkd
-        .docker()
-        .args([
-            "run",
-            "--network",
-            "none",
-            "--runtime",
-            "hybox",
-            "-m",
-            "32m",
-        ])
-        .args([
-            "--memory-swap",
-            "32m",
-            "--name",
-            "bomb",
+    let oom_killed = |name: &str, memory: &str, image_and_args: &[&str]| {
+        let o = dkd
+            .docker()
+            .args(["run", "--network", "none", "--runtime", "hybox"])
+            .args(["-m", memory, "--memory-swap", memory, "--name", name])
+            .args(image_and_args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(137), "{name}: {}", text(&o));
+        let oom = dkd.docker_ok(&["inspect", "-f", "{{.State.OOMKilled}}", name]);
+        assert_eq!(oom.trim(), "true", "{name}");
+        dkd.docker_ok(&["rm", name]);
+    };
+    oom_killed(
+        "bomb",
+        "32m",
+        &[
             "hybox.test/busybox:latest",
-        ])
-        .args([
             "/bin/sh",
             "-c",
             "a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(137), "{}", text(&o));
-    let oom = dkd.docker_ok(&["inspect", "-f", "{{.State.OOMKilled}}", "bomb"]);
-    assert_eq!(oom.trim(), "true");
-    dkd.docker_ok(&["rm", "bomb"]);
-
+        ],
+    );
     // A wasm guest over -m: the kernel's OOM kill of its cgroup too (hybox-runc sets the wasm
     // store's limit at the container's, docs/oci.md "Cgroups"), so docker sees the same OOM.
-    let o = dkd
-        .docker()
-        .args([
-            "run",
-            "--network",
-            "none",
-            "--runtime",
-            "hybox",
-            "-m",
-            "64m",
-        ])
-        .args(["--memory-swap", "64m", "--name", "wasm-bomb"])
-        .args([
+    oom_killed(
+        "wasm-bomb",
+        "64m",
+        &[
             "--entrypoint",
             "/alloc.wasm",
             "hybox.test/wasm-env:latest",
             "1024",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(137), "{}", text(&o));
-    let oom = dkd.docker_ok(&["inspect", "-f", "{{.State.OOMKilled}}", "wasm-bomb"]);
-    assert_eq!(oom.trim(), "true");
-    dkd.docker_ok(&["rm", "wasm-bomb"]);
+        ],
+    );
 
     // A detached container: logs while it runs, docker stop ends it (SIGTERM reaches the
     // workload: busybox sh traps it and exits 3).

@@ -522,6 +522,19 @@ fn a_refused_bundle_names_the_field_and_leaves_nothing() {
             "process.args",
             Box::new(|c: &mut Value| c["process"]["args"] = json!("sh -c true")),
         ),
+        // A throttle on what is not a block device of this host.
+        (
+            "linux.resources.blockIO.throttleWriteBpsDevice[0]",
+            Box::new(|c: &mut Value| {
+                c["linux"]["resources"]["blockIO"] = json!({"throttleWriteBpsDevice":
+                    [{"major": 4095, "minor": 1048575, "rate": 1}]})
+            }),
+        ),
+        // A read-only tmpfs (ctr's /run is mounts[6] of the fixture).
+        (
+            "mounts[6].options",
+            Box::new(|c: &mut Value| c["mounts"][6]["options"] = json!(["ro"])),
+        ),
     ];
     for (i, (field, edit)) in cases.into_iter().enumerate() {
         let b = Bundle::new(&["sh"], edit);

@@ -30,6 +30,21 @@ fn exec_url(node: &Node, id: &str, cmd: &[&str], tty: bool) -> Result<String, to
         .map(|r| r.url)
 }
 
+/// CRI `Attach` to container `id`: its stream's URL. With a tty, stderr is the terminal (the CRI
+/// refuses both); `what` names the step in a failure.
+fn attach_url(node: &Node, id: &str, stdin: bool, tty: bool, what: &str) -> String {
+    node.cri
+        .attach(AttachRequest {
+            container_id: id.into(),
+            stdin,
+            tty,
+            stdout: true,
+            stderr: !tty,
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .url
+}
+
 /// The first `ctty SESSION TTY_NR PID` line of a terminal's output (a line editor's redraw of
 /// the typed command may hold the words too, never three numbers after them).
 fn ctty(out: &str) -> Option<[i64; 3]> {
@@ -124,17 +139,7 @@ pub fn exec_wasm(node: &Node, id: &str) {
 /// `Attach` to the wasm container: its stdout (the fifo containerd gave it) is attached; the
 /// ticker's lines come through while it runs.
 pub fn attach_wasm(node: &Node, id: &str) {
-    let url = node
-        .cri
-        .attach(AttachRequest {
-            container_id: id.into(),
-            stdin: false,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .unwrap_or_else(|e| panic!("Attach to wasm: {e}"))
-        .url;
+    let url = attach_url(node, id, false, false, "Attach to wasm");
     let mut s = Stream::open(&url);
     s.read_until(T, |g| g.out().contains("wasm tick "));
     s.detach();
@@ -152,17 +157,7 @@ pub fn attach_native(node: &Node, handler: &str, pod: &Pod) {
     (c.stdin, c.tty) = (true, true);
     let shell = create_and_start(node, pod, c)
         .unwrap_or_else(|(_, e)| panic!("tty container on {handler}: {e}"));
-    let url = node
-        .cri
-        .attach(AttachRequest {
-            container_id: shell.clone(),
-            stdin: true,
-            tty: true,
-            stdout: true,
-            stderr: false,
-        })
-        .unwrap_or_else(|e| panic!("Attach -t on {handler}: {e}"))
-        .url;
+    let url = attach_url(node, &shell, true, true, &format!("Attach -t on {handler}"));
     let mut s = Stream::open(&url);
     s.stdin(&format!("{SHOW_CTTY}\r"));
     s.read_until(T, |g| ctty(&g.out()).is_some());
@@ -178,17 +173,7 @@ pub fn attach_native(node: &Node, handler: &str, pod: &Pod) {
     c.stdin = true;
     let id = create_and_start(node, pod, c)
         .unwrap_or_else(|(_, e)| panic!("stdin container on {handler}: {e}"));
-    let url = node
-        .cri
-        .attach(AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .unwrap_or_else(|e| panic!("Attach on {handler}: {e}"))
-        .url;
+    let url = attach_url(node, &id, true, false, &format!("Attach on {handler}"));
     let mut s = Stream::open(&url);
     s.stdin("ping\n");
     s.read_until(T, |g| g.out() == "got ping\n" && g.err() == "err ping\n");

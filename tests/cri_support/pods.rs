@@ -1,7 +1,7 @@
-//! Pods and containers as kubelet asks for them, for tests/cri_cache.rs and the CRI benchmark
-//! (runner/benches/cri.rs): the same PodSandboxConfig and ContainerConfig as tests/cri.rs's (own
-//! network and IPC namespace per pod, a pid namespace per container, the pod's cgroup parent,
-//! memory and CPU limits), and the teardown kubelet does.
+//! Pods and containers as kubelet asks for them, for tests/cri.rs, tests/cri_cache.rs and the CRI
+//! benchmark (runner/benches/cri/): one PodSandboxConfig and ContainerConfig (own network and IPC
+//! namespace per pod, a pid namespace per container, the pod's cgroup parent, memory and CPU
+//! limits), and the teardown kubelet does.
 
 #![allow(dead_code)] // each user (the test, the benchmark) takes a subset
 

@@ -44,30 +44,8 @@ pub fn header(node: &Node, a: &Args, cache: &(String, String)) {
         crate::support::hybox_runc().display(),
         env!("CARGO_BIN_EXE_hybox")
     );
-    println!(
-        "containerd: {}",
-        String::from_utf8_lossy(
-            &std::process::Command::new("containerd")
-                .arg("--version")
-                .output()
-                .map(|o| o.stdout)
-                .unwrap_or_default()
-        )
-        .trim()
-    );
-    println!(
-        "runc: {}",
-        String::from_utf8_lossy(
-            &std::process::Command::new("runc")
-                .arg("--version")
-                .output()
-                .map(|o| o.stdout)
-                .unwrap_or_default()
-        )
-        .lines()
-        .next()
-        .unwrap_or("?")
-    );
+    println!("containerd: {}", version_of("containerd"));
+    println!("runc: {}", version_of("runc"));
     println!("\ncontainerd command line (its environment plus these variables):");
     println!(
         "  HYBOX_RUNTIME_POLICY={} {}={} containerd --config {d}/config.toml",
@@ -290,4 +268,19 @@ pub fn goals(r: &Results) {
         );
     }
     println!("load average at the end: {}", load());
+}
+
+/// The first line `PROGRAM --version` prints, or `?`.
+fn version_of(program: &str) -> String {
+    let out = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("?")
+        .trim()
+        .to_string()
 }

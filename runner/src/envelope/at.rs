@@ -293,7 +293,7 @@ impl Envelope {
                 .write(&f, &std::process::id().to_string())
                 .map_err(|e| EnvelopeError::io("write", &f, e))?;
         }
-        *origin = self.home.clone();
+        *origin = Some(self.home.clone());
         Ok(())
     }
 

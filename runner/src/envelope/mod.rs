@@ -266,8 +266,8 @@ pub(crate) struct Inner {
     /// ([`Envelope::create_at`]: a container runtime's state, removed by [`Envelope::remove`]).
     keep_dirs: bool,
     /// The `cgroup.procs` files the calling process came from, while it is inside the envelope
-    /// itself ([`Envelope::enter`]); it goes back there before any kill.
-    origin: std::sync::Mutex<Vec<PathBuf>>,
+    /// itself ([`Envelope::enter`]); it goes back there before any kill. `None` while outside.
+    origin: std::sync::Mutex<Option<Vec<PathBuf>>>,
     /// The disk I/O throttles, once [`Envelope::limit_io`] wrote them (`io.rs`).
     io: OnceLock<throttle::IoState>,
 }
@@ -280,7 +280,7 @@ impl Inner {
             dirs,
             extra: Vec::new(),
             keep_dirs: false,
-            origin: std::sync::Mutex::new(Vec::new()),
+            origin: std::sync::Mutex::new(None),
             io: OnceLock::new(),
         }
     }
@@ -447,21 +447,24 @@ impl EnvelopeJoin for Envelope {
     /// The error keeps the errno's kind and names the step and the file (`write <dir>/cgroup.procs:
     /// <errno>`, the text of [`EnvelopeError::Io`]); the caller adds what it was moving.
     ///
-    /// A hierarchy whose `cgroup.procs` already lists `pid` is not written: a child forked by a
-    /// process inside the envelope (hybox-runc's monitor, which joined at `create`) is born in it,
-    /// and on cgroup v1 even a move into the cgroup a process is already in takes
-    /// `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period (milliseconds,
-    /// on the container's start path). The read takes no such lock.
+    /// When the caller entered the envelope itself (hybox-runc's monitor, which joined at
+    /// `create`), a hierarchy whose `cgroup.procs` already lists `pid` is not written: a child
+    /// forked in there is born in it, and on cgroup v1 even a move into the cgroup a process is
+    /// already in takes `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace period
+    /// (milliseconds, on the container's start path). The read takes no such lock. A caller
+    /// outside (`hybox run`) forked the child outside: it is moved without looking.
     fn join(&self, pid: i32) -> io::Result<()> {
         let t0 = std::time::Instant::now();
         let id = pid.to_string();
+        let born_inside = self.inner.caller_entered();
         let r = (|| {
             for f in self.inner.procs_files() {
-                let listed = self
-                    .inner
-                    .fs
-                    .read(&f)
-                    .is_ok_and(|procs| procs.lines().any(|l| l.trim() == id));
+                let listed = born_inside
+                    && self
+                        .inner
+                        .fs
+                        .read(&f)
+                        .is_ok_and(|procs| procs.lines().any(|l| l.trim() == id));
                 if listed {
                     continue;
                 }

@@ -34,13 +34,8 @@ impl Inner {
     /// The calling process entered the envelope ([`Envelope::enter`]) and is the only process in
     /// every one of its cgroups. `false` when a `cgroup.procs` cannot be read.
     fn only_caller_inside(&self) -> bool {
-        let entered = !self
-            .origin
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
         let me = std::process::id().to_string();
-        entered
+        self.caller_entered()
             && self.procs_files().iter().all(|f| {
                 self.fs
                     .read(f)
@@ -48,16 +43,24 @@ impl Inner {
             })
     }
 
+    /// The calling process moved itself into the envelope ([`Envelope::enter`]) and has not left.
+    pub(super) fn caller_entered(&self) -> bool {
+        self.origin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Moves the calling process back to where it was before [`Envelope::enter`] (nothing to do
     /// when it never entered).
     pub(super) fn leave(&self) -> Result<(), EnvelopeError> {
         let mut origin = self.origin.lock().unwrap_or_else(|p| p.into_inner());
-        for f in origin.iter() {
+        for f in origin.iter().flatten() {
             self.fs
                 .write(f, &std::process::id().to_string())
                 .map_err(|e| EnvelopeError::io("write", f, e))?;
         }
-        origin.clear();
+        *origin = None;
         Ok(())
     }
 

@@ -197,11 +197,18 @@ fn join_skips_hierarchies_that_already_list_the_pid() {
     // The fake lists only live processes, as the kernel does: this test's own pid is one.
     let me_pid = std::process::id().to_string();
     let files = env.procs_files();
+    // The caller is inside (as hybox-runc's monitor is): only then does join look first.
+    env.enter().unwrap();
+    let before = fs.written().len();
     std::fs::write(&files[0], format!("1\n{me_pid}\n")).unwrap();
+    for f in &files[1..] {
+        std::fs::write(f, "").unwrap();
+    }
     env.join(std::process::id() as i32).unwrap();
     let moved: Vec<String> = fs
         .written()
         .into_iter()
+        .skip(before)
         .filter(|(p, v)| p.ends_with("cgroup.procs") && *v == me_pid)
         .map(|(p, _)| p)
         .collect();
