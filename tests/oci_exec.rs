@@ -391,7 +391,17 @@ fn exec_with_a_terminal_gets_a_pty_over_the_console_socket() {
     );
     assert!(last_error(&runc.log()).contains("process.terminal"));
 
-    let before = runc.ok(&["ps", "--format", "json", "t1"]);
+    // `start` returns once the shim was told to go; it forks `sleep` after that. The container's
+    // processes are the monitor, the shim and `sleep` once that fork is done.
+    let until = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let ps = runc.ok(&["ps", "--format", "json", "t1"]);
+        let n = serde_json::from_str::<Vec<i32>>(&ps).unwrap().len();
+        if n >= 3 || Instant::now() >= until {
+            break ps;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let sock = runc.root.path().join("exec-console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let got = std::thread::spawn(move || recv_fd(&listener.accept().unwrap().0));
