@@ -290,6 +290,25 @@ fn report_memory(node: &Node, handler: &str, pod: &Pod, native: &str, wasm: Opti
     eprintln!("{line}");
 }
 
+/// The native container and the wasm one share the pod's network namespace (its `lo` is the
+/// loopback of both), which is not the host's: under hybox the wasm worker joins it.
+fn assert_same_pod_network(node: &Node, native: &str, wasm: &str) {
+    let parent = node.ctd.cri_cgroup_parent();
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let nets = |id: &str| -> std::collections::BTreeSet<PathBuf> {
+        cgroup_pids(&parent, id)
+            .into_iter()
+            .filter_map(|p: i32| std::fs::read_link(format!("/proc/{p}/ns/net")).ok())
+            .filter(|n| *n != host)
+            .collect()
+    };
+    let (n, w) = (nets(native), nets(wasm));
+    assert!(
+        n.len() == 1 && n == w,
+        "the native container's network namespaces {n:?}, the wasm worker's {w:?}"
+    );
+}
+
 fn stop_and_remove(node: &Node, id: &str) {
     node.cri
         .stop_container(StopContainerRequest {
@@ -402,6 +421,9 @@ fn pod_scenario(handler: &str, hybox: bool) {
     }
 
     report_memory(&node, handler, &pod, &native, wasm.as_deref());
+    if let Some(w) = &wasm {
+        assert_same_pod_network(&node, &native, w);
+    }
 
     // ExecSync: into the native container, in the pod's network and UTS namespaces.
     let r = exec(

@@ -36,6 +36,36 @@ fn sandbox_pid(monitor: i32) -> i32 {
     }
 }
 
+/// The wasm worker of the container whose monitor is `monitor`: its child in another user
+/// namespace (the worker's own).
+fn worker_pid(monitor: i32) -> i32 {
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut kids = String::new();
+        for t in std::fs::read_dir(format!("/proc/{monitor}/task"))
+            .into_iter()
+            .flatten()
+        {
+            kids +=
+                &std::fs::read_to_string(t.unwrap().path().join("children")).unwrap_or_default();
+            kids.push(' ');
+        }
+        if let Some(p) = kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<i32>().ok())
+            .find(|&p| ns(p).is_some() && ns(p) != ns(monitor))
+        {
+            return p;
+        }
+        assert!(
+            Instant::now() < until,
+            "no wasm worker under monitor {monitor}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until the container's output has `lines` lines.
 fn wait_lines(runc: &Runc, id: &str, lines: usize) -> Vec<String> {
     let until = Instant::now() + Duration::from_secs(10);
@@ -158,6 +188,44 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
     );
     assert_eq!(shipped.state("wasm-in-pod")["hybox"]["backend"], "wasm");
     shipped.ok(&["delete", "wasm-in-pod"]);
+
+    // Under `network: loopback` a wasm container's worker joins the pod's network namespace (its
+    // guest's loopback is the pod's), and nothing else of the pod's.
+    let wasm = Bundle::new(&["/bin/ticker.wasm", "w", "100"], |c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            let file = match ns["type"].as_str().unwrap() {
+                "network" => "net",
+                "ipc" => "ipc",
+                "uts" => "uts",
+                _ => continue,
+            };
+            ns["path"] = json!(ns_of(file));
+        }
+    });
+    std::fs::write(
+        wasm.path().join("rootfs/bin/ticker.wasm"),
+        guest("ticker.wasm"),
+    )
+    .unwrap();
+    let w = runc.create(&wasm, "wasm-net");
+    assert_eq!(runc.state("wasm-net")["hybox"]["backend"], "wasm");
+    runc.ok(&["start", "wasm-net"]);
+    let out = wait_lines(&runc, "wasm-net", 2);
+    assert_eq!(
+        out.first().map(String::as_str),
+        Some("w started"),
+        "{out:?} {}",
+        last_error(&runc.log())
+    );
+    let worker = worker_pid(w);
+    assert_eq!(link(worker, "net"), link(a_sandbox, "net"));
+    assert_ne!(link(worker, "net"), link(w, "net"), "not the host's");
+    for own in ["ipc", "uts", "user", "mnt"] {
+        assert_ne!(link(worker, own), link(a_sandbox, own), "{own}");
+    }
+    runc.ok(&["kill", "wasm-net", "KILL"]);
+    assert_eq!(wait_exit(w, Duration::from_secs(10)), 137);
+    runc.ok(&["delete", "wasm-net"]);
 
     for id in ["app", "pause"] {
         runc.ok(&["kill", id, "KILL"]);

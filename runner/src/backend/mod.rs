@@ -51,8 +51,8 @@ pub struct Launch<'a> {
     /// When the wall-clock limit fires.
     pub deadline: Instant,
     pub host: &'a HostConfig,
-    /// Existing namespaces to join instead of creating them (native only; see
-    /// `native::join`): a pod's network, IPC and UTS namespaces.
+    /// Existing namespaces to join instead of creating them (see `native::join`): a pod's
+    /// network, IPC and UTS namespaces; for wasm, a network namespace under `network: loopback`.
     pub joins: &'a [NamespaceJoin],
 }
 
@@ -92,12 +92,19 @@ pub fn prepare<'a>(
 ) -> Result<Box<dyn PreparedRun + 'a>, BackendError> {
     Ok(match backend {
         crate::policy::Backend::Native => Box::new(native::prepare(launch)?),
-        // A wasm run has no namespaces of its own to replace (its worker's, when it has them,
-        // are the worker's confinement): joining one is refused rather than ignored.
-        crate::policy::Backend::Wasm if !launch.joins.is_empty() => {
+        // A wasm worker's IPC and UTS namespaces are part of its confinement and replace nothing
+        // its guest could use (WASI has neither): joining them is refused rather than ignored.
+        // A network namespace is joined only where the guest may use sockets at all.
+        crate::policy::Backend::Wasm
+            if launch.joins.iter().any(|j| j.kind != JoinKind::Network)
+                || (!launch.joins.is_empty()
+                    && launch.policy.network != crate::policy::Network::Loopback) =>
+        {
             return Err(BackendError::Io {
                 step: "join namespaces".into(),
-                source: std::io::Error::other("joining namespaces is for native runs only"),
+                source: std::io::Error::other(
+                    "a wasm run joins a network namespace only, and only under network: loopback",
+                ),
             })
         }
         crate::policy::Backend::Wasm => Box::new(wasm::start(launch)?),

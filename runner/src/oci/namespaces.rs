@@ -13,9 +13,12 @@
 //!   (`.../netns/cni-...`) before the pause container exists;
 //! - joining a network namespace gives the container that namespace's interfaces, which is network
 //!   access: a native container may join one only when the runtime policy's `network` is not
-//!   `none` (refused naming the field otherwise). A wasm container joins nothing: its guest has no
-//!   sockets at all with `none`, and with `loopback` its loopback is its worker's own, so the path
-//!   is listed as ignored and the guest gets no network beyond what the policy grants.
+//!   `none` (refused naming the field otherwise). A wasm container's worker joins a network
+//!   namespace only with `loopback`: its guest's loopback is then the pod's, shared with the pod's
+//!   other containers (a wasm server on `127.0.0.1` is reachable from a native sidecar), and the
+//!   worker's socket check still admits loopback addresses only. With `none` its guest has no
+//!   sockets at all and the path is listed as ignored (the worker keeps its own empty namespace);
+//!   IPC and UTS paths are ignored for wasm (WASI has neither System V IPC nor a hostname call).
 //!
 //! Which user namespace owns a joined namespace, and who joins: `backend::native::join`.
 
@@ -121,15 +124,21 @@ pub fn for_backend(
                 ));
             }
             Backend::Native => joins.push(j.clone()),
+            // With `loopback` the guest's loopback is the pod's, shared with its other
+            // containers, as Kubernetes promises (the worker's socket check still admits
+            // loopback addresses only, so the pod's other interfaces stay out of its reach).
+            Backend::Wasm if j.kind == JoinKind::Network && network == Network::Loopback => {
+                joins.push(j.clone())
+            }
             Backend::Wasm => ignored.push(format!(
-                "linux.namespaces[{i}].path ({} {}): a wasm container joins no namespace; {}",
+                "linux.namespaces[{i}].path ({} {}): a wasm container does not join it; {}",
                 j.kind.proc_name(),
                 j.path.display(),
-                match (j.kind, network) {
-                    (JoinKind::Network, Network::None) => "its guest has no sockets",
-                    (JoinKind::Network, _) => "its guest's loopback is its worker's own",
-                    (JoinKind::Ipc, _) => "its guest has no System V IPC",
-                    (JoinKind::Uts, _) => "its guest has no hostname call",
+                match j.kind {
+                    JoinKind::Network =>
+                        "its guest has no sockets (the runtime policy's network is \"none\")",
+                    JoinKind::Ipc => "its guest has no System V IPC",
+                    JoinKind::Uts => "its guest has no hostname call",
                 }
             )),
         }

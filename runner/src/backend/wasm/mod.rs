@@ -100,8 +100,10 @@ pub struct Started {
     tmp: Option<crate::scratch::ScratchDir>,
     start: WorkerStart,
     os_sandbox: bool,
-    /// The loopback worker's own namespaces (`netns`), for the report.
+    /// The loopback worker's own namespaces (`netns`), or the joined one, for the report.
     network_ns: Option<&'static str>,
+    /// A network namespace to join instead of making one (a Kubernetes pod's, see [`NET_JOINED`]).
+    joins: crate::backend::native::join::Joins,
     degradations: Vec<Degradation>,
     t_spawn: Instant,
     deadline: Instant,
@@ -134,6 +136,13 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
     // says so.
     let os_sandbox = policy.wasm.os_sandbox;
     let loopback = policy.network == crate::policy::Network::Loopback;
+    // `backend::prepare` lets only a network namespace through, and only under `loopback`.
+    let joins = crate::backend::native::join::Joins::open(launch.joins).map_err(|source| {
+        BackendError::Io {
+            step: "open the network namespace to join".into(),
+            source,
+        }
+    })?;
     // Namespaces are made at clone time, where a refusal is an error this side sees: a hardened or
     // loopback worker is always exec'd.
     let start = match os_sandbox || loopback {
@@ -206,6 +215,7 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         start,
         os_sandbox,
         network_ns: None,
+        joins,
         degradations,
         t_spawn,
         deadline: launch.deadline,
@@ -256,21 +266,39 @@ impl Started {
         cgroup: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> Result<(crate::backend::process::Spawned, bool), BackendError> {
         let loopback = p.loopback;
+        let joined = self.joins.has(crate::backend::JoinKind::Network);
         let spawn = |os_sandbox: bool, private_net: libc::c_int| {
             spawn_worker(
                 &p.exe,
                 p.null_stdio,
                 &p.job_r,
                 &p.res_w,
-                os_sandbox,
-                loopback,
-                private_net,
+                Namespaces {
+                    os_sandbox,
+                    loopback,
+                    private_net,
+                    joined_net: joined,
+                },
                 cgroup,
             )
+        };
+        // A pod's network namespace: the supervisor's thread enters it for the clone (the worker's
+        // new user namespace could not: the pod's is owned by another one, see `native::join`),
+        // and the worker is cloned without CLONE_NEWNET, so it is born in it; in a user namespace
+        // of its own still (the hardened ones, or one alone), so it holds no capability over it.
+        let joins = &self.joins;
+        let spawn_joined = |os_sandbox: bool| {
+            let entered = joins.enter()?;
+            let spawned = spawn(os_sandbox, libc::CLONE_NEWUSER);
+            entered.leave()?;
+            spawned.map(|c| (c, Some(NET_JOINED)))
         };
         // network: loopback means the worker's own `lo` (see `netns`); the hardened worker has its
         // own network namespace already.
         let spawn_exec = |os_sandbox: bool| {
+            if joined {
+                return spawn_joined(os_sandbox);
+            }
             if os_sandbox || !loopback {
                 return spawn(os_sandbox, 0).map(|c| (c, None));
             }
@@ -292,7 +320,7 @@ impl Started {
         };
         let ((child, inside), network_ns) = match spawned {
             // No network namespace for a loopback worker on this host.
-            Err(e) if loopback && !self.os_sandbox && netns::refused(&e) => {
+            Err(e) if loopback && !joined && !self.os_sandbox && netns::refused(&e) => {
                 self.degradations.push(private_loopback_unavailable(
                     &self.job.policy,
                     format!("clone(CLONE_NEWUSER|CLONE_NEWNET) failed: {e}"),
@@ -306,7 +334,9 @@ impl Started {
             p.exe.path().display()
         )))?;
         self.network_ns = network_ns;
-        self.job.own_network_namespace = self.os_sandbox || network_ns.is_some();
+        // A pod's namespace has the pod's interfaces besides `lo`: the unspecified address is
+        // not only loopback there (see `Job::own_network_namespace`).
+        self.job.own_network_namespace = !joined && (self.os_sandbox || network_ns.is_some());
         Ok((child, inside))
     }
 }
@@ -343,10 +373,12 @@ fn finish(
         start,
         os_sandbox,
         network_ns,
+        joins,
         mut degradations,
         t_spawn,
         deadline,
     } = started;
+    drop(joins);
     let mut child = child.expect("the worker was started above or in `start`");
     let io = BackendError::io;
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
@@ -445,6 +477,14 @@ fn finish(
     run.details.wasm.backend_process = Some("worker".into());
     run.details.wasm.worker_start = Some(start.as_str().into());
     run.details.wasm.network_namespace = network_ns.map(str::to_string);
+    // The worker lists the namespaces it was started in; a joined one is not its own.
+    if network_ns == Some(NET_JOINED) {
+        if let Some(os) = run.details.wasm.os_sandbox.as_mut() {
+            for n in os.namespaces.iter_mut().filter(|n| *n == "net") {
+                *n = "net (joined)".into();
+            }
+        }
+    }
     run.details.wasm.cgroup_entry = Some(cgroup_entry.into());
     degradations.extend(os_sandbox_degradation(&run.details.wasm));
     run.degradations.extend(degradations);
@@ -513,36 +553,58 @@ fn userns_refused(e: &std::io::Error) -> bool {
     )
 }
 
+/// The report's `network_namespace` of a worker that joined a pod's network namespace.
+pub const NET_JOINED: &str =
+    "joined the pod's network namespace (the guest may use loopback addresses only)";
+
+/// Which namespaces an exec'd worker is cloned into.
+#[derive(Debug, Clone, Copy)]
+struct Namespaces {
+    /// The hardened ones ([`hardened::CLONE_FLAGS`]).
+    os_sandbox: bool,
+    /// `network: loopback`: `lo` is brought up in a network namespace of the worker's own.
+    loopback: bool,
+    /// Without `os_sandbox`: a loopback worker's own namespaces (`netns`), a joining worker's own
+    /// user namespace, or 0.
+    private_net: libc::c_int,
+    /// The calling thread is in the network namespace to use (a pod's): no CLONE_NEWNET, and its
+    /// `lo` is the pod's, up already.
+    joined_net: bool,
+}
+
 /// Starts `hybox __wasm-worker` with the job pipe at fd 3, the result pipe at fd 4, no other fds, an
 /// empty environment, and stdio as asked; in the hardened namespaces with `os_sandbox`, else in
 /// `private_net`'s (a loopback worker's own network namespace, `netns`) with `lo` up.
-#[allow(clippy::too_many_arguments)]
 fn spawn_worker(
     exe: &exe::WorkerExe,
     null_stdin_stdout: bool,
     job_r: &OwnedFd,
     res_w: &OwnedFd,
-    os_sandbox: bool,
-    loopback: bool,
-    private_net: libc::c_int,
+    ns: Namespaces,
     cgroup: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> std::io::Result<(crate::backend::process::Spawned, bool)> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
+    let Namespaces {
+        os_sandbox,
+        loopback,
+        private_net,
+        joined_net,
+    } = ns;
     let program = crate::backend::process::Program {
         program: exe.fd(),
         name: exe.path(),
         args: &[WORKER_SUBCOMMAND],
-        namespaces: if os_sandbox {
-            hardened::CLONE_FLAGS
-        } else {
-            private_net
+        namespaces: match (os_sandbox, joined_net) {
+            (true, false) => hardened::CLONE_FLAGS,
+            (true, true) => hardened::CLONE_FLAGS & !libc::CLONE_NEWNET,
+            (false, _) => private_net,
         },
         null_stdin_stdout,
     };
     let prepare = move || {
         if os_sandbox {
-            hardened::in_new_namespaces(loopback)?;
-        } else if private_net != 0 {
+            hardened::in_new_namespaces(loopback && !joined_net)?;
+        } else if private_net & libc::CLONE_NEWNET != 0 {
             netns::loopback_up()?;
         }
         // SAFETY: in the child before exec, with both pipe ends open.
