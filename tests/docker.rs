@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use common::dockerd::{Dockerd, Options};
 use common::oci_image::{Config, Image};
 
+/// hybox-runc installed as a link named `hybox-runc` to the hybox binary (argv[0] dispatch): the
+/// other way to install it (tests/oci.rs, tests/oci_ctr.rs and tests/cri.rs use the hybox-runc
+/// binary), so both are tested with native and wasm containers.
 fn hybox_runc(dir: &Path) -> PathBuf {
     let link = dir.join("hybox-runc");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hybox"), &link).unwrap();

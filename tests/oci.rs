@@ -110,6 +110,8 @@ struct Runc {
     root: tempfile::TempDir,
     /// `HYBOX_RUNTIME_POLICY` for every call, when the test has a runtime policy of its own.
     policy: Option<PathBuf>,
+    /// The runtime's executable: the `hybox-runc` binary unless a test installs another.
+    binary: PathBuf,
 }
 
 impl Runc {
@@ -120,6 +122,7 @@ impl Runc {
                 .tempdir()
                 .unwrap(),
             policy: None,
+            binary: hybox_runc(),
         }
     }
     /// With the runtime policy `text` (written into the root dir).
@@ -134,7 +137,7 @@ impl Runc {
         self.root.path().join("log.json")
     }
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(hybox_runc());
+        let mut c = Command::new(&self.binary);
         c.arg("--root")
             .arg(self.root.path().join("state"))
             .arg("--log")
@@ -495,6 +498,28 @@ fn a_wasm_entrypoint_runs_on_the_wasm_backend() {
     runc.ok(&["start", "wasm-exit"]);
     assert_eq!(wait_exit(pid, Duration::from_secs(30)), 9);
     runc.ok(&["delete", "wasm-exit"]);
+
+    // hybox-runc installed without the hybox binary beside it: a native container runs, a wasm
+    // one is refused at create naming the missing worker binary, and nothing is left.
+    let mut lone = Runc::new();
+    lone.binary = lone.root.path().join("hybox-runc");
+    std::fs::copy(hybox_runc(), &lone.binary).unwrap();
+    let native = Bundle::new(&["sh", "-c", "true"], |_| {});
+    let pid = lone.create(&native, "native");
+    lone.ok(&["start", "native"]);
+    assert_eq!(wait_exit(pid, Duration::from_secs(30)), 0);
+    lone.ok(&["delete", "native"]);
+    let wasm = Bundle::new(&["/bin/env.wasm"], |_| {});
+    let o = lone.call(&["create", "--bundle", wasm.path().to_str().unwrap(), "wasm"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = last_error(&lone.log());
+    let beside = lone.root.path().join("hybox");
+    assert!(
+        e.contains(&format!("the wasm worker's binary {}", beside.display())),
+        "{e}"
+    );
+    assert!(!lone.call(&["state", "wasm"]).status.success());
+    assert_eq!(cgroup_dirs(&wasm.cgroup), Vec::<PathBuf>::new());
 }
 
 #[test]

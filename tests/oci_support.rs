@@ -1,24 +1,14 @@
-//! What tests/oci.rs and tests/oci_ctr.rs share: the `hybox-runc` link and the example guests.
+//! What tests/oci.rs and tests/oci_ctr.rs share: the `hybox-runc` binary and the example guests.
+//! (tests/docker.rs installs hybox-runc the other way, as a link to the hybox binary.)
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 
 use super::common;
 
-/// `hybox-runc`: a link to the hybox binary under that name (argv[0] dispatch).
+/// `hybox-runc`, its own binary (the OCI runtime without the wasm worker, which it runs from the
+/// `hybox` binary beside it: both are in cargo's target dir).
 pub fn hybox_runc() -> PathBuf {
-    static LINK: OnceLock<PathBuf> = OnceLock::new();
-    LINK.get_or_init(|| {
-        // In cargo's scratch dir for integration tests: nothing is left in /tmp.
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(concat!("hybox-runc-link-", env!("CARGO_CRATE_NAME")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let link = dir.join("hybox-runc");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_hybox"), &link).unwrap();
-        link
-    })
-    .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_hybox-runc"))
 }
 
 pub fn guest(name: &str) -> Vec<u8> {

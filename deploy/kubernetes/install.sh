@@ -1,6 +1,8 @@
 #!/bin/sh
 # Puts hybox on a Kubernetes node whose CRI is containerd: the binary as /usr/local/bin/hybox with
-# hybox-runc beside it (the same binary: argv[0] dispatch), the runtime policy as
+# hybox-runc beside it (the hybox-runc binary found beside HYBOX_BINARY, the OCI runtime without
+# the wasm worker, which it runs from hybox; else a link to hybox: argv[0] dispatch), the runtime
+# policy as
 # /etc/hybox/runtime.json (kept if one is there: it is the node admin's), and the `hybox` runtime
 # handler in containerd's config.toml; then containerd is restarted
 # (running pods keep running: their shims outlive containerd). Idempotent.
@@ -16,7 +18,14 @@ conf=$root/etc/containerd/config.toml
 mkdir -p "$root/usr/local/bin" "$root/etc/hybox" "$root/etc/containerd"
 install -m 0755 "$bin" "$root/usr/local/bin/hybox.new"
 mv "$root/usr/local/bin/hybox.new" "$root/usr/local/bin/hybox"
-ln -sf hybox "$root/usr/local/bin/hybox-runc"
+runc=$(dirname "$bin")/hybox-runc
+if [ -f "$runc" ] && [ ! -L "$runc" ]; then
+  # Replaces a link of an earlier install too (rename(2) replaces the entry, not its target).
+  install -m 0755 "$runc" "$root/usr/local/bin/hybox-runc.new"
+  mv "$root/usr/local/bin/hybox-runc.new" "$root/usr/local/bin/hybox-runc"
+else
+  ln -sfn hybox "$root/usr/local/bin/hybox-runc"
+fi
 [ -e "$root/etc/hybox/runtime.json" ] || install -m 0644 "$policy" "$root/etc/hybox/runtime.json"
 
 # containerd 2.x reads config version 3; 1.6 and 1.7 read version 2 (what containerd 1.x's

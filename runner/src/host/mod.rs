@@ -76,9 +76,30 @@ pub(crate) enum StartKind {
     /// A fresh process image (see [`WorkerStart::EXEC`]).
     #[default]
     Exec,
-    /// A fork of the caller (see [`WorkerStart::fork`]).
-    Fork,
+    /// A fork of the caller (see [`WorkerStart::fork`]), which runs this entry point.
+    Fork(ForkedWorker),
 }
+
+/// The forked worker's entry point. Held here, not called by name from the backend, so that only a
+/// program that chooses [`WorkerStart::fork`] links the worker (wasmtime, WASI, the compiler):
+/// `hybox-runc`, which never forks a worker, is a third of the hybox binary's size and starts
+/// faster (docs/oci.md).
+#[derive(Clone, Copy)]
+pub(crate) struct ForkedWorker(pub(crate) fn(&crate::backend::wasm::Job) -> i32);
+
+impl std::fmt::Debug for ForkedWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForkedWorker")
+    }
+}
+
+// There is one worker entry point: every `ForkedWorker` is the same.
+impl PartialEq for ForkedWorker {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ForkedWorker {}
 
 impl WorkerStart {
     /// `hybox __wasm-worker`, a fresh process image: nothing of the caller's memory is in it. The
@@ -98,19 +119,29 @@ impl WorkerStart {
     /// the environment's, a logger's), and the process's memory must hold nothing the guest's
     /// worker may not see (secrets: the worker holds a copy until it exits).
     pub unsafe fn fork() -> WorkerStart {
-        WorkerStart(StartKind::Fork)
+        WorkerStart(StartKind::Fork(ForkedWorker(
+            crate::backend::wasm::worker::run_forked,
+        )))
     }
 
     /// Whether this is [`WorkerStart::fork`].
     pub fn is_fork(self) -> bool {
-        self.0 == StartKind::Fork
+        matches!(self.0, StartKind::Fork(_))
+    }
+
+    /// The forked worker's entry point, for [`WorkerStart::fork`].
+    pub(crate) fn forked_entry(self) -> Option<ForkedWorker> {
+        match self.0 {
+            StartKind::Fork(e) => Some(e),
+            StartKind::Exec => None,
+        }
     }
 
     /// `exec` or `fork`, as the report's `details.worker_start` says.
     pub fn as_str(self) -> &'static str {
         match self.0 {
             StartKind::Exec => "exec",
-            StartKind::Fork => "fork",
+            StartKind::Fork(_) => "fork",
         }
     }
 }

@@ -328,6 +328,21 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
             return START_FAILED;
         }
     };
+    // hybox-runc, its own binary without the wasm worker (docs/oci.md), runs a wasm container's
+    // worker from the hybox binary beside it: opened now, so `create` fails if it is missing and
+    // `start` executes the file `create` checked, whatever is on disk by then.
+    let worker = match sandbox.decision().backend == crate::policy::Backend::Wasm
+        && !crate::backend::wasm::exe::runs_the_worker()
+    {
+        true => match crate::backend::wasm::exe::open_sibling() {
+            Ok((_, fd)) => Some(fd),
+            Err(e) => {
+                let _ = write!(ready, "{e}");
+                return START_FAILED;
+            }
+        },
+        false => None,
+    };
     // The container's cgroup, with the monitor in it before `create` returns: the pid in the
     // pid file is then in the container's cgroup from the start, as runc's init is.
     let limits = crate::envelope::Limits::from(&sandbox.policy().resources);
@@ -383,6 +398,9 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         // kill of the envelope, as a native one is: containerd learns of an OOM only from the
         // cgroup's OOM event (CRI `OOMKilled`, Docker's `OOMKilled`), which hybox must not fake.
         host: HostConfig {
+            hybox_path: worker
+                .as_ref()
+                .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd()).into()),
             wasm_memory_headroom: false,
             cache_dir: crate::backend::wasm::artifact::runtime_cache_dir(),
             ..HostConfig::default()
@@ -427,6 +445,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         (status, outcome)
     };
     drop(held);
+    drop(worker);
     if let Some(v) = &placement.rootfs {
         v.remove();
     }

@@ -52,6 +52,40 @@ pub fn this_executable_runs_the_worker() {
     let _ = self_exe();
 }
 
+/// Whether this process's executable runs the worker itself ([`this_executable_runs_the_worker`]).
+pub fn runs_the_worker() -> bool {
+    RUNS_THE_WORKER.load(Ordering::Acquire)
+}
+
+/// The name of the hybox binary a program without the worker (`hybox-runc`) runs its wasm workers
+/// from: in the same directory as that program, as both are installed (docs/oci.md).
+pub const SIBLING: &str = "hybox";
+
+/// Opens the hybox binary beside this process's executable ([`SIBLING`]), for `execveat`: what a
+/// program that does not run the worker itself starts wasm workers from. Its path and fd, or why
+/// it cannot be used.
+pub fn open_sibling() -> Result<(PathBuf, OwnedFd), String> {
+    let me = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let path = me.with_file_name(SIBLING);
+    let why = |e: &dyn std::fmt::Display| {
+        format!(
+            "the wasm worker's binary {} (the hybox binary, installed beside {}): {e}",
+            path.display(),
+            me.display()
+        )
+    };
+    let fd = open_exec(&path).map_err(|e| why(&e))?;
+    // Checked now, not at the exec: the caller reports a missing worker before anything runs.
+    let mode = std::fs::File::from(fd.try_clone().map_err(|e| why(&e))?)
+        .metadata()
+        .map_err(|e| why(&e))?
+        .permissions();
+    if std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 == 0 {
+        return Err(why(&"not executable"));
+    }
+    Ok((path, fd))
+}
+
 fn self_exe() -> &'static Result<SelfExe, i32> {
     SELF_EXE.get_or_init(|| {
         let path = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "hybox".into());

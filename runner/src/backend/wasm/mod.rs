@@ -150,9 +150,9 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         false => launch.host.wasm_worker_start,
     };
     // Only an exec'd worker needs the executable (a forked one is this process already).
-    let exe = match start.is_fork() {
-        true => None,
-        false => Some(exe::worker_exe(launch.host)?),
+    let exe = match start.forked_entry() {
+        Some(_) => None,
+        None => Some(exe::worker_exe(launch.host)?),
     };
     // An unusable cache location is not fatal (the worker compiles without it and says so).
     let cache_dir = artifact::cache_dir(launch.host).ok();
@@ -221,7 +221,10 @@ pub fn start(launch: &Launch) -> Result<Started, BackendError> {
         deadline: launch.deadline,
     };
     let Some(exe) = exe else {
-        let child = fork_worker(launch.stdio, &job_r, &res_w, &started.job)
+        let entry = start
+            .forked_entry()
+            .expect("no executable means a forked worker");
+        let child = fork_worker(launch.stdio, &job_r, &res_w, &started.job, entry)
             .map_err(io("fork the wasm worker"))?;
         started.child = Some(child);
         return Ok(started);
@@ -629,6 +632,7 @@ fn fork_worker(
     job_r: &OwnedFd,
     res_w: &OwnedFd,
     job: &Job,
+    entry: crate::host::ForkedWorker,
 ) -> std::io::Result<crate::backend::process::Spawned> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let null_stdin_stdout = matches!(stdio, Stdio::Capture { .. });
@@ -642,7 +646,7 @@ fn fork_worker(
     };
     // SAFETY: the caller chose `WorkerStart::fork`, whose contract is that no other thread of this
     // process holds a lock the worker needs.
-    unsafe { crate::backend::process::fork(&prepare, &|| worker::run_forked(job)) }
+    unsafe { crate::backend::process::fork(&prepare, &|| (entry.0)(job)) }
 }
 
 /// In the worker before it runs: the job pipe becomes [`JOB_FD`], the result pipe [`RESULT_FD`], and
