@@ -45,6 +45,7 @@ fn go(policy_json: &str, cache: &Path, artifact: &Path, args: &[&str]) -> Backen
         deadline: Instant::now() + policy.resources.timeout.as_std(),
         host: &host,
         joins: &[],
+        pass_fds: &[],
     };
     hybox::backend::run(hybox::Backend::Wasm, &launch, None).expect("the run starts")
 }

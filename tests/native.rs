@@ -112,6 +112,7 @@ fn run_fed(
         deadline: Instant::now() + timeout,
         host,
         joins: &[],
+        pass_fds: &[],
     };
     hybox::backend::run(hybox::Backend::Native, &launch, None)
 }
@@ -643,6 +644,7 @@ fn the_shim_is_in_the_envelope_before_it_runs() {
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
         joins: &[],
+        pass_fds: &[],
     };
     let r = hybox::backend::run(hybox::Backend::Native, &launch, Some(&env))
         .expect("native run starts");

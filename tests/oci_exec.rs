@@ -223,8 +223,13 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
     for own in ["ipc", "uts", "user", "mnt"] {
         assert_ne!(link(worker, own), link(a_sandbox, own), "{own}");
     }
-    runc.ok(&["kill", "wasm-net", "KILL"]);
+    // A monitor killed outright (not through `kill`) takes its worker with it: nothing of the
+    // container keeps running in its cgroup.
+    // SAFETY: kill(2) of the monitor, a child of this subreaper.
+    assert_eq!(unsafe { libc::kill(w, libc::SIGKILL) }, 0);
     assert_eq!(wait_exit(w, Duration::from_secs(10)), 137);
+    // Reparented to this subreaper, which reaps it: killed by its parent-death signal.
+    assert_eq!(wait_exit(worker, Duration::from_secs(10)), 137);
     runc.ok(&["delete", "wasm-net"]);
 
     for id in ["app", "pause"] {

@@ -112,3 +112,122 @@ fn a_tmpfs_mount_is_private_writable_and_size_capped() {
     );
     runc.ok(&["delete", "t"]);
 }
+
+/// A pipe whose both ends are close-on-exec: only a `dup2`ed copy reaches a child.
+fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: a pointer to two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds were just created and are owned by nothing else.
+    unsafe {
+        (
+            std::os::fd::FromRawFd::from_raw_fd(fds[0]),
+            std::os::fd::FromRawFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// `create` with `extra` as its fds 3, 4, ... and `--preserve-fds N` (as containerd's shim passes
+/// a task's extra files).
+fn create_with_fds(
+    runc: &Runc,
+    bundle: &Bundle,
+    id: &str,
+    n: usize,
+    extra: &[&std::fs::File],
+) -> std::process::ExitStatus {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw: Vec<i32> = extra.iter().map(|f| f.as_raw_fd()).collect();
+    let mut c = runc.cmd(&["create", "--preserve-fds", &n.to_string(), "--bundle"]);
+    c.arg(bundle.path())
+        .arg("--pid-file")
+        .arg(runc.root.path().join(format!("{id}.pid")))
+        .arg(id)
+        .stdout(std::fs::File::create(runc.root.path().join(format!("{id}.out"))).unwrap())
+        // Files, not pipes: the monitor keeps create's stdio for the container.
+        .stderr(std::fs::File::create(runc.root.path().join(format!("{id}.err"))).unwrap());
+    // SAFETY: between fork and exec the closure makes only dup2 calls (async-signal-safe) on fds
+    // this process owns.
+    unsafe {
+        c.pre_exec(move || {
+            for (i, fd) in raw.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c.status().unwrap()
+}
+
+#[test]
+fn preserved_fds_reach_the_containers_process_as_3_and_up() {
+    if !common::privileged("preserved_fds_reach_the_containers_process") {
+        return;
+    }
+    become_subreaper();
+    let runc = Runc::new();
+    let (r3, w3) = pipe();
+    let (r4, w4) = pipe();
+    // The workload writes into each and shows that nothing else above 2 is open.
+    let script = "echo three >&3; echo four >&4; \
+                  for f in 5 6 7 8 9; do [ -e /proc/self/fd/$f ] && echo leak $f; done; \
+                  echo done; sleep 2";
+    let b = Bundle::new(&["sh", "-c", script], |_| {});
+    let o = create_with_fds(&runc, &b, "fds", 2, &[&w3, &w4]);
+    assert!(o.success(), "{}", last_error(&runc.log()));
+    drop((w3, w4));
+    let pid: i32 = std::fs::read_to_string(runc.root.path().join("fds.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    runc.ok(&["start", "fds"]);
+    // The monitor keeps its copies for the container's life (as containerd's shim keeps the
+    // task's extra files): a reader sees the end once the container has exited.
+    let mut three = String::new();
+    let mut four = String::new();
+    use std::io::Read;
+    let t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = (&r3).read_to_string(&mut s);
+        s
+    });
+    let _ = (&r4).take(5).read_to_string(&mut four);
+    assert_eq!(
+        wait_exit(pid, Duration::from_secs(20)),
+        0,
+        "{}",
+        last_error(&runc.log())
+    );
+    three += &t.join().unwrap();
+    assert_eq!(three, "three\n");
+    assert_eq!(four, "four\n");
+    let out = runc.output_of("fds");
+    assert_eq!(out, "done\n", "{out:?}");
+    runc.ok(&["delete", "fds"]);
+
+    // fd 4 is not open: refused naming it, nothing left.
+    let (_r, w) = pipe();
+    let o = create_with_fds(&runc, &b, "short", 2, &[&w]);
+    assert_eq!(o.code(), Some(1));
+    let e = last_error(&runc.log());
+    assert!(
+        e.contains("--preserve-fds") && e.contains("fd 4 is not open"),
+        "{e}"
+    );
+    assert!(!runc.call(&["state", "short"]).status.success());
+
+    // A wasm container has no fd table to give them to.
+    let wasm = Bundle::new(&["/bin/env.wasm"], |_| {});
+    let o = create_with_fds(&runc, &wasm, "wasm", 1, &[&w]);
+    assert_eq!(o.code(), Some(1));
+    let e = last_error(&runc.log());
+    assert!(
+        e.contains("--preserve-fds") && e.contains("WASI preopens"),
+        "{e}"
+    );
+    assert!(!runc.call(&["state", "wasm"]).status.success());
+    assert_eq!(cgroup_dirs(&wasm.cgroup), Vec::<PathBuf>::new());
+}

@@ -61,6 +61,7 @@ impl Run {
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &host,
             joins: &[],
+            pass_fds: &[],
         };
         hybox::backend::run(hybox::Backend::Wasm, &launch, None)
     }
@@ -639,6 +640,7 @@ fn a_worker_started_for_a_run_that_cannot_happen_leaves_nothing() {
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
         joins: &[],
+        pass_fds: &[],
     };
     let started = wasm::start(&launch).expect("the worker starts");
     // On cgroup v1 the worker is started now (its start overlaps the envelope's creation); on v2
@@ -698,6 +700,7 @@ fn a_program_that_is_not_hybox_must_name_the_worker_binary() {
         deadline: Instant::now() + Duration::from_secs(20),
         host: &host,
         joins: &[],
+        pass_fds: &[],
     };
     let e = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap_err();
     assert!(matches!(e, BackendError::WorkerBinary { .. }), "{e}");

@@ -310,5 +310,6 @@ fn launch<'a>(
         deadline: Instant::now() + Duration::from_secs(10),
         host,
         joins: &[],
+        pass_fds: &[],
     }
 }

@@ -120,6 +120,7 @@ fn oneshot(c: &mut Criterion) {
             deadline: Instant::now() + Duration::from_secs(30),
             host: &host,
             joins: &[],
+            pass_fds: &[],
         };
         let r = hybox::backend::run(hybox::Backend::Wasm, &launch, None).unwrap();
         assert_eq!(r.stdout, b"hello from hybox\n", "{r:?}");

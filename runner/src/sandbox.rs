@@ -65,10 +65,15 @@ pub struct RunOptions {
     /// [`wait_for_teardowns`] before exiting. Default `false`: everything is gone when
     /// `run` returns.
     pub detach_teardown: bool,
-    /// Existing network, IPC or UTS namespaces the run joins instead of creating its own (native
-    /// runs only; a wasm run with any is refused). The runner must be root: see
-    /// `backend::native::join` for the kernel's rules and what the sandbox can do in them.
+    /// Existing network, IPC or UTS namespaces the run joins instead of creating its own (a wasm
+    /// run joins a network namespace only, under `network: loopback`, and is refused any other).
+    /// The runner must be root: see `backend::native::join` for the kernel's rules and what the
+    /// sandbox can do in them.
     pub join_namespaces: Vec<crate::backend::NamespaceJoin>,
+    /// Fds of this process the workload gets as 3, 4, ... (OCI `--preserve-fds`; native runs
+    /// only, a wasm run with any is refused), at most [`hybox_shim::plan::MAX_PASSED_FDS`]. They
+    /// stay open in this process; every other fd above 2 is closed in the sandbox.
+    pub pass_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// A finished run: the report, and the captured output (empty when stdio was inherited).
@@ -150,6 +155,7 @@ impl Sandbox {
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host: &opts.host,
             joins: &opts.join_namespaces,
+            pass_fds: &opts.pass_fds,
         };
         // The backend prepares first, the envelope is built meanwhile: a wasm worker is started
         // and waits for its job (its start, and a forked worker's engine and cached module, overlap
@@ -249,6 +255,7 @@ impl Sandbox {
             deadline: Instant::now() + self.policy.resources.timeout.as_std(),
             host,
             joins: &[],
+            pass_fds: &[],
         };
         let handle = envelope.as_ref().map(|e| e as &EnvelopeHandle);
         match crate::backend::native::prebuild(&launch, handle) {

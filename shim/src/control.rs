@@ -6,17 +6,32 @@
 
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use hybox_shim::plan::{Message, Plan, CALL_BYTE, CONTROL_FD, GO_BYTE, MAX_PLAN_BYTES};
 
 use crate::error::{Result, SetupError};
 use crate::sys::{check, Errno};
 
+/// The control socket's fd: [`CONTROL_FD`], until the workload's process moves it out of the way of
+/// the fds it is given ([`move_above`]).
+static FD: AtomicI32 = AtomicI32::new(CONTROL_FD);
+
 /// The control socket as a `File` that is never closed by a drop (`send` uses it until the end).
 fn socket() -> std::mem::ManuallyDrop<std::fs::File> {
-    // SAFETY: CONTROL_FD was dup2'd here by the runner's child and this process owns it; ManuallyDrop
-    // keeps it open.
-    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(CONTROL_FD) })
+    // SAFETY: the fd was dup2'd here by the runner's child (or moved by `move_above`) and this
+    // process owns it; ManuallyDrop keeps it open.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(FD.load(Ordering::Relaxed)) })
+}
+
+/// Moves the control socket to the lowest free fd at or above `min` (close-on-exec), so that
+/// `CONTROL_FD` can be given to the workload; its old number is left to be overwritten.
+pub fn move_above(min: i32) -> Result<()> {
+    // SAFETY: fcntl on an fd this process owns.
+    let fd = check(unsafe { libc::fcntl(FD.load(Ordering::Relaxed), libc::F_DUPFD_CLOEXEC, min) })
+        .map_err(SetupError::PassFds)?;
+    FD.store(fd, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Waits for the go byte, then reads the plan. The runner sends them once the id maps are written and
@@ -66,7 +81,7 @@ pub fn wait_for_call() -> Result<()> {
     let mut b = 0u8;
     loop {
         // SAFETY: reading one byte into a live u8 from an fd this process owns.
-        let n = unsafe { libc::read(CONTROL_FD, (&mut b as *mut u8).cast(), 1) };
+        let n = unsafe { libc::read(FD.load(Ordering::Relaxed), (&mut b as *mut u8).cast(), 1) };
         match n {
             1 => break,
             0 => return Err(SetupError::CallSocketClosed),

@@ -45,6 +45,12 @@ pub fn supervise(plan: &Plan) -> ! {
     // init never executes anything, so an fd it keeps open gives nobody access to it.
     // SAFETY: closing an fd this process owns and does not use again.
     unsafe { libc::close(WORKLOAD_FD) };
+    // The fds given to the workload are its own: init keeps no copy (a pipe's reader sees its end
+    // when the workload closes it). Ignored results as above.
+    for i in 0..plan.passed_fds as i32 {
+        // SAFETY: closing fds this process received for the workload and does not use.
+        unsafe { libc::close(hybox_shim::plan::PASSED_FDS_BASE + i) };
+    }
     loop {
         // SAFETY: a zeroed siginfo_t is a valid out-parameter.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };

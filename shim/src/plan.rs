@@ -18,6 +18,12 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_FD: i32 = 3;
 /// The workload executable's fd number in the shim (opened `O_RDONLY` by the runner, executed by fd).
 pub const WORKLOAD_FD: i32 = 4;
+/// Where the shim finds the fds the workload is given ([`Plan::passed_fds`]): the runner's child
+/// puts them at `PASSED_FDS_BASE..`, and the workload's process moves them to `3..` right before
+/// its exec (the control socket and the workload fd move above them first).
+pub const PASSED_FDS_BASE: i32 = 5;
+/// The most fds a workload can be given besides stdio.
+pub const MAX_PASSED_FDS: usize = 64;
 /// Largest plan the shim accepts (a sanity bound, not a policy limit).
 pub const MAX_PLAN_BYTES: u32 = 16 << 20;
 
@@ -84,6 +90,11 @@ pub struct Plan {
     /// terminal of the caller's (TIOCSTI stays denied by seccomp regardless).
     #[serde(default)]
     pub controlling_tty: bool,
+    /// How many fds the workload gets besides stdio (OCI `--preserve-fds`): the shim has them at
+    /// [`PASSED_FDS_BASE`].. and the workload gets them as 3.. (every other fd above 2 closes at
+    /// its exec, as always). Init closes its copies once the workload is forked.
+    #[serde(default)]
+    pub passed_fds: u32,
     pub landlock: LandlockPlan,
     /// Cover `/proc`'s host-wide files and make its kernel tunables read-only (`mounts::mount_proc`).
     /// `false` only with the `native.nested` grant: the kernel lets a nested user namespace mount a

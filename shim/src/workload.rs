@@ -9,8 +9,11 @@
 use std::ffi::CString;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 
-use hybox_shim::plan::{LandlockMode, LandlockStatus, Message, Plan, WORKLOAD_FD};
+use hybox_shim::plan::{
+    LandlockMode, LandlockStatus, Message, Plan, MAX_PASSED_FDS, PASSED_FDS_BASE, WORKLOAD_FD,
+};
 
 use crate::control::{self, send};
 use crate::error::{Result, SetupError};
@@ -30,6 +33,9 @@ pub fn prepare(plan: &Plan) -> Result<()> {
     // Every fd above 2 closes at exec: a leaked runner fd to a host directory is a way out of the
     // mount namespace (CVE-2024-21626). The control socket stays usable until the exec.
     close_fds_on_exec()?;
+    // The fds the workload is given (OCI `--preserve-fds`) become 3.., the only ones above 2 that
+    // survive the exec; the control socket and the workload fd move above them first.
+    pass_fds(plan)?;
     if plan.keep_workload_fd && !plan.enter {
         // A script: the kernel passes `/dev/fd/4` to the interpreter, so the fd must survive exec.
         keep_workload_fd()?;
@@ -91,10 +97,44 @@ fn close_fds_on_exec() -> Result<()> {
     .map_err(SetupError::CloseRange)
 }
 
+/// The workload fd: [`WORKLOAD_FD`], or where [`pass_fds`] moved it.
+static WORKLOAD: AtomicI32 = AtomicI32::new(WORKLOAD_FD);
+
+fn workload_fd() -> libc::c_int {
+    WORKLOAD.load(Ordering::Relaxed)
+}
+
+/// Gives the workload the plan's `passed_fds`, found at [`PASSED_FDS_BASE`].., as fds 3..: the
+/// control socket (3) and the workload fd (4) move above them, then each is `dup2`ed down (a
+/// `dup2` clears close-on-exec on its target, which `close_fds_on_exec` set on everything). The
+/// sources are not closed: close-on-exec, they go at the exec with everything else.
+fn pass_fds(plan: &Plan) -> Result<()> {
+    let n = plan.passed_fds as usize;
+    if n == 0 || plan.enter {
+        return Ok(());
+    }
+    if n > MAX_PASSED_FDS {
+        return Err(SetupError::PassFds(Errno(libc::EMFILE)));
+    }
+    let above = PASSED_FDS_BASE + n as i32;
+    control::move_above(above)?;
+    // SAFETY: fcntl on the workload fd, open in this process until exec.
+    let w = check(unsafe { libc::fcntl(WORKLOAD_FD, libc::F_DUPFD_CLOEXEC, above) })
+        .map_err(SetupError::PassFds)?;
+    WORKLOAD.store(w, Ordering::Relaxed);
+    // Upwards: target 3+i is below source 5+i, and any source it overwrites (5+j, j = i-2) was
+    // moved already.
+    for i in 0..n as i32 {
+        // SAFETY: dup2 between fds of this process; the source was placed by the runner.
+        check(unsafe { libc::dup2(PASSED_FDS_BASE + i, 3 + i) }).map_err(SetupError::PassFds)?;
+    }
+    Ok(())
+}
+
 /// Clears the workload fd's close-on-exec flag, so that the interpreter of a script can open it.
 fn keep_workload_fd() -> Result<()> {
     // SAFETY: fcntl on the workload fd, open in this process until exec.
-    check(unsafe { libc::fcntl(WORKLOAD_FD, libc::F_SETFD, 0) })
+    check(unsafe { libc::fcntl(workload_fd(), libc::F_SETFD, 0) })
         .map(drop)
         .map_err(SetupError::KeepWorkloadFd)
 }
@@ -194,7 +234,7 @@ fn exec(plan: &Plan) -> SetupError {
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
-            WORKLOAD_FD,
+            workload_fd(),
             c"".as_ptr(),
             args.argv.as_ptr(),
             args.envp.as_ptr(),
@@ -280,8 +320,8 @@ fn landlock(plan: &Plan) -> Result<LandlockStatus> {
     // A process entering a running sandbox has no workload fd: it executes a path inside it, which
     // the read rules above cover or not, exactly as they do for the container's own processes.
     if !plan.enter {
-        // SAFETY: WORKLOAD_FD is open in this process until exec.
-        let wfd = unsafe { BorrowedFd::borrow_raw(WORKLOAD_FD) };
+        // SAFETY: the workload fd is open in this process until exec.
+        let wfd = unsafe { BorrowedFd::borrow_raw(workload_fd()) };
         created = created
             .add_rule(PathBeneath::new(
                 wfd,

@@ -54,6 +54,9 @@ pub struct Launch<'a> {
     /// Existing namespaces to join instead of creating them (see `native::join`): a pod's
     /// network, IPC and UTS namespaces; for wasm, a network namespace under `network: loopback`.
     pub joins: &'a [NamespaceJoin],
+    /// Fds of the caller the native workload gets as 3, 4, ... (OCI `--preserve-fds`), at most
+    /// [`hybox_shim::plan::MAX_PASSED_FDS`]. A wasm run with any is refused.
+    pub pass_fds: &'a [std::os::fd::RawFd],
 }
 
 pub use native::join::{JoinKind, NamespaceJoin};
@@ -105,6 +108,13 @@ pub fn prepare<'a>(
                 source: std::io::Error::other(
                     "a wasm run joins a network namespace only, and only under network: loopback",
                 ),
+            })
+        }
+        // A wasm guest's files are its preopens: there is no fd table to put them in.
+        crate::policy::Backend::Wasm if !launch.pass_fds.is_empty() => {
+            return Err(BackendError::Io {
+                step: "pass fds to the workload".into(),
+                source: std::io::Error::other("passing fds is for native runs only"),
             })
         }
         crate::policy::Backend::Wasm => Box::new(wasm::start(launch)?),

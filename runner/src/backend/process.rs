@@ -404,6 +404,24 @@ pub(crate) fn stdin_stdout_to_dev_null() -> io::Result<()> {
     Ok(())
 }
 
+/// In a child before it runs anything: SIGKILL when the thread that started it ends (the
+/// supervisor waits for the child on that thread, so that is the supervisor's death), so that a
+/// supervisor killed with SIGKILL (an OCI monitor, a `hybox run`) leaves no child running in the
+/// envelope. `parent` is the supervisor's pid before the fork: a child whose parent is already gone
+/// ends at once. Async-signal-safe (prctl, getppid, kill).
+pub(crate) fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != parent {
+        // SAFETY: signalling this very process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    Ok(())
+}
+
 /// Runs `body` in a forked copy of this process (no exec) and returns its handle; the child exits
 /// with `body`'s return value (101 if it panics). In the child, before `prepare` and `body`:
 /// - every signal handler of the caller is reset to the default (a handler such as the CLI's signal

@@ -355,6 +355,7 @@ fn plan_for(sd: &StateDir, file: &Path, p: &Process, terminal: bool) -> Result<P
         deadline: std::time::Instant::now(),
         host: &host,
         joins: &[],
+        pass_fds: &[],
     };
     let mut plan = crate::backend::native::build_plan(&launch, policy.native.landlock)
         .map_err(|e| OciError::io("build the process's plan")(std::io::Error::other(e)))?;

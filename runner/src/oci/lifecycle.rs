@@ -38,12 +38,7 @@ const DELETE_WAIT: Duration = Duration::from_secs(10);
 /// Nothing is left behind when it fails. Must be called from a single-threaded process (the
 /// monitor is forked and goes on running this process's code).
 pub fn create(ctx: &Context, id: &str, opts: &CreateOptions) -> Result<(), OciError> {
-    if opts.preserve_fds > 0 {
-        return Err(OciError::Unsupported {
-            what: "--preserve-fds".into(),
-            why: "passing extra fds into the container is not supported by hybox-runc yet".into(),
-        });
-    }
+    check_preserved_fds(opts.preserve_fds)?;
     single_threaded()?;
     let sd = StateDir::new(&ctx.root, id)?;
     if sd.dir.exists() {
@@ -113,6 +108,13 @@ fn create_in(
     }
     let sandbox = Sandbox::new(workload, policy, None).map_err(OciError::Sandbox)?;
     let decision = sandbox.decision().clone();
+    if opts.preserve_fds > 0 && decision.backend == crate::policy::Backend::Wasm {
+        return Err(OciError::Unsupported {
+            what: "--preserve-fds".into(),
+            why: "a wasm container's files are its WASI preopens: it has no fds to be given".into(),
+        });
+    }
+    placement.pass_fds = opts.preserve_fds as u32;
     mkfifo(&sd.fifo())?;
     let pid = monitor::spawn(sd, sandbox, &placement, ctx.log.clone())?;
     let recorded = (|| {
@@ -172,6 +174,30 @@ fn create_in(
         ));
     }
     recorded
+}
+
+/// `--preserve-fds N`: fds 3..3+N of this process go to the container's process as 3..3+N (as
+/// runc passes them); each must be open here.
+fn check_preserved_fds(n: i32) -> Result<(), OciError> {
+    let unsupported = |why: String| OciError::Unsupported {
+        what: "--preserve-fds".into(),
+        why,
+    };
+    if n < 0 || n as usize > hybox_shim::plan::MAX_PASSED_FDS {
+        return Err(unsupported(format!(
+            "{n}: between 0 and {}",
+            hybox_shim::plan::MAX_PASSED_FDS
+        )));
+    }
+    for fd in 3..3 + n {
+        // SAFETY: F_GETFD only reads the flags of an fd number, open or not.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(unsupported(format!(
+                "{n} fds from 3 to pass, but fd {fd} is not open in hybox-runc"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn mkfifo(path: &Path) -> Result<(), OciError> {

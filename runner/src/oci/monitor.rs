@@ -51,6 +51,9 @@ pub(super) struct Placement {
     /// `create` checked, even if the process whose `/proc/PID/ns/*` was named has ended since
     /// and its pid been reused.
     pub joins: Vec<crate::backend::NamespaceJoin>,
+    /// `--preserve-fds`: how many fds from 3 the container's process gets (the monitor keeps
+    /// them open from `create` on and hands them to the sandbox).
+    pub pass_fds: u32,
 }
 
 /// The parent of the cgroup of a container whose bundle names no `linux.cgroupsPath`.
@@ -225,6 +228,7 @@ impl Placement {
             rootfs: None,
             console_socket: None,
             joins: Vec::new(),
+            pass_fds: 0,
         })
     }
 }
@@ -291,7 +295,11 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
     let _ = std::env::set_current_dir("/");
     // The shim hands `create` its own listening socket as fd 3 (not CLOEXEC): nothing but stdio
     // and the readiness pipe may survive into the monitor and, through it, the container.
-    close_fds_except(&[ready.as_raw_fd()]);
+    // The fds `--preserve-fds` passes are kept for the container (3..3+N).
+    let passed: Vec<i32> = (3..3 + placement.pass_fds as i32).collect();
+    let mut keep = passed.clone();
+    keep.push(ready.as_raw_fd());
+    close_fds_except(&keep);
     let mut ready = std::fs::File::from(ready);
     // The pod's namespaces, open from now on (see `Placement::joins`).
     let mut joins = Vec::new();
@@ -407,6 +415,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         },
         run_id: placement.run_id.clone(),
         join_namespaces: joins,
+        pass_fds: passed,
         ..RunOptions::default()
     };
     let (status, outcome) = match sandbox.run_in(&opts, envelope) {

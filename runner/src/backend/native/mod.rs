@@ -154,6 +154,8 @@ pub(crate) struct Prepared<'a> {
     capture: Option<spawn::StdioPipes>,
     /// The namespaces the shim joins instead of creating them (opened here, joined at the clone).
     joins: join::Joins,
+    /// The caller's fds the workload gets as 3.. (`Launch::pass_fds`).
+    passed: Vec<std::os::fd::RawFd>,
     ids: (u32, u32),
     host_ids: (u32, u32),
     degradations: Vec<Degradation>,
@@ -172,6 +174,17 @@ fn prepare_sandbox<'a>(
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
     let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
     plan.wait_for_call = wait_for_call;
+    if launch.pass_fds.len() > hybox_shim::plan::MAX_PASSED_FDS {
+        return Err(io_err(
+            "pass fds to the workload",
+            std::io::Error::other(format!(
+                "{} fds, at most {}",
+                launch.pass_fds.len(),
+                hybox_shim::plan::MAX_PASSED_FDS
+            )),
+        ));
+    }
+    plan.passed_fds = launch.pass_fds.len() as u32;
     // The embedded shim (a sealed memory file), or a shim file the host names.
     let shim_file = match &launch.host.shim_path {
         Some(p) => Some(
@@ -205,6 +218,7 @@ fn prepare_sandbox<'a>(
         workload,
         capture,
         joins,
+        passed: launch.pass_fds.to_vec(),
         ids: (launch.policy.native.uid, launch.policy.native.gid),
         host_ids: host_ids(launch.policy),
         degradations,
@@ -224,6 +238,7 @@ impl Prepared<'_> {
             workload,
             capture,
             joins,
+            passed,
             ids: (uid, gid),
             host_ids: (host_uid, host_gid),
             degradations,
@@ -250,8 +265,15 @@ impl Prepared<'_> {
             Some(dir) => {
                 let fd = std::fs::File::open(&dir)
                     .map_err(|e| io_err(&format!("open cgroup {}", dir.display()), e))?;
-                spawn::spawn_into(shim, &workload, capture.as_ref(), &fd.into(), &joins)
-                    .map_err(clone_err)?
+                spawn::spawn_into(
+                    shim,
+                    &workload,
+                    capture.as_ref(),
+                    &fd.into(),
+                    &joins,
+                    &passed,
+                )
+                .map_err(clone_err)?
             }
             None => None,
         };
@@ -263,7 +285,8 @@ impl Prepared<'_> {
         let born_inside = into.is_some();
         let child = match into {
             Some(c) => c,
-            None => spawn::spawn(shim, &workload, capture.as_ref(), &joins).map_err(clone_err)?,
+            None => spawn::spawn(shim, &workload, capture.as_ref(), &joins, &passed)
+                .map_err(clone_err)?,
         };
         drop(workload);
         drop(shim_file);

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use hybox_shim::plan::{CONTROL_FD, WORKLOAD_FD};
+use hybox_shim::plan::{CONTROL_FD, MAX_PASSED_FDS, PASSED_FDS_BASE, WORKLOAD_FD};
 
 use super::join::Joins;
 use crate::backend::process::{CloneArgs, CLONE_INTO_CGROUP};
@@ -130,8 +130,9 @@ pub fn spawn_into(
     stdio: Option<&StdioPipes>,
     cgroup: &OwnedFd,
     joins: &Joins,
+    passed: &[RawFd],
 ) -> io::Result<Option<Child>> {
-    let (parent_sock, args) = prepare(shim, workload, stdio)?;
+    let (parent_sock, args) = prepare(shim, workload, stdio, passed)?;
     let mut pidfd: RawFd = -1;
     let mut clone_args = CloneArgs {
         flags: (NAMESPACES & !joins.flags()) | libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
@@ -199,8 +200,9 @@ pub fn spawn(
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
     joins: &Joins,
+    passed: &[RawFd],
 ) -> io::Result<Child> {
-    let (parent_sock, args) = prepare(shim, workload, stdio)?;
+    let (parent_sock, args) = prepare(shim, workload, stdio, passed)?;
     let mut pidfd: RawFd = -1;
     let flags = (NAMESPACES & !joins.flags()) as libc::c_int | libc::CLONE_PIDFD | libc::SIGCHLD;
     // The joined namespaces are this thread's for the clone only (see `join`).
@@ -250,6 +252,9 @@ struct ChildArgs {
     workload: RawFd,
     shim: RawFd,
     stdio: Option<[RawFd; 3]>,
+    /// The fds the workload is given (`Plan::passed_fds`), `n_passed` of them.
+    passed: [RawFd; MAX_PASSED_FDS],
+    n_passed: usize,
     argv: [*const libc::c_char; 2],
     envp: [*const libc::c_char; 1],
     // The fds above stay open while the child may use them: the child's socket end is owned here.
@@ -260,7 +265,16 @@ fn prepare(
     shim: BorrowedFd<'_>,
     workload: &OwnedFd,
     stdio: Option<&StdioPipes>,
+    passed: &[RawFd],
 ) -> io::Result<(OwnedFd, ChildArgs)> {
+    if passed.len() > MAX_PASSED_FDS {
+        return Err(io::Error::other(format!(
+            "{} fds to pass to the workload, at most {MAX_PASSED_FDS}",
+            passed.len()
+        )));
+    }
+    let mut passed_fds = [-1; MAX_PASSED_FDS];
+    passed_fds[..passed.len()].copy_from_slice(passed);
     let mut socks = [0; 2];
     // SAFETY: a pointer to two ints.
     cvt(unsafe {
@@ -289,6 +303,8 @@ fn prepare(
                 s.child[2].as_raw_fd(),
             ]
         }),
+        passed: passed_fds,
+        n_passed: passed.len(),
         argv: [c"hybox-shim".as_ptr(), std::ptr::null()],
         envp: [std::ptr::null()],
         _child_sock: child_sock,
@@ -340,6 +356,19 @@ unsafe fn child_after_clone(args: &ChildArgs) -> ! {
         let stdio = args.stdio.map(|s| [hi(s[0]), hi(s[1]), hi(s[2])]);
         if sock < 0 || wl < 0 || shim < 0 {
             libc::_exit(CHILD_PREPARE_FAILED);
+        }
+        let mut passed = [-1; MAX_PASSED_FDS];
+        for (to, from) in passed.iter_mut().zip(&args.passed[..args.n_passed]) {
+            *to = hi(*from);
+            if *to < 0 {
+                libc::_exit(CHILD_PREPARE_FAILED);
+            }
+        }
+        // At PASSED_FDS_BASE.. for the shim (a dup2 clears close-on-exec on its target).
+        for (i, fd) in passed[..args.n_passed].iter().enumerate() {
+            if libc::dup2(*fd, PASSED_FDS_BASE + i as RawFd) < 0 {
+                libc::_exit(CHILD_PREPARE_FAILED);
+            }
         }
         if libc::dup2(sock, CONTROL_FD) < 0 || libc::dup2(wl, WORKLOAD_FD) < 0 {
             libc::_exit(CHILD_PREPARE_FAILED);

@@ -604,7 +604,10 @@ fn spawn_worker(
         },
         null_stdin_stdout,
     };
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
     let prepare = move || {
+        crate::backend::process::die_with_parent(parent)?;
         if os_sandbox {
             hardened::in_new_namespaces(loopback && !joined_net)?;
         } else if private_net & libc::CLONE_NEWNET != 0 {
@@ -636,7 +639,10 @@ fn fork_worker(
 ) -> std::io::Result<crate::backend::process::Spawned> {
     let (j, r) = (job_r.as_raw_fd(), res_w.as_raw_fd());
     let null_stdin_stdout = matches!(stdio, Stdio::Capture { .. });
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
     let prepare = move || {
+        crate::backend::process::die_with_parent(parent)?;
         // SAFETY: in the forked child, with both pipe ends open.
         unsafe { place_worker_fds(j, r, false)? };
         if null_stdin_stdout {
