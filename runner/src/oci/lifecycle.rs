@@ -191,9 +191,13 @@ fn check_preserved_fds(n: i32) -> Result<(), OciError> {
     }
     for fd in 3..3 + n {
         // SAFETY: F_GETFD only reads the flags of an fd number, open or not.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // A close-on-exec fd was not inherited (an exec closes those): it is one hybox-runc
+        // opened itself (the hybox binary's /proc/self/exe when called through a link), which
+        // must never reach the container.
+        if flags < 0 || flags & libc::FD_CLOEXEC != 0 {
             return Err(unsupported(format!(
-                "{n} fds from 3 to pass, but fd {fd} is not open in hybox-runc"
+                "{n} fds from 3 to pass, but fd {fd} is not open in hybox-runc (not inherited)"
             )));
         }
     }
