@@ -114,6 +114,21 @@ struct Runc {
     binary: PathBuf,
 }
 
+/// A test that fails half-way leaves no container running: every container still in the root is
+/// deleted with `--force` (which kills it) when the test's `Runc` goes, panicking or not.
+impl Drop for Runc {
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir(self.root.path().join("state")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            if let Some(id) = e.file_name().to_str() {
+                let _ = self.cmd(&["delete", "--force", id]).output();
+            }
+        }
+    }
+}
+
 impl Runc {
     fn new() -> Runc {
         Runc {
