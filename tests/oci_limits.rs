@@ -195,6 +195,31 @@ fn preserved_fds_reach_the_containers_process_as_3_and_up() {
         s
     });
     let _ = (&r4).take(5).read_to_string(&mut four);
+    // `exec --preserve-fds 1`: the exec'd process gets its fd 3 the same way.
+    let (re, we) = pipe();
+    let p = exec::process_json(&runc, &["sh", "-c", "echo exec >&3"], |_| {});
+    let mut c = runc.cmd(&["exec", "--preserve-fds", "1", "--process"]);
+    c.arg(&p).arg("fds");
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let fd = we.as_raw_fd();
+        // SAFETY: between fork and exec the closure only calls dup2 on an fd this process owns.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", last_error(&runc.log()));
+    drop(we);
+    let mut exec_out = String::new();
+    let _ = (&re).read_to_string(&mut exec_out);
+    assert_eq!(exec_out, "exec\n");
     assert_eq!(
         wait_exit(pid, Duration::from_secs(20)),
         0,

@@ -110,7 +110,7 @@ fn workload_fd() -> libc::c_int {
 /// sources are not closed: close-on-exec, they go at the exec with everything else.
 fn pass_fds(plan: &Plan) -> Result<()> {
     let n = plan.passed_fds as usize;
-    if n == 0 || plan.enter {
+    if n == 0 {
         return Ok(());
     }
     if n > MAX_PASSED_FDS {
@@ -118,10 +118,13 @@ fn pass_fds(plan: &Plan) -> Result<()> {
     }
     let above = PASSED_FDS_BASE + n as i32;
     control::move_above(above)?;
-    // SAFETY: fcntl on the workload fd, open in this process until exec.
-    let w = check(unsafe { libc::fcntl(WORKLOAD_FD, libc::F_DUPFD_CLOEXEC, above) })
-        .map_err(SetupError::PassFds)?;
-    WORKLOAD.store(w, Ordering::Relaxed);
+    // A process entering a running sandbox (`exec`) executes a path: it has no workload fd.
+    if !plan.enter {
+        // SAFETY: fcntl on the workload fd, open in this process until exec.
+        let w = check(unsafe { libc::fcntl(WORKLOAD_FD, libc::F_DUPFD_CLOEXEC, above) })
+            .map_err(SetupError::PassFds)?;
+        WORKLOAD.store(w, Ordering::Relaxed);
+    }
     // Upwards: target 3+i is below source 5+i, and any source it overwrites (5+j, j = i-2) was
     // moved already.
     for i in 0..n as i32 {

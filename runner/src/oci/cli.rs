@@ -99,13 +99,6 @@ fn run(cli: &RuncCli, log: &Log) -> Result<i32, OciError> {
     };
     if let RuncCommand::Common(cmd) = &cli.command {
         if let CommonCmd::Exec(e) = &**cmd {
-            if e.preserve_fds > 0 {
-                return Err(OciError::Unsupported {
-                    what: "exec --preserve-fds".into(),
-                    why: "passing extra fds into the container is not supported by hybox-runc yet"
-                        .into(),
-                });
-            }
             if !e.cap.is_empty() {
                 return Err(OciError::Unsupported {
                     what: "exec --cap".into(),
@@ -125,6 +118,7 @@ fn run(cli: &RuncCli, log: &Log) -> Result<i32, OciError> {
                     pid_file: e.pid_file.clone(),
                     console_socket: e.console_socket.clone(),
                     tty: e.tty,
+                    preserve_fds: e.preserve_fds,
                 },
             );
         }

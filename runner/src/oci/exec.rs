@@ -43,6 +43,8 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub tty: bool,
+    /// `--preserve-fds N`: fds 3..3+N of `exec` become the process's 3..3+N, as for `create`.
+    pub preserve_fds: i32,
 }
 
 /// The namespaces the process enters, in the order it enters them: every one the owner of which
@@ -102,7 +104,9 @@ pub fn exec(ctx: &Context, id: &str, opts: &ExecOptions) -> Result<i32, OciError
         }
         _ => {}
     }
-    let plan = plan_for(&sd, file, &process, terminal)?;
+    crate::oci::lifecycle::check_preserved_fds(opts.preserve_fds)?;
+    let mut plan = plan_for(&sd, file, &process, terminal)?;
+    plan.passed_fds = opts.preserve_fds as u32;
     let plan_json = serde_json::to_vec(&plan).map_err(|e| OciError::Exec {
         id: id.into(),
         step: format!("serialize the plan: {e}"),
@@ -468,7 +472,7 @@ fn enter_and_fork(
     }
     if pid == 0 {
         // SAFETY: in the fork's child, on fds it owns; ends in exec or _exit.
-        unsafe { exec_shim(theirs.as_raw_fd(), shim) }
+        unsafe { exec_shim(theirs.as_raw_fd(), shim, opts.preserve_fds) }
     }
     drop(theirs);
     let mut control = std::fs::File::from(mine);
@@ -498,11 +502,12 @@ fn enter_and_fork(
 /// The process: keeps the capabilities it has in the container's user namespace across the exec
 /// of the shim (raised as ambient: its uid is not that namespace's root, so the exec would clear
 /// them otherwise; the shim drops every one before the program runs), puts the control socket at
-/// [`CONTROL_FD`] and executes the shim by fd.
+/// [`CONTROL_FD`], the `passed` fds it inherited at 3.. at `PASSED_FDS_BASE`.. (for the shim to
+/// give them back as 3..), and executes the shim by fd.
 ///
 /// # Safety
 /// Only in the child of a fork of a single-threaded process, with `sock` and `shim` open.
-unsafe fn exec_shim(sock: libc::c_int, shim: libc::c_int) -> ! {
+unsafe fn exec_shim(sock: libc::c_int, shim: libc::c_int, passed: i32) -> ! {
     // SAFETY: raw calls on this process's own capabilities and fds; see the contract.
     unsafe {
         // capget/capset, version 3 (two 32-bit words per set): inheritable = permitted, which
@@ -522,9 +527,22 @@ unsafe fn exec_shim(sock: libc::c_int, shim: libc::c_int) -> ! {
                 break;
             }
         }
+        // Every source high first (3 is one of the passed fds and CONTROL_FD too).
+        let mut high = [-1; hybox_shim::plan::MAX_PASSED_FDS];
+        for (i, h) in high.iter_mut().take(passed.max(0) as usize).enumerate() {
+            *h = libc::fcntl(3 + i as libc::c_int, libc::F_DUPFD_CLOEXEC, 100);
+            if *h < 0 {
+                libc::_exit(126);
+            }
+        }
         let hi = libc::fcntl(sock, libc::F_DUPFD_CLOEXEC, 100);
         if hi < 0 || libc::dup2(hi, CONTROL_FD) < 0 {
             libc::_exit(126);
+        }
+        for (i, h) in high.iter().take(passed.max(0) as usize).enumerate() {
+            if libc::dup2(*h, hybox_shim::plan::PASSED_FDS_BASE + i as libc::c_int) < 0 {
+                libc::_exit(126);
+            }
         }
         let argv = [c"hybox-shim".as_ptr(), std::ptr::null()];
         let envp = [std::ptr::null::<libc::c_char>()];

@@ -178,7 +178,7 @@ fn create_in(
 
 /// `--preserve-fds N`: fds 3..3+N of this process go to the container's process as 3..3+N (as
 /// runc passes them); each must be open here.
-fn check_preserved_fds(n: i32) -> Result<(), OciError> {
+pub(super) fn check_preserved_fds(n: i32) -> Result<(), OciError> {
     let unsupported = |why: String| OciError::Unsupported {
         what: "--preserve-fds".into(),
         why,
