@@ -293,7 +293,14 @@ impl Started {
         let spawn_joined = |os_sandbox: bool| {
             let entered = joins.enter()?;
             let spawned = spawn(os_sandbox, libc::CLONE_NEWUSER);
-            entered.leave()?;
+            // The supervisor must not stay in the pod's namespace: a worker started anyway goes.
+            if let Err(e) = entered.leave() {
+                if let Ok((mut c, _)) = spawned {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(e);
+            }
             spawned.map(|c| (c, Some(NET_JOINED)))
         };
         // network: loopback means the worker's own `lo` (see `netns`); the hardened worker has its
