@@ -78,6 +78,20 @@ fn wait_lines(runc: &Runc, id: &str, lines: usize) -> Vec<String> {
     }
 }
 
+/// A pod's container: its network, IPC and UTS namespaces are the paths `ns_of` gives (`net`,
+/// `ipc`, `uts`), as CRI writes them.
+fn in_pod(config: &mut Value, ns_of: &dyn Fn(&str) -> String) {
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        let file = match ns["type"].as_str().unwrap() {
+            "network" => "net",
+            "ipc" => "ipc",
+            "uts" => "uts",
+            _ => continue,
+        };
+        ns["path"] = json!(ns_of(file));
+    }
+}
+
 const SHOW_NS: &str = "busybox readlink /proc/self/ns/net; busybox readlink /proc/self/ns/pid; \
                        busybox hostname; exec sleep 30";
 
@@ -97,17 +111,7 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
     let a_sandbox = sandbox_pid(a);
     let ns_of = |n: &str| format!("/proc/{a_sandbox}/ns/{n}");
 
-    let app = Bundle::new(&["sh", "-c", SHOW_NS], |c| {
-        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
-            let file = match ns["type"].as_str().unwrap() {
-                "network" => "net",
-                "ipc" => "ipc",
-                "uts" => "uts",
-                _ => continue,
-            };
-            ns["path"] = json!(ns_of(file));
-        }
-    });
+    let app = Bundle::new(&["sh", "-c", SHOW_NS], |c| in_pod(c, &ns_of));
     let b = runc.create(&app, "app");
     runc.ok(&["start", "app"]);
     let b_out = wait_lines(&runc, "app", 3);
@@ -191,17 +195,7 @@ fn a_pods_container_joins_the_pause_containers_net_ipc_and_uts_namespaces() {
 
     // Under `network: loopback` a wasm container's worker joins the pod's network namespace (its
     // guest's loopback is the pod's), and nothing else of the pod's.
-    let wasm = Bundle::new(&["/bin/ticker.wasm", "w", "100"], |c| {
-        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
-            let file = match ns["type"].as_str().unwrap() {
-                "network" => "net",
-                "ipc" => "ipc",
-                "uts" => "uts",
-                _ => continue,
-            };
-            ns["path"] = json!(ns_of(file));
-        }
-    });
+    let wasm = Bundle::new(&["/bin/ticker.wasm", "w", "100"], |c| in_pod(c, &ns_of));
     std::fs::write(
         wasm.path().join("rootfs/bin/ticker.wasm"),
         guest("ticker.wasm"),

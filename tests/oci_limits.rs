@@ -235,24 +235,24 @@ fn preserved_fds_reach_the_containers_process_as_3_and_up() {
 
     // fd 4 is not open: refused naming it, nothing left.
     let (_r, w) = pipe();
-    let o = create_with_fds(&runc, &b, "short", 2, &[&w]);
-    assert_eq!(o.code(), Some(1));
-    let e = last_error(&runc.log());
-    assert!(
-        e.contains("--preserve-fds") && e.contains("fd 4 is not open"),
-        "{e}"
+    let refused = |id: &str, why: &str, o: std::process::ExitStatus| {
+        assert_eq!(o.code(), Some(1));
+        let e = last_error(&runc.log());
+        assert!(e.contains("--preserve-fds") && e.contains(why), "{e}");
+        assert!(!runc.call(&["state", id]).status.success());
+    };
+    refused(
+        "short",
+        "fd 4 is not open",
+        create_with_fds(&runc, &b, "short", 2, &[&w]),
     );
-    assert!(!runc.call(&["state", "short"]).status.success());
 
     // A wasm container has no fd table to give them to.
     let wasm = Bundle::new(&["/bin/env.wasm"], |_| {});
-    let o = create_with_fds(&runc, &wasm, "wasm", 1, &[&w]);
-    assert_eq!(o.code(), Some(1));
-    let e = last_error(&runc.log());
-    assert!(
-        e.contains("--preserve-fds") && e.contains("WASI preopens"),
-        "{e}"
+    refused(
+        "wasm",
+        "WASI preopens",
+        create_with_fds(&runc, &wasm, "wasm", 1, &[&w]),
     );
-    assert!(!runc.call(&["state", "wasm"]).status.success());
     assert_eq!(cgroup_dirs(&wasm.cgroup), Vec::<PathBuf>::new());
 }

@@ -29,7 +29,10 @@ fn socket() -> std::mem::ManuallyDrop<std::fs::File> {
 pub fn move_above(min: i32) -> Result<()> {
     // SAFETY: fcntl on an fd this process owns.
     let fd = check(unsafe { libc::fcntl(FD.load(Ordering::Relaxed), libc::F_DUPFD_CLOEXEC, min) })
-        .map_err(SetupError::PassFds)?;
+        .map_err(|errno| SetupError::PassFds {
+            call: "fcntl(control socket, F_DUPFD_CLOEXEC)",
+            errno,
+        })?;
     FD.store(fd, Ordering::Relaxed);
     Ok(())
 }

@@ -29,8 +29,8 @@ pub enum SetupError {
     ParsePlan(#[source] serde_json::Error),
     #[error("fcntl(control socket, FD_CLOEXEC): {0}")]
     ControlCloexec(Errno),
-    #[error("pass fds to the workload (--preserve-fds): {0}")]
-    PassFds(Errno),
+    #[error("pass fds to the workload (--preserve-fds): {call}: {errno}")]
+    PassFds { call: &'static str, errno: Errno },
     #[error("setresgid: {0}")]
     Setresgid(Errno),
     #[error("setresuid: {0}")]

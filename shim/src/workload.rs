@@ -114,22 +114,34 @@ fn pass_fds(plan: &Plan) -> Result<()> {
         return Ok(());
     }
     if n > MAX_PASSED_FDS {
-        return Err(SetupError::PassFds(Errno(libc::EMFILE)));
+        return Err(SetupError::PassFds {
+            call: "more fds than MAX_PASSED_FDS",
+            errno: Errno(libc::EMFILE),
+        });
     }
     let above = PASSED_FDS_BASE + n as i32;
     control::move_above(above)?;
     // A process entering a running sandbox (`exec`) executes a path: it has no workload fd.
     if !plan.enter {
         // SAFETY: fcntl on the workload fd, open in this process until exec.
-        let w = check(unsafe { libc::fcntl(WORKLOAD_FD, libc::F_DUPFD_CLOEXEC, above) })
-            .map_err(SetupError::PassFds)?;
+        let w = check(unsafe { libc::fcntl(WORKLOAD_FD, libc::F_DUPFD_CLOEXEC, above) }).map_err(
+            |errno| SetupError::PassFds {
+                call: "fcntl(workload fd, F_DUPFD_CLOEXEC)",
+                errno,
+            },
+        )?;
         WORKLOAD.store(w, Ordering::Relaxed);
     }
     // Upwards: target 3+i is below source 5+i, and any source it overwrites (5+j, j = i-2) was
     // moved already.
     for i in 0..n as i32 {
         // SAFETY: dup2 between fds of this process; the source was placed by the runner.
-        check(unsafe { libc::dup2(PASSED_FDS_BASE + i, 3 + i) }).map_err(SetupError::PassFds)?;
+        check(unsafe { libc::dup2(PASSED_FDS_BASE + i, 3 + i) }).map_err(|errno| {
+            SetupError::PassFds {
+                call: "dup2",
+                errno,
+            }
+        })?;
     }
     Ok(())
 }

@@ -208,14 +208,15 @@ fn ratio(what: &str, a: f64, b: f64, goal: f64) {
 
 pub fn goals(r: &Results) {
     println!("\n== goals (issue 17), medians:");
-    let cs = |v: Variant| {
+    // The median of a variant's totals in one of the start measurements.
+    let total = |m: &BTreeMap<Variant, Vec<Start>>, v: Variant| {
         median(
-            &r.container_start
-                .get(&v)
+            &m.get(&v)
                 .map(|s| s.iter().map(Start::total).collect::<Vec<_>>())
                 .unwrap_or_default(),
         )
     };
+    let cs = |v: Variant| total(&r.container_start, v);
     ratio(
         "container start, wasm on hybox / native on runc (ms)",
         cs(Variant::WasmHybox),
@@ -228,14 +229,7 @@ pub fn goals(r: &Results) {
         cs(Variant::NativeRunc),
         0.8,
     );
-    let ps = |v: Variant| {
-        median(
-            &r.pod_start
-                .get(&v)
-                .map(|s| s.iter().map(Start::total).collect::<Vec<_>>())
-                .unwrap_or_default(),
-        )
-    };
+    let ps = |v: Variant| total(&r.pod_start, v);
     println!(
         "  pod start, native on hybox / native on runc: {:.2}x; wasm on hybox / native on runc: {:.2}x (no goal)",
         ps(Variant::NativeHybox) / ps(Variant::NativeRunc),

@@ -343,7 +343,7 @@ fn main(sd: &StateDir, sandbox: &Sandbox, placement: &Placement, log: &Log, read
         && !crate::backend::wasm::exe::runs_the_worker()
     {
         true => match crate::backend::wasm::exe::open_sibling() {
-            Ok((_, fd)) => Some(fd),
+            Ok(fd) => Some(fd),
             Err(e) => {
                 let _ = write!(ready, "{e}");
                 return START_FAILED;

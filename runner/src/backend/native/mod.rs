@@ -172,8 +172,7 @@ fn prepare_sandbox<'a>(
     }
     let mut degradations = Vec::new();
     let landlock_mode = preflight(launch.policy, &mut degradations)?;
-    let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
-    plan.wait_for_call = wait_for_call;
+    // The one check of the count (spawn's fixed-size copy and the shim rely on it).
     if launch.pass_fds.len() > hybox_shim::plan::MAX_PASSED_FDS {
         return Err(io_err(
             "pass fds to the workload",
@@ -184,7 +183,8 @@ fn prepare_sandbox<'a>(
             )),
         ));
     }
-    plan.passed_fds = launch.pass_fds.len() as u32;
+    let mut plan = build_plan(launch, landlock_mode).map_err(BackendError::Plan)?;
+    plan.wait_for_call = wait_for_call;
     // The embedded shim (a sealed memory file), or a shim file the host names.
     let shim_file = match &launch.host.shim_path {
         Some(p) => Some(

@@ -341,7 +341,7 @@ pub fn build_plan(launch: &Launch, landlock: LandlockMode) -> Result<Plan, PlanE
         wait_for_call: false,
         enter: false,
         controlling_tty: matches!(launch.stdio, Stdio::Terminal),
-        passed_fds: 0,
+        passed_fds: launch.pass_fds.len() as u32,
         landlock: LandlockPlan {
             mode: match landlock {
                 LandlockMode::Off => PlanLandlock::Off,

@@ -62,9 +62,9 @@ pub fn runs_the_worker() -> bool {
 pub const SIBLING: &str = "hybox";
 
 /// Opens the hybox binary beside this process's executable ([`SIBLING`]), for `execveat`: what a
-/// program that does not run the worker itself starts wasm workers from. Its path and fd, or why
-/// it cannot be used.
-pub fn open_sibling() -> Result<(PathBuf, OwnedFd), String> {
+/// program that does not run the worker itself starts wasm workers from. Its fd, or why it cannot
+/// be used (naming the file).
+pub fn open_sibling() -> Result<OwnedFd, String> {
     let me = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
     let path = me.with_file_name(SIBLING);
     let why = |e: &dyn std::fmt::Display| {
@@ -76,14 +76,11 @@ pub fn open_sibling() -> Result<(PathBuf, OwnedFd), String> {
     };
     let fd = open_exec(&path).map_err(|e| why(&e))?;
     // Checked now, not at the exec: the caller reports a missing worker before anything runs.
-    let mode = std::fs::File::from(fd.try_clone().map_err(|e| why(&e))?)
-        .metadata()
-        .map_err(|e| why(&e))?
-        .permissions();
-    if std::os::unix::fs::PermissionsExt::mode(&mode) & 0o111 == 0 {
+    let mode = nix::sys::stat::fstat(&fd).map_err(|e| why(&e))?.st_mode;
+    if mode & 0o111 == 0 {
         return Err(why(&"not executable"));
     }
-    Ok((path, fd))
+    Ok(fd)
 }
 
 fn self_exe() -> &'static Result<SelfExe, i32> {
@@ -154,7 +151,7 @@ pub fn worker_exe(host: &HostConfig) -> Result<WorkerExe, BackendError> {
             path: p.clone(),
         });
     }
-    if !RUNS_THE_WORKER.load(Ordering::Acquire) {
+    if !runs_the_worker() {
         let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "this program".into());
         return Err(BackendError::WorkerBinary { exe });
     }

@@ -383,12 +383,11 @@ fn finish(
         start,
         os_sandbox,
         network_ns,
-        joins,
+        joins: _,
         mut degradations,
         t_spawn,
         deadline,
     } = started;
-    drop(joins);
     let mut child = child.expect("the worker was started above or in `start`");
     let io = BackendError::io;
     // Into the envelope before the worker has seen a byte of the guest: it is blocked reading the job.
