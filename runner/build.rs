@@ -38,13 +38,26 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     precompile_seccomp(&out_dir);
     // The hybox binary is a ~45 MB position-independent executable with ~60,000 relative
-    // relocations, which the dynamic loader applies at every start (a one-shot run, and the wasm
-    // worker's exec). Packed (DT_RELR, binutils 2.38+ and glibc 2.36+) their table is a few KB
-    // instead of 1.4 MB read at each start.
+    // relocations, which the loader (glibc's, or a static musl binary's own start code) applies at
+    // every start (a one-shot run, and the wasm worker's exec). Packed (DT_RELR, binutils 2.38+,
+    // glibc 2.36+, musl 1.2.4+) their table is a few KB instead of 1.4 MB read at each start.
+    let target_env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux")
-        && env::var("CARGO_CFG_TARGET_ENV").is_ok_and(|e| e == "gnu")
+        && (target_env == "gnu" || target_env == "musl")
     {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
+    // The static build links Debian's libseccomp.a (.cargo/config.toml), built for glibc: the one
+    // glibc-only symbol it needs is defined in src/musl_compat.c. Passed as an object, not an
+    // archive, so the linker keeps it wherever libseccomp.a comes in the link order.
+    if target_env == "musl" {
+        println!("cargo:rerun-if-changed=src/musl_compat.c");
+        for object in cc::Build::new()
+            .file("src/musl_compat.c")
+            .compile_intermediates()
+        {
+            println!("cargo:rustc-link-arg={}", object.display());
+        }
     }
     let host_target = env::var("TARGET").expect("cargo sets TARGET");
 

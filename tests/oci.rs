@@ -616,7 +616,8 @@ fn recv_fd(stream: &std::os::unix::net::UnixStream) -> (std::fs::File, String) {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cmsg.as_mut_ptr().cast();
-    msg.msg_controllen = cmsg.len();
+    // socklen_t on musl, size_t on glibc.
+    msg.msg_controllen = cmsg.len() as _;
     // SAFETY: msg and its buffers are live for the call.
     let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
     assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());

@@ -13,6 +13,12 @@ use hybox::policy::Policy;
 use hybox::workload::Workload;
 use hybox::{exit, HostConfig, RunOptions, Sandbox, Stdio};
 
+// The static (musl) build allocates with mimalloc: musl's own allocator made Cranelift compile a
+// guest ~40% slower (docs/design.md, "The static build").
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Where this process's time went before `main` (the report's `phases.process_us`) and when
     // `main` began (`phases.cli_us` runs from here to the run), taken first: both keep growing.

@@ -10,6 +10,12 @@
 
 use std::process::ExitCode;
 
+// The static (musl) build allocates with mimalloc: musl's own allocator made Cranelift compile a
+// guest ~40% slower (docs/design.md, "The static build").
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     ExitCode::from(hybox::oci::cli::main(std::env::args_os()) as u8)
 }

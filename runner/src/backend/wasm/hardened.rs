@@ -94,9 +94,9 @@ pub fn in_new_namespaces(loopback: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Syscalls wasmtime, its WASI implementation (tokio), std and glibc use in the worker, measured with
-/// `strace -f -c` over hello, file I/O, a timeout in a host call, a trap and a component. Anything
-/// else kills the worker (`SECCOMP_RET_KILL_PROCESS`; the supervisor reports SIGSYS).
+/// Syscalls wasmtime, its WASI implementation (tokio), std and the libc (glibc or musl) use in the
+/// worker, measured with `strace -f -c` over hello, file I/O, a timeout in a host call, a trap and a
+/// component. Anything else kills the worker (`SECCOMP_RET_KILL_PROCESS`; the supervisor reports SIGSYS).
 pub const WORKER_ALLOW: &[&str] = &[
     // I/O on the job/result pipes, stdio, the cache, preopens.
     "read",
@@ -141,7 +141,10 @@ pub const WORKER_ALLOW: &[&str] = &[
     "fstatfs",
     "flock",
     "getcwd",
-    // The legacy path calls Rust's std still makes (create_dir_all, remove_file, rename).
+    // The legacy path calls Rust's std still makes (create_dir_all, remove_file, rename), and musl's
+    // open(3), which calls SYS_open on x86_64 (the static build): each the same kernel path as its
+    // `*at` twin above, with AT_FDCWD.
+    "open",
     "mkdir",
     "rmdir",
     "unlink",
@@ -239,7 +242,7 @@ const SOCKET_ALLOW: &[&str] = &[
 
 /// ioctl requests the worker may make: non-blocking mode and close-on-exec (tokio, std), the
 /// terminal queries of isatty() and the WASI stdio, bytes available.
-const IOCTL_ALLOW: &[u64] = &[
+const IOCTL_ALLOW: &[libc::Ioctl] = &[
     libc::FIONBIO,
     libc::FIOCLEX,
     libc::FIONCLEX,
@@ -254,7 +257,8 @@ pub fn filters_json() -> serde_json::Value {
     use serde_json::json;
     // Any other ioctl (TIOCSTI and friends; compared as 32-bit words, CVE-2017-5226): ENOTTY.
     let ioctl_other = json!({"syscall": "ioctl", "args": IOCTL_ALLOW.iter().map(|c| {
-        json!({"index": 1, "type": "dword", "op": "ne", "val": c})
+        // The request type is c_ulong on glibc and c_int on musl; the filter compares the low 32 bits.
+        json!({"index": 1, "type": "dword", "op": "ne", "val": *c as u32})
     }).collect::<Vec<_>>()});
     // prctl: only thread names (std names the guest thread) and no_new_privs (seccompiler sets it
     // before each filter it installs; setting it only ever restricts).

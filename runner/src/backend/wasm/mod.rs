@@ -688,7 +688,14 @@ pub(crate) unsafe fn place_worker_fds(
         } else {
             0
         };
-        if libc::close_range(RESULT_FD as u32 + 1, u32::MAX, flags as libc::c_int) < 0 {
+        // By number: musl's libc has no close_range wrapper.
+        if libc::syscall(
+            libc::SYS_close_range,
+            RESULT_FD as libc::c_uint + 1,
+            libc::c_uint::MAX,
+            flags as libc::c_uint,
+        ) < 0
+        {
             return Err(std::io::Error::last_os_error());
         }
     }

@@ -34,12 +34,12 @@ pub fn loopback_up() -> std::io::Result<()> {
         *dst = *src as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which outlives the call.
-    let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    let mut r = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS as libc::Ioctl, &mut req) };
     if r == 0 {
         // SAFETY: the flags member of the union is the one SIOCGIFFLAGS just filled.
         unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
         // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-        r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+        r = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS as libc::Ioctl, &req) };
     }
     let err = std::io::Error::last_os_error();
     // SAFETY: closing the socket opened above.
