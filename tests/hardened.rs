@@ -268,11 +268,13 @@ fn the_worker_is_confined_seen_from_outside() {
     let mut seen = None;
     while t.elapsed() < Duration::from_secs(3) {
         if let Some(&pid) = my_workers().first() {
+            // The namespaces first, the status last: a worker that ends between the reads (hello
+            // is quick) leaves a read failed, and the loop looks again, never at half a process.
+            let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            let user = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             // The filter is installed once the worker has read its job.
-            if status_field(&status, "Seccomp:") == "2" {
-                let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-                let user = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+            if status_field(&status, "Seccomp:") == "2" && net.is_some() && user.is_some() {
                 seen = Some((status, net, user));
                 break;
             }
